@@ -1,0 +1,45 @@
+# Gatemesh: the two commands a newcomer needs are `make up` and `make test`.
+# Everything they need is installed from the project's own files (pyproject.toml, package.json).
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: install up test lint gen gen-check proto-check bench clean
+
+$(BIN)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	touch $@
+
+node_modules/.installed: package.json
+	npm install --no-audit --no-fund --silent
+	touch $@
+
+install: $(BIN)/.installed node_modules/.installed
+
+## Run the whole mesh locally (all services and the edge) on embedded defaults.
+up: $(BIN)/.installed
+	$(BIN)/gatemesh up
+
+## Install everything and run every check and test (what CI runs).
+test: install
+	bash scripts/test.sh
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+## Regenerate Python code and the descriptor set from protos/.
+gen: $(BIN)/.installed
+	$(BIN)/python scripts/gen_protos.py
+
+proto-check: install
+	bash scripts/proto_check.sh
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) node_modules .gatemesh

@@ -1,0 +1,1 @@
+"""Gatemesh services: auth, proxy, billing and privacy, and the runtime they share."""

@@ -1,0 +1,88 @@
+"""Async database access with SQLModel (SQLAlchemy's asyncio engine underneath).
+
+PostgreSQL via asyncpg in tests and production, SQLite via aiosqlite as the local default.
+Each service owns its own database (its own URL) and its own alembic migrations, with a
+version table named after the service so that services could even share one database
+without touching each other's tables.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import event
+from sqlalchemy.engine import Connection
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+
+def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
+    """A pooled async engine, traced by OpenTelemetry (statements only, never parameters)."""
+    if url.startswith("sqlite"):
+        engine = create_async_engine(url, connect_args={"timeout": 30})
+        event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
+    else:
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+
+    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.execute("PRAGMA busy_timeout=30000")
+    cursor.close()
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    return async_sessionmaker(engine, class_=AsyncSession, expire_on_commit=False)
+
+
+@asynccontextmanager
+async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterator[AsyncSession]:
+    """A session inside one transaction: committed on success, rolled back on error."""
+    async with sessions() as session, session.begin():
+        yield session
+
+
+def alembic_config(migrations_dir: Path, service: str) -> Config:
+    config = Config()
+    config.set_main_option("script_location", str(migrations_dir))
+    config.attributes["version_table"] = f"alembic_version_{service}"
+    return config
+
+
+async def migrate(engine: AsyncEngine, migrations_dir: Path, service: str) -> None:
+    """Bring the service's database to the newest migration."""
+    config = alembic_config(migrations_dir, service)
+
+    def upgrade(connection: Connection) -> None:
+        config.attributes["connection"] = connection
+        command.upgrade(config, "head")
+
+    async with engine.begin() as connection:
+        await connection.run_sync(upgrade)
+
+
+def run_migrations_in_env(target_metadata: object) -> None:
+    """The body of every service's alembic `env.py`: run on the connection `migrate` passes."""
+    from alembic import context
+
+    connection = context.config.attributes.get("connection")
+    if connection is None:
+        raise RuntimeError("run migrations through services.runtime.db.migrate()")
+    context.configure(
+        connection=connection,
+        target_metadata=target_metadata,
+        version_table=context.config.attributes.get("version_table", "alembic_version"),
+        render_as_batch=connection.dialect.name == "sqlite",
+    )
+    with context.begin_transaction():
+        context.run_migrations()

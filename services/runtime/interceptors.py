@@ -1,0 +1,90 @@
+"""The one server interceptor every service runs: access control, then error mapping.
+
+For each call it resolves the caller (see `access`), runs the handler with the Principal
+set, and turns a raised `DomainError` into a gRPC status with details and the edge's
+trailers. An unexpected exception becomes INTERNAL with a generic message (the traceback
+goes to the log, never to the caller). Both unary and server-streaming handlers are
+wrapped; these are the only shapes the contracts use.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from .access import AccessPolicy, set_principal
+from .errors import DomainError, Internal
+
+log = logging.getLogger("gatemesh.rpc")
+
+
+async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> None:
+    """End the call with the error's status, details and edge trailers."""
+    await context.abort(error.code, error.full_message(), trailing_metadata=error.trailing_metadata())
+
+
+async def _fail(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
+    if isinstance(exc, DomainError):
+        await abort_with(context, exc)
+    log.exception("unhandled error in %s", method)
+    await abort_with(context, Internal("internal error"))
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Access control and domain-error mapping around every handler."""
+
+    def __init__(self, policy: AccessPolicy) -> None:
+        self._policy = policy
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        method = details.method
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._wrap_unary(method, handler.unary_unary),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._wrap_stream(method, handler.unary_stream),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            try:
+                set_principal(await self._policy.resolve(method, context))
+                return await behavior(request, context)
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:
+                await _fail(context, method, exc)
+
+        return unary
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            try:
+                set_principal(await self._policy.resolve(method, context))
+                async for response in behavior(request, context):
+                    yield response
+            except (grpc.aio.AbortError, grpc.aio.UsageError):
+                raise
+            except Exception as exc:
+                await _fail(context, method, exc)
+
+        return stream

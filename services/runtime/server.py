@@ -1,0 +1,107 @@
+"""The async gRPC server every service runs.
+
+`serve()` builds a `grpc.aio` server with the shared interceptors (tracing, access
+control, error mapping), health checking and reflection, binds it (TLS when configured),
+and runs until SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish
+for `shutdown_grace_s`, and runs the service's cleanup.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from opentelemetry.instrumentation.grpc import aio_server_interceptor
+
+from .access import AccessPolicy, Authenticator
+from .clients import channel_options
+from .interceptors import ServerInterceptor
+from .settings import GatemeshSettings
+
+log = logging.getLogger("gatemesh.server")
+
+Register = Callable[[grpc.aio.Server], None]
+Cleanup = Callable[[], Awaitable[None]]
+
+
+@dataclass
+class ServiceSpec:
+    """What a service hands the bootstrap: its servicers and how to clean up."""
+
+    name: str
+    register: Register
+    service_names: Sequence[str]
+    authenticator: Authenticator | None = None
+    cleanups: list[Cleanup] = field(default_factory=list)
+    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+def server_credentials(settings: GatemeshSettings) -> grpc.ServerCredentials | None:
+    if not (settings.tls_cert_file and settings.tls_key_file):
+        return None
+    pair = [(Path(settings.tls_key_file).read_bytes(), Path(settings.tls_cert_file).read_bytes())]
+    if settings.tls_ca_file:
+        return grpc.ssl_server_credentials(
+            pair, root_certificates=Path(settings.tls_ca_file).read_bytes(), require_client_auth=True
+        )
+    return grpc.ssl_server_credentials(pair)
+
+
+def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
+    """A server with every shared piece attached, not yet bound or started."""
+    policy = AccessPolicy(
+        settings.secret("service_token"),
+        settings.secret("admin_token"),
+        spec.authenticator,
+        mtls=bool(settings.tls_ca_file),
+    )
+    server = grpc.aio.server(
+        interceptors=[aio_server_interceptor(), ServerInterceptor(policy)],
+        options=channel_options(settings),
+    )
+    spec.register(server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [*spec.service_names, health.SERVICE_NAME, reflection.SERVICE_NAME]
+    reflection.enable_server_reflection(names, server)
+    return server, health_servicer
+
+
+def bind(server: grpc.aio.Server, address: str, settings: GatemeshSettings) -> int:
+    creds = server_credentials(settings)
+    port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
+    if port == 0:
+        raise RuntimeError(f"cannot bind {address}")
+    return port
+
+
+async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> None:
+    """Run the service until SIGTERM/SIGINT, then shut down gracefully."""
+    server, health_servicer = build_server(spec, settings)
+    port = bind(server, address, settings)
+    await server.start()
+    for name in ["", *spec.service_names]:
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in spec.background]
+    log.info("%s listening on %s (port %d)", spec.name, address, port)
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+
+    log.info("%s shutting down", spec.name)
+    await health_servicer.enter_graceful_shutdown()
+    for task in tasks:
+        task.cancel()
+    await server.stop(settings.shutdown_grace_s)
+    for cleanup in spec.cleanups:
+        await cleanup()

@@ -1,0 +1,113 @@
+"""Typed settings from environment variables and an optional YAML file.
+
+Every key is flat: the YAML key `redis_url` is the environment variable
+`GATEMESH_REDIS_URL`; environment variables win over the file. Complex values (lists,
+maps) can be given in the environment as JSON. The YAML file is named by
+`GATEMESH_CONFIG`. Each service subclasses `GatemeshSettings` with the keys it alone needs.
+
+Secrets (service token, admin token, key HMAC secret) have no hard-coded defaults: when
+unset, they are read from `<data_dir>/secrets.json`, which is created with random values
+on first use, so a local mesh is safe by default and the operator CLI finds them too.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+from pathlib import Path
+from typing import Any, Self
+
+from pydantic import Field, SecretStr, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    YamlConfigSettingsSource,
+)
+
+LOCAL_SECRETS = ("service_token", "admin_token", "key_hmac_secret")
+
+
+def config_file() -> Path | None:
+    """The YAML configuration file named by GATEMESH_CONFIG, if any."""
+    name = os.environ.get("GATEMESH_CONFIG", "").strip()
+    return Path(name) if name else None
+
+
+def load_local_secrets(data_dir: Path) -> dict[str, str]:
+    """Read, or create once, the random local secrets under the data directory."""
+    path = data_dir / "secrets.json"
+    if path.exists():
+        return json.loads(path.read_text())
+    data_dir.mkdir(parents=True, exist_ok=True)
+    values = {name: secrets.token_urlsafe(32) for name in LOCAL_SECRETS}
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(values))
+    tmp.chmod(0o600)
+    try:
+        os.link(tmp, path)  # atomic and exclusive: two services starting at once agree
+    except FileExistsError:
+        pass
+    finally:
+        tmp.unlink(missing_ok=True)
+    return json.loads(path.read_text())
+
+
+class GatemeshSettings(BaseSettings):
+    """Settings every service reads."""
+
+    model_config = SettingsConfigDict(env_prefix="GATEMESH_", extra="ignore", validate_default=True)
+
+    data_dir: Path = Field(Path(".gatemesh"), description="Where local state lives (SQLite files, secrets).")
+    listen: str = Field("", description="host:port this service binds; default: its own *_addr.")
+    auth_addr: str = Field("127.0.0.1:50051", description="Where the auth service is reached.")
+    billing_addr: str = Field("127.0.0.1:50052", description="Where the billing service is reached.")
+    proxy_addr: str = Field("127.0.0.1:50053", description="Where the proxy service is reached.")
+    privacy_addr: str = Field("127.0.0.1:50054", description="Where the privacy service is reached.")
+    redis_url: str = Field("", description="redis://...; empty: an in-process substitute (local only).")
+    service_token: SecretStr | None = Field(None, description="Shared credential between services.")
+    admin_token: SecretStr | None = Field(None, description="Operator credential for admin RPCs and the CLI.")
+    key_hmac_secret: SecretStr | None = Field(None, description="Server secret for API-key HMACs.")
+    tls_cert_file: str = Field("", description="PEM certificate for this service's gRPC port (enables TLS).")
+    tls_key_file: str = Field("", description="PEM private key for tls_cert_file.")
+    tls_ca_file: str = Field(
+        "", description="PEM CA: with it, servers require and clients present certificates (mTLS)."
+    )
+    log_level: str = Field("INFO", description="Python logging level.")
+    grpc_max_message_bytes: int = Field(16 * 1024 * 1024, description="gRPC send/receive limit.")
+    shutdown_grace_s: float = Field(10.0, description="Seconds in-flight calls get on SIGTERM.")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources: list[PydanticBaseSettingsSource] = [init_settings, env_settings]
+        path = config_file()
+        if path is not None:
+            sources.append(YamlConfigSettingsSource(settings_cls, yaml_file=path))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _fill_local_secrets(self) -> Self:
+        missing = [name for name in LOCAL_SECRETS if getattr(self, name) is None]
+        if missing:
+            local = load_local_secrets(self.data_dir)
+            for name in missing:
+                object.__setattr__(self, name, SecretStr(local[name]))
+        return self
+
+    def secret(self, name: str) -> str:
+        """The plain value of a secret setting."""
+        value: Any = getattr(self, name)
+        return value.get_secret_value() if value is not None else ""
+
+    def sqlite_url(self, service: str) -> str:
+        """The embedded default database of a service: one SQLite file each."""
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        return f"sqlite+aiosqlite:///{(self.data_dir / f'{service}.db').resolve()}"
