@@ -464,3 +464,13 @@ class AuthenticateResponse(_message.Message):
     PRINCIPAL_FIELD_NUMBER: _ClassVar[int]
     principal: Principal
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
+
+class ListAnalyticsOptOutsRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ListAnalyticsOptOutsResponse(_message.Message):
+    __slots__ = ("account_ids",)
+    ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    account_ids: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, account_ids: _Optional[_Iterable[str]] = ...) -> None: ...

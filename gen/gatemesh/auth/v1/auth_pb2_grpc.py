@@ -135,6 +135,11 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensResponse.FromString,
                 _registered_method=True)
+        self.ListAnalyticsOptOuts = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/ListAnalyticsOptOuts',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsResponse.FromString,
+                _registered_method=True)
         self.Authenticate = channel.unary_unary(
                 '/gatemesh.auth.v1.AuthService/Authenticate',
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
@@ -279,6 +284,13 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAnalyticsOptOuts(self, request, context):
+        """The accounts that opted out of analytics (P7.3), for the statistics pipeline.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Authenticate(self, request, context):
         """Resolve a bearer credential (session token, API key or operator token) to a principal;
         the runtime's authentication interceptor in the other services calls this.
@@ -389,6 +401,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ReportTokens,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensResponse.SerializeToString,
+            ),
+            'ListAnalyticsOptOuts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAnalyticsOptOuts,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsResponse.SerializeToString,
             ),
             'Authenticate': grpc.unary_unary_rpc_method_handler(
                     servicer.Authenticate,
@@ -937,6 +954,33 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/ReportTokens',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAnalyticsOptOuts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/ListAnalyticsOptOuts',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAnalyticsOptOutsResponse.FromString,
             options,
             channel_credentials,
             insecure,
