@@ -30,6 +30,11 @@ SERVICE_TOKEN_HEADER = "x-gatemesh-service-token"
 
 ROLE_USER, ROLE_ADMIN, ROLE_COMPLIANCE = 1, 2, 3  # gatemesh.auth.v1.Role values
 
+# Standard services every server carries: probes and tools must reach them without credentials.
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
+
 
 @dataclass(frozen=True)
 class Principal:
@@ -70,6 +75,8 @@ def set_principal(value: Principal) -> contextvars.Token[Principal]:
 def method_access(full_method: str) -> int:
     """The declared access of '/pkg.Service/Method'; INTERNAL when undeclared or unknown."""
     service_name, _, method_name = full_method.lstrip("/").rpartition("/")
+    if service_name in OPEN_SERVICES:
+        return common_pb2.ACCESS_PUBLIC
     try:
         service = descriptor_pool.Default().FindServiceByName(service_name)
     except KeyError:
