@@ -25,6 +25,7 @@ class AccountStatus(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ACCOUNT_STATUS_UNSPECIFIED: _ClassVar[AccountStatus]
     ACCOUNT_STATUS_ACTIVE: _ClassVar[AccountStatus]
     ACCOUNT_STATUS_CLOSED: _ClassVar[AccountStatus]
+    ACCOUNT_STATUS_ERASED: _ClassVar[AccountStatus]
 ROLE_UNSPECIFIED: Role
 ROLE_USER: Role
 ROLE_ADMIN: Role
@@ -32,6 +33,7 @@ ROLE_COMPLIANCE: Role
 ACCOUNT_STATUS_UNSPECIFIED: AccountStatus
 ACCOUNT_STATUS_ACTIVE: AccountStatus
 ACCOUNT_STATUS_CLOSED: AccountStatus
+ACCOUNT_STATUS_ERASED: AccountStatus
 
 class Account(_message.Message):
     __slots__ = ("account_id", "email", "role", "status", "created_at", "analytics_opt_out", "accepted_policy_version")
