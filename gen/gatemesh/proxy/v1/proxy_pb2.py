@@ -29,7 +29,7 @@ from google.api import httpbody_pb2 as google_dot_api_dot_httpbody__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgatemesh/proxy/v1/proxy.proto\x12\x11gatemesh.proxy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListModelsRequest\"\xa5\x02\n\x10RequestLogRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\\\n\naccount_id\x18\x02 \x01(\tBH\xaa\xed\x18\x44\x08\x05\x12\x30P2.1 providing API access; P2.3 abuse prevention\x1a\t12 months \xed\x02(\x01\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x13\n\x0bstatus_code\x18\x06 \x01(\x05\x12\x12\n\nlatency_ms\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp:\x15\xb2\xed\x18\x11proxy.request_log2\xaf\x02\n\x0cProxyService\x12\x64\n\x0f\x43hatCompletions\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"#\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12W\n\nEmbeddings\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1d\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/embeddings:\x01*\x12`\n\nListModels\x12$.gatemesh.proxy.v1.ListModelsRequest\x1a\x14.google.api.HttpBody\"\x16\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dgatemesh/proxy/v1/proxy.proto\x12\x11gatemesh.proxy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x19google/api/httpbody.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x13\n\x11ListModelsRequest\"\xb4\x03\n\x10RequestLogRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12\\\n\naccount_id\x18\x02 \x01(\tBH\xaa\xed\x18\x44\x08\x05\x12\x30P2.1 providing API access; P2.3 abuse prevention\x1a\t12 months \xed\x02(\x01\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12\x10\n\x08provider\x18\x05 \x01(\t\x12\x13\n\x0bstatus_code\x18\x06 \x01(\x05\x12\x12\n\nlatency_ms\x18\x07 \x01(\x05\x12.\n\ncreated_at\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x14\n\x0cinput_tokens\x18\t \x01(\x03\x12\x15\n\routput_tokens\x18\n \x01(\x03\x12\x13\n\x0b\x63ost_micros\x18\x0b \x01(\x03\x12\x0f\n\x07outcome\x18\x0c \x01(\t\x12\x18\n\x10tokens_estimated\x18\r \x01(\x08\x12\x10\n\x08\x65ndpoint\x18\x0e \x01(\t\x12\x0e\n\x06stream\x18\x0f \x01(\x08:\x15\xb2\xed\x18\x11proxy.request_log2\xaf\x02\n\x0cProxyService\x12\x64\n\x0f\x43hatCompletions\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"#\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x19\"\x14/v1/chat/completions:\x01*0\x01\x12W\n\nEmbeddings\x12\x14.google.api.HttpBody\x1a\x14.google.api.HttpBody\"\x1d\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x13\"\x0e/v1/embeddings:\x01*\x12`\n\nListModels\x12$.gatemesh.proxy.v1.ListModelsRequest\x1a\x14.google.api.HttpBody\"\x16\x88\xe7\x18\x01\x82\xd3\xe4\x93\x02\x0c\x12\n/v1/modelsb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -49,7 +49,7 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LISTMODELSREQUEST']._serialized_start=207
   _globals['_LISTMODELSREQUEST']._serialized_end=226
   _globals['_REQUESTLOGRECORD']._serialized_start=229
-  _globals['_REQUESTLOGRECORD']._serialized_end=522
-  _globals['_PROXYSERVICE']._serialized_start=525
-  _globals['_PROXYSERVICE']._serialized_end=828
+  _globals['_REQUESTLOGRECORD']._serialized_end=665
+  _globals['_PROXYSERVICE']._serialized_start=668
+  _globals['_PROXYSERVICE']._serialized_end=971
 # @@protoc_insertion_point(module_scope)

@@ -17,7 +17,7 @@ class ListModelsRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class RequestLogRecord(_message.Message):
-    __slots__ = ("request_id", "account_id", "key_id", "model", "provider", "status_code", "latency_ms", "created_at")
+    __slots__ = ("request_id", "account_id", "key_id", "model", "provider", "status_code", "latency_ms", "created_at", "input_tokens", "output_tokens", "cost_micros", "outcome", "tokens_estimated", "endpoint", "stream")
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -26,6 +26,13 @@ class RequestLogRecord(_message.Message):
     STATUS_CODE_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    INPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    OUTPUT_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    COST_MICROS_FIELD_NUMBER: _ClassVar[int]
+    OUTCOME_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    ENDPOINT_FIELD_NUMBER: _ClassVar[int]
+    STREAM_FIELD_NUMBER: _ClassVar[int]
     request_id: str
     account_id: str
     key_id: str
@@ -34,4 +41,11 @@ class RequestLogRecord(_message.Message):
     status_code: int
     latency_ms: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., status_code: _Optional[int] = ..., latency_ms: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    outcome: str
+    tokens_estimated: bool
+    endpoint: str
+    stream: bool
+    def __init__(self, request_id: _Optional[str] = ..., account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., status_code: _Optional[int] = ..., latency_ms: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., outcome: _Optional[str] = ..., tokens_estimated: _Optional[bool] = ..., endpoint: _Optional[str] = ..., stream: _Optional[bool] = ...) -> None: ...
