@@ -13,6 +13,56 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class SettleBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SettleRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ...) -> None: ...
+
+class SettleBatchItem(_message.Message):
+    __slots__ = ("result", "error_code", "error_message")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    result: SettleResponse
+    error_code: str
+    error_message: str
+    def __init__(self, result: _Optional[_Union[SettleResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+
+class SettleBatchResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[SettleBatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[SettleBatchItem, _Mapping]]] = ...) -> None: ...
+
+class RunRetentionSweepRequest(_message.Message):
+    __slots__ = ("retention_days",)
+    RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]
+    retention_days: int
+    def __init__(self, retention_days: _Optional[int] = ...) -> None: ...
+
+class RunRetentionSweepResponse(_message.Message):
+    __slots__ = ("deleted_usage_records", "aggregated_rows", "expired_holds")
+    DELETED_USAGE_RECORDS_FIELD_NUMBER: _ClassVar[int]
+    AGGREGATED_ROWS_FIELD_NUMBER: _ClassVar[int]
+    EXPIRED_HOLDS_FIELD_NUMBER: _ClassVar[int]
+    deleted_usage_records: int
+    aggregated_rows: int
+    expired_holds: int
+    def __init__(self, deleted_usage_records: _Optional[int] = ..., aggregated_rows: _Optional[int] = ..., expired_holds: _Optional[int] = ...) -> None: ...
+
+class DepositAddressRecord(_message.Message):
+    __slots__ = ("account_id", "chain_id", "address", "created_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    chain_id: int
+    address: str
+    created_at: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., chain_id: _Optional[int] = ..., address: _Optional[str] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
 class HoldRequest(_message.Message):
     __slots__ = ("account_id", "amount_micros", "ttl_seconds", "idempotency_key", "key_id", "key_spend_cap_micros")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
@@ -150,7 +200,7 @@ class AdminGetBalanceRequest(_message.Message):
     def __init__(self, account_id: _Optional[str] = ...) -> None: ...
 
 class UsageRecord(_message.Message):
-    __slots__ = ("usage_id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros", "status", "latency_ms", "created_at")
+    __slots__ = ("usage_id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros", "status", "latency_ms", "created_at", "tokens_estimated", "shortfall_micros")
     USAGE_ID_FIELD_NUMBER: _ClassVar[int]
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -162,6 +212,8 @@ class UsageRecord(_message.Message):
     STATUS_FIELD_NUMBER: _ClassVar[int]
     LATENCY_MS_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_ESTIMATED_FIELD_NUMBER: _ClassVar[int]
+    SHORTFALL_MICROS_FIELD_NUMBER: _ClassVar[int]
     usage_id: str
     account_id: str
     key_id: str
@@ -173,7 +225,9 @@ class UsageRecord(_message.Message):
     status: str
     latency_ms: int
     created_at: _timestamp_pb2.Timestamp
-    def __init__(self, usage_id: _Optional[str] = ..., account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., status: _Optional[str] = ..., latency_ms: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    tokens_estimated: bool
+    shortfall_micros: int
+    def __init__(self, usage_id: _Optional[str] = ..., account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., cost_micros: _Optional[int] = ..., status: _Optional[str] = ..., latency_ms: _Optional[int] = ..., created_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens_estimated: _Optional[bool] = ..., shortfall_micros: _Optional[int] = ...) -> None: ...
 
 class ListUsageRequest(_message.Message):
     __slots__ = ("since", "until", "model", "key_id", "page")
@@ -440,12 +494,14 @@ class RefundRequest(_message.Message):
     def __init__(self, transfer_id: _Optional[str] = ..., amount_micros: _Optional[int] = ..., reason: _Optional[str] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
 
 class RefundResponse(_message.Message):
-    __slots__ = ("transfer_id", "balance_micros")
+    __slots__ = ("transfer_id", "balance_micros", "refunded_micros")
     TRANSFER_ID_FIELD_NUMBER: _ClassVar[int]
     BALANCE_MICROS_FIELD_NUMBER: _ClassVar[int]
+    REFUNDED_MICROS_FIELD_NUMBER: _ClassVar[int]
     transfer_id: str
     balance_micros: int
-    def __init__(self, transfer_id: _Optional[str] = ..., balance_micros: _Optional[int] = ...) -> None: ...
+    refunded_micros: int
+    def __init__(self, transfer_id: _Optional[str] = ..., balance_micros: _Optional[int] = ..., refunded_micros: _Optional[int] = ...) -> None: ...
 
 class CreateCodesRequest(_message.Message):
     __slots__ = ("amount_micros", "count", "expires_at", "idempotency_key")

@@ -132,6 +132,16 @@ class BillingServiceStub:
                 request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesResponse.FromString,
                 _registered_method=True)
+        self.SettleBatch = channel.unary_unary(
+                '/gatemesh.billing.v1.BillingService/SettleBatch',
+                request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.FromString,
+                _registered_method=True)
+        self.RunRetentionSweep = channel.unary_unary(
+                '/gatemesh.billing.v1.BillingService/RunRetentionSweep',
+                request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepResponse.FromString,
+                _registered_method=True)
 
 
 class BillingServiceServicer:
@@ -210,7 +220,8 @@ class BillingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def RedeemCode(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Redeem a code for credit; each code redeems once.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -251,7 +262,8 @@ class BillingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def AdminListUsage(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """Admin: any account's usage records.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -265,7 +277,24 @@ class BillingServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListPrices(self, request, context):
-        """Missing associated documentation comment in .proto file."""
+        """The price table in force, and scheduled changes.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SettleBatch(self, request, context):
+        """Settle many holds in one transaction (one commit for the batch): the proxy's flush path.
+        Each item succeeds or fails on its own; nothing is acknowledged before the commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RunRetentionSweep(self, request, context):
+        """Retention (P5.2): roll usage records older than the retention period into anonymous
+        daily aggregates and delete them; the privacy service or the built-in sweeper calls it.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -367,6 +396,16 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.ListPrices,
                     request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesRequest.FromString,
                     response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesResponse.SerializeToString,
+            ),
+            'SettleBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.SettleBatch,
+                    request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.FromString,
+                    response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.SerializeToString,
+            ),
+            'RunRetentionSweep': grpc.unary_unary_rpc_method_handler(
+                    servicer.RunRetentionSweep,
+                    request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepRequest.FromString,
+                    response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -884,6 +923,60 @@ class BillingService:
             '/gatemesh.billing.v1.BillingService/ListPrices',
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesRequest.SerializeToString,
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.ListPricesResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SettleBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.billing.v1.BillingService/SettleBatch',
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.SerializeToString,
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RunRetentionSweep(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.billing.v1.BillingService/RunRetentionSweep',
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepRequest.SerializeToString,
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepResponse.FromString,
             options,
             channel_credentials,
             insecure,
