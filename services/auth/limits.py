@@ -1,0 +1,124 @@
+"""Per-key rate limits and failed sign-in throttling, both counted in Redis.
+
+Rate limits use fixed one-minute windows keyed by the Redis server's clock (`TIME`), so
+every auth instance agrees on the window. One Lua script checks and takes a request and
+the estimated tokens atomically: under any concurrency exactly `rpm` calls pass a minute.
+ReportTokens later moves the token count by the difference between actual and estimate.
+
+Sign-in throttling counts failures per account and per IP for a window; the counter keys
+hold an HMAC of the email or IP, never the value itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from dataclasses import dataclass
+
+from redis.asyncio import Redis
+
+CONSUME = """
+local t = redis.call('TIME')
+local now = tonumber(t[1])
+local window = math.floor(now / 60)
+local reset = (window + 1) * 60 - now
+local rkey = KEYS[1] .. ':' .. window
+local tkey = KEYS[2] .. ':' .. window
+local rpm = tonumber(ARGV[1])
+local tpm = tonumber(ARGV[2])
+local tokens = tonumber(ARGV[3])
+local used_r = tonumber(redis.call('GET', rkey) or '0')
+local used_t = tonumber(redis.call('GET', tkey) or '0')
+if used_r + 1 > rpm or (tpm > 0 and used_t + tokens > tpm) then
+  return {0, reset, rpm - used_r, tpm - used_t}
+end
+redis.call('INCR', rkey)
+redis.call('EXPIRE', rkey, 120)
+if tokens > 0 then
+  redis.call('INCRBY', tkey, tokens)
+  redis.call('EXPIRE', tkey, 120)
+end
+return {1, reset, rpm - used_r - 1, tpm - used_t - tokens}
+"""
+
+ADJUST = """
+local t = redis.call('TIME')
+local window = math.floor(tonumber(t[1]) / 60)
+local tkey = KEYS[1] .. ':' .. window
+local value = redis.call('INCRBY', tkey, tonumber(ARGV[1]))
+redis.call('EXPIRE', tkey, 120)
+return value
+"""
+
+
+@dataclass(frozen=True)
+class Decision:
+    allowed: bool
+    retry_after_s: int
+    remaining_requests: int
+    remaining_tokens: int
+
+
+class RateLimiter:
+    """Requests and tokens per minute per key, atomic in Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self._consume = redis.register_script(CONSUME)
+        self._adjust = redis.register_script(ADJUST)
+
+    @staticmethod
+    def _keys(key_id: str) -> list[str]:
+        return [f"gm:auth:rl:{key_id}:r", f"gm:auth:rl:{key_id}:t"]
+
+    async def consume(self, key_id: str, rpm: int, tpm: int, tokens: int) -> Decision:
+        allowed, reset, left_r, left_t = await self._consume(keys=self._keys(key_id), args=[rpm, tpm, tokens])
+        return Decision(bool(allowed), max(1, int(reset)), max(0, int(left_r)), max(0, int(left_t)))
+
+    async def adjust_tokens(self, key_id: str, delta: int) -> None:
+        if delta:
+            await self._adjust(keys=self._keys(key_id)[1:], args=[delta])
+
+
+class SignInThrottle:
+    """Counts failed sign-ins per account and per IP; refuses while either is over its cap."""
+
+    def __init__(self, redis: Redis, secret: str, max_account: int, max_ip: int, window_s: int) -> None:
+        self._redis = redis
+        self._secret = secret.encode()
+        self._caps = {"acct": max_account, "ip": max_ip}
+        self._window = window_s
+
+    def _names(self, email: str, ip: str) -> dict[str, str]:
+        names = {"acct": self._name("acct", email)}
+        if ip:
+            names["ip"] = self._name("ip", ip)
+        return names
+
+    def _name(self, kind: str, value: str) -> str:
+        digest = hmac.new(self._secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()[:32]
+        return f"gm:auth:signin:{kind}:{digest}"
+
+    async def retry_after(self, email: str, ip: str) -> int | None:
+        """Seconds until sign-in may be tried again, or None when not throttled."""
+        names = self._names(email, ip)
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for name in names.values():
+                pipe.get(name)
+                pipe.ttl(name)
+            replies = await pipe.execute()
+        waits = [
+            int(replies[2 * i + 1])
+            for i, kind in enumerate(names)
+            if replies[2 * i] is not None and int(replies[2 * i]) >= self._caps[kind]
+        ]
+        return max(1, *waits) if waits else None
+
+    async def failed(self, email: str, ip: str) -> None:
+        async with self._redis.pipeline(transaction=True) as pipe:
+            for name in self._names(email, ip).values():
+                pipe.incr(name)
+                pipe.expire(name, self._window, nx=True)
+            await pipe.execute()
+
+    async def succeeded(self, email: str) -> None:
+        await self._redis.delete(self._name("acct", email))
