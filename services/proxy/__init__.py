@@ -1,0 +1,1 @@
+"""The proxy service: the OpenAI-compatible API, metered to the micro-unit."""

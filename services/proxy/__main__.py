@@ -1,0 +1,117 @@
+"""`python -m services.proxy`: the composition root of the proxy service.
+
+`build()` makes every piece from the settings (request-log engine and migrations, the
+channels to auth and billing, the providers, the gateway, the servicers) and returns them
+with the `ServiceSpec` the runtime serves; tests call it too, so they run exactly what
+production runs. Background jobs: the price refresher, the request-log writer and the
+retention sweeper (P5.2).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
+from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from services.runtime.clients import service_channel
+from services.runtime.db import make_engine, migrate
+from services.runtime.server import ServiceSpec, serve
+from services.runtime.telemetry import setup_logging, setup_telemetry
+
+from . import store
+from .adapters import RemoteGatekeeper, RemoteLedger
+from .domain import Gateway, Limits
+from .participant import ProxyParticipant
+from .router import Router
+from .servicer import ProxyServicer
+from .settings import ProxySettings
+from .tokens import TokenCounter
+
+log = logging.getLogger("gatemesh.proxy")
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+SERVICE_NAMES = [
+    proxy_pb2.DESCRIPTOR.services_by_name["ProxyService"].full_name,
+    participant_pb2.DESCRIPTOR.services_by_name["PrivacyParticipant"].full_name,
+]
+SWEEP_INTERVAL_S = 6 * 3600
+
+
+@dataclass
+class ProxyApp:
+    """Everything the proxy service is made of."""
+
+    settings: ProxySettings
+    engine: AsyncEngine
+    gateway: Gateway
+    writer: store.RequestLogWriter
+    spec: ServiceSpec
+
+
+async def build(settings: ProxySettings) -> ProxyApp:
+    engine = make_engine(settings.proxy_database_url or settings.sqlite_url("proxy"))
+    await migrate(engine, MIGRATIONS, "proxy")
+    auth_channel = service_channel(settings.auth_addr, settings)
+    billing_channel = service_channel(settings.billing_addr, settings)
+    router = Router.from_settings(settings)
+    writer = store.RequestLogWriter(
+        engine, settings.proxy_log_flush_s, settings.proxy_log_batch, settings.proxy_log_queue_max
+    )
+    ledger = RemoteLedger(
+        billing_channel,
+        settings.proxy_rpc_timeout_s,
+        settings.proxy_price_refresh_s,
+        settings.proxy_hold_ttl_s,
+        settings.proxy_settle_batch,
+    )
+    limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens)
+    gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
+    gateway.gatekeeper = RemoteGatekeeper(auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks)
+    participant = ProxyParticipant(engine, writer)
+
+    def register(server: grpc.aio.Server) -> None:
+        proxy_pb2_grpc.add_ProxyServiceServicer_to_server(ProxyServicer(gateway), server)
+        participant_pb2_grpc.add_PrivacyParticipantServicer_to_server(participant, server)
+
+    async def sweeper() -> None:
+        while True:
+            try:
+                await store.sweep(engine, settings.proxy_log_retention_days)
+            except Exception:
+                log.exception("request-log retention sweep failed")
+            await asyncio.sleep(SWEEP_INTERVAL_S)
+
+    async def cleanup() -> None:
+        await gateway.tasks.drain()
+        await writer.flush()
+        await router.close()
+        await auth_channel.close()
+        await billing_channel.close()
+        await engine.dispose()
+
+    spec = ServiceSpec(
+        name="proxy",
+        register=register,
+        service_names=SERVICE_NAMES,
+        cleanups=[cleanup],
+        background=[ledger.prices.run, writer.run, sweeper],
+    )
+    return ProxyApp(settings, engine, gateway, writer, spec)
+
+
+async def main() -> None:
+    settings = ProxySettings()
+    setup_logging("proxy", settings.log_level)
+    setup_telemetry("proxy")
+    app = await build(settings)
+    await serve(app.spec, settings, settings.listen or settings.proxy_addr)
+
+
+if __name__ == "__main__":
+    asyncio.run(main())

@@ -1,0 +1,254 @@
+"""The hot path's ports over gRPC: auth (`Gatekeeper`) and billing (`Ledger`).
+
+Both use one pooled service channel each (HTTP/2 multiplexes every call). Prices are
+cached locally from `ListPrices` and refreshed in the background, so sizing a hold costs
+no round trip. Settles from concurrent calls are coalesced into `SettleBatch` calls
+(one billing transaction for all of them): while one batch is in flight the next fills,
+so a lone call waits for nothing and a busy proxy makes far fewer commits. Auth's and
+billing's verdicts are re-raised as DomainErrors with their code, message and retry delay;
+billing's insufficient credit becomes OpenAI's `insufficient_quota` (429).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from datetime import UTC
+from typing import Any
+
+import grpc
+from google.protobuf import timestamp_pb2
+
+from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.runtime.errors import DomainError, FailedPrecondition, ResourceExhausted
+from services.runtime.rpc_errors import domain_error, domain_error_from_code
+
+from .domain import CallUsage, KeyGrant, Price, Tasks
+
+log = logging.getLogger("gatemesh.proxy")
+
+
+class RemoteGatekeeper:
+    """Gatekeeper over auth's VerifyKey and ReportTokens."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, tasks: Tasks) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._timeout = timeout_s
+        self._tasks = tasks
+
+    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
+        request = auth_pb2.VerifyKeyRequest(
+            api_key=api_key, model=model, consume_rate_limit=consume, estimated_tokens=estimated_tokens
+        )
+        try:
+            reply = await self._stub.VerifyKey(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise domain_error(error, "auth") from None
+        return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
+
+    def report_tokens(self, key_id: str, delta: int) -> None:
+        if delta:
+            self._tasks.spawn(self._report(key_id, delta))
+
+    async def _report(self, key_id: str, delta: int) -> None:
+        try:
+            await self._stub.ReportTokens(
+                auth_pb2.ReportTokensRequest(key_id=key_id, token_delta=delta), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            log.debug("ReportTokens failed: %s", error.code().name)
+
+
+class PriceCache:
+    """The price list in force, per model, refreshed in the background."""
+
+    def __init__(self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, refresh_s: float) -> None:
+        self._stub = stub
+        self._timeout = timeout_s
+        self._refresh_s = refresh_s
+        self._prices: dict[str, list[tuple[float, Price]]] = {}
+        self._fetched_at = 0.0
+        self._lock = asyncio.Lock()
+
+    async def get(self, model: str) -> Price | None:
+        price = self._current(model)
+        if price is None and time.monotonic() - self._fetched_at > 1.0:
+            async with self._lock:
+                if time.monotonic() - self._fetched_at > 1.0:
+                    await self.refresh()
+            price = self._current(model)
+        return price
+
+    def _current(self, model: str) -> Price | None:
+        now = time.time()
+        found: Price | None = None
+        for since, price in self._prices.get(model, ()):
+            if since <= now:
+                found = price
+        return found
+
+    async def refresh(self) -> None:
+        try:
+            reply = await self._stub.ListPrices(billing_pb2.ListPricesRequest(), timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            log.warning("price refresh failed: %s", error.code().name)
+            return
+        prices: dict[str, list[tuple[float, Price]]] = {}
+        for item in reply.prices:
+            since = item.effective_from.seconds + item.effective_from.nanos / 1e9
+            prices.setdefault(item.model, []).append(
+                (since, Price(item.input_per_mtok_micros, item.output_per_mtok_micros))
+            )
+        for entries in prices.values():
+            entries.sort(key=lambda entry: entry[0])
+        self._prices = prices
+        self._fetched_at = time.monotonic()
+
+    async def run(self) -> None:
+        """Background job: keep the list fresh."""
+        while True:
+            await self.refresh()
+            await asyncio.sleep(self._refresh_s)
+
+
+class SettleBatcher:
+    """Coalesces concurrent settles into SettleBatch calls; falls back to Settle if absent."""
+
+    def __init__(self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, enabled: bool) -> None:
+        self._stub = stub
+        self._timeout = timeout_s
+        self._enabled = enabled
+        self._queue: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]] = []
+        self._draining = False
+
+    async def settle(self, request: billing_pb2.SettleRequest) -> billing_pb2.SettleResponse:
+        if not self._enabled:
+            return await self._single(request)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        self._queue.append((request, future))
+        if not self._draining:
+            self._draining = True
+            asyncio.get_running_loop().create_task(self._drain())
+        return await future
+
+    async def _single(self, request: billing_pb2.SettleRequest) -> billing_pb2.SettleResponse:
+        try:
+            return await self._stub.Settle(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise domain_error(error, "billing") from None
+
+    async def _drain(self) -> None:
+        try:
+            while self._queue:
+                batch, self._queue = self._queue[:500], self._queue[500:]
+                await self._send(batch)
+        finally:
+            self._draining = False
+
+    async def _send(self, batch: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]]) -> None:
+        try:
+            reply = await self._stub.SettleBatch(
+                billing_pb2.SettleBatchRequest(items=[request for request, _ in batch]), timeout=self._timeout
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.UNIMPLEMENTED:
+                self._enabled = False
+                await asyncio.gather(*(self._settle_one(request, future) for request, future in batch))
+                return
+            for _, future in batch:
+                _resolve(future, error=domain_error(error, "billing"))
+            return
+        for (_, future), item in zip(batch, reply.items, strict=False):
+            if item.error_code:
+                _resolve(future, error=domain_error_from_code(item.error_code, item.error_message, "billing"))
+            else:
+                _resolve(future, result=item.result)
+
+    async def _settle_one(self, request: billing_pb2.SettleRequest, future: asyncio.Future[Any]) -> None:
+        try:
+            _resolve(future, result=await self._single(request))
+        except DomainError as error:
+            _resolve(future, error=error)
+
+
+def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:
+    if future.done():
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(result)
+
+
+class RemoteLedger:
+    """Ledger over billing's Hold, Settle(Batch), Release and ListPrices."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, refresh_s: float, hold_ttl_s: int, batch: bool):
+        self._stub = billing_pb2_grpc.BillingServiceStub(channel)
+        self._timeout = timeout_s
+        self._ttl = hold_ttl_s
+        self.prices = PriceCache(self._stub, timeout_s, refresh_s)
+        self._settles = SettleBatcher(self._stub, timeout_s, batch)
+
+    async def price(self, model: str) -> Price | None:
+        return await self.prices.get(model)
+
+    async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str:
+        request = billing_pb2.HoldRequest(
+            account_id=grant.account_id,
+            amount_micros=amount_micros,
+            ttl_seconds=self._ttl,
+            idempotency_key=f"{idempotency_key}:hold",
+            key_id=grant.key_id,
+            key_spend_cap_micros=grant.spend_cap_micros,
+        )
+        try:
+            reply = await self._stub.Hold(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise hold_error(domain_error(error, "billing")) from None
+        return reply.hold_id
+
+    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int:
+        request = billing_pb2.SettleRequest(
+            hold_id=hold_id, actual_micros=0, usage=usage_proto(usage), idempotency_key=f"{idempotency_key}:settle"
+        )
+        reply = await self._settles.settle(request)
+        return reply.charged_micros
+
+    async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None:
+        request = billing_pb2.ReleaseRequest(
+            hold_id=hold_id, idempotency_key=f"{idempotency_key}:release", usage=usage_proto(usage)
+        )
+        try:
+            await self._stub.Release(request, timeout=self._timeout)
+        except grpc.aio.AioRpcError as error:
+            raise domain_error(error, "billing") from None
+
+
+def hold_error(error: DomainError) -> DomainError:
+    """Billing's 'cannot cover this' becomes OpenAI's insufficient_quota (429)."""
+    if isinstance(error, FailedPrecondition):
+        return ResourceExhausted(
+            error.message or "insufficient credit",
+            reason=error.reason or "insufficient_credit",
+            openai_code="insufficient_quota",
+        )
+    return error
+
+
+def usage_proto(usage: CallUsage) -> billing_pb2.Usage:
+    started = timestamp_pb2.Timestamp()
+    started.FromDatetime(usage.started_at.astimezone(UTC).replace(tzinfo=None))
+    return billing_pb2.Usage(
+        key_id=usage.key_id,
+        model=usage.model,
+        provider=usage.provider,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        status=usage.status,
+        latency_ms=usage.latency_ms,
+        started_at=started,
+        tokens_estimated=usage.tokens_estimated,
+    )

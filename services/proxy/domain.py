@@ -1,0 +1,549 @@
+"""The proxy's rules: one metered call, from key check to settled cost.
+
+Per call: check the key and take the rate limit (one `verify`), hold the largest possible
+cost (estimated prompt plus the output limit, at the cached price), call the upstream
+(retries and fallback in `router`), then settle the exact cost from the usage the
+upstream reports, or from a local count where it reports none, and record the request's
+metadata. A failure before the upstream answered releases the hold. A stream the client
+leaves, or that the upstream cuts, is settled for what the upstream produced so far, in
+a task that outlives the cancelled call. `finish` runs once per call, so no call is
+charged twice, and every path that placed a hold ends in a settle or a release.
+
+The ports (`Gatekeeper`, `Ledger`, `RequestLog`) are implemented over gRPC and SQL in
+`adapters` and `store`; this module knows neither. Bodies stay raw bytes except where a
+field must be read (parsed once) or the request changed (alias, stream usage option).
+Nothing here logs or stores content.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Protocol
+
+import aiohttp
+
+from services.runtime.errors import (
+    BadGateway,
+    DomainError,
+    Internal,
+    InvalidArgument,
+    Unauthenticated,
+    Unavailable,
+    Violations,
+)
+
+from .router import Route, Router
+from .sse import StreamState, error_event
+from .tokens import TokenCounter, message_texts
+
+log = logging.getLogger("gatemesh.proxy")
+
+CHAT_PATH = "/chat/completions"
+EMBEDDINGS_PATH = "/embeddings"
+USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+
+
+@dataclass(frozen=True)
+class KeyGrant:
+    """What a verified API key may do."""
+
+    account_id: str
+    key_id: str
+    spend_cap_micros: int = 0
+    allowed_models: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class Price:
+    """Micro-units per million input and output tokens."""
+
+    input_per_mtok: int
+    output_per_mtok: int
+
+    def cost(self, input_tokens: int, output_tokens: int) -> int:
+        """The cost, rounded up to a whole micro-unit."""
+        return -(-(input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) // 1_000_000)
+
+
+@dataclass(frozen=True)
+class CallUsage:
+    """The metadata billing records for a call (P1.4): never content."""
+
+    key_id: str
+    model: str
+    provider: str
+    input_tokens: int
+    output_tokens: int
+    status: str
+    latency_ms: int
+    started_at: datetime
+    tokens_estimated: bool
+
+
+@dataclass(frozen=True)
+class LogEntry:
+    """One row of the proxy's request log (RequestLogRecord)."""
+
+    request_id: str
+    account_id: str
+    key_id: str
+    model: str
+    provider: str
+    status_code: int
+    latency_ms: int
+    created_at: datetime
+    input_tokens: int
+    output_tokens: int
+    cost_micros: int
+    outcome: str
+    tokens_estimated: bool
+    endpoint: str
+    stream: bool
+
+
+class Gatekeeper(Protocol):
+    """Auth's side of the hot path."""
+
+    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant: ...
+
+    def report_tokens(self, key_id: str, delta: int) -> None: ...
+
+
+class Ledger(Protocol):
+    """Billing's side of the hot path."""
+
+    async def price(self, model: str) -> Price | None: ...
+
+    async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str: ...
+
+    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int: ...
+
+    async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None: ...
+
+
+class RequestLog(Protocol):
+    """Where request metadata goes (buffered; never blocks)."""
+
+    def record(self, entry: LogEntry) -> None: ...
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The proxy's sizing rules."""
+
+    max_output_tokens: int = 4096
+    model_max_output_tokens: dict[str, int] = field(default_factory=dict)
+
+    def output_limit(self, model: str, body: dict[str, Any]) -> int:
+        for key in ("max_completion_tokens", "max_tokens"):
+            value = body.get(key)
+            if isinstance(value, int) and value > 0:
+                return value
+        return self.model_max_output_tokens.get(model, self.max_output_tokens)
+
+
+class Tasks:
+    """Background tasks kept alive until done (settles that outlive their call)."""
+
+    def __init__(self) -> None:
+        self._running: set[asyncio.Task[Any]] = set()
+
+    def spawn(self, coro: Awaitable[Any]) -> asyncio.Task[Any]:
+        task = asyncio.ensure_future(coro)
+        self._running.add(task)
+        task.add_done_callback(self._running.discard)
+        return task
+
+    async def drain(self) -> None:
+        while self._running:
+            await asyncio.gather(*list(self._running), return_exceptions=True)
+
+
+@dataclass
+class Reply:
+    """A chat answer: a JSON body, or a stream of SSE chunks."""
+
+    body: bytes | None = None
+    stream: StreamRelay | None = None
+
+
+class Gateway:
+    """The hot path: metered chat completions, embeddings and the model list."""
+
+    def __init__(
+        self,
+        router: Router,
+        gatekeeper: Gatekeeper,
+        ledger: Ledger,
+        request_log: RequestLog,
+        counter: TokenCounter,
+        limits: Limits,
+    ) -> None:
+        self.router = router
+        self.gatekeeper = gatekeeper
+        self.ledger = ledger
+        self.request_log = request_log
+        self.counter = counter
+        self.limits = limits
+        self.tasks = Tasks()
+
+    async def chat(self, api_key: str, raw: bytes) -> Reply:
+        require_key(api_key)
+        body = parse_object(raw)
+        model, stream = validate_chat(body)
+        route = self.router.resolve(model)
+        prompt = self.counter.prompt_tokens(route.model, body)
+        call = await self._admit(api_key, route, prompt, self.limits.output_limit(route.model, body), "chat", stream)
+        upstream_body, wants_usage = upstream_chat_body(raw, body, route, stream)
+        if not stream:
+            attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, read_json))
+            call.provider = attempt.provider.name
+            data, reply = attempt.primed
+            await call.finish_json(reply, self._chat_output)
+            return Reply(body=data)
+        state = StreamState(client_wants_usage=wants_usage)
+        attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, first_events(state)))
+        call.provider = attempt.provider.name
+        return Reply(stream=StreamRelay(call, state, attempt.response, attempt.primed, self._stream_output))
+
+    async def embeddings(self, api_key: str, raw: bytes) -> bytes:
+        require_key(api_key)
+        body = parse_object(raw)
+        violations = Violations()
+        model = body.get("model")
+        violations.check(isinstance(model, str) and bool(model), "model", "must be a non-empty string")
+        violations.check(body.get("input") not in (None, "", []), "input", "must be a string or a list")
+        violations.raise_if_any()
+        route = self.router.resolve(str(model))
+        if route.model != route.public_model:
+            body["model"] = route.model
+            raw = json.dumps(body, separators=(",", ":")).encode()
+        prompt = self.counter.input_tokens(route.model, body["input"])
+        call = await self._admit(api_key, route, prompt, 0, "embeddings", False)
+        attempt = await call.guard(self.router.call(route, EMBEDDINGS_PATH, raw, read_json))
+        call.provider = attempt.provider.name
+        data, reply = attempt.primed
+        await call.finish_json(reply, lambda _model, _reply: 0)
+        return data
+
+    async def list_models(self, api_key: str) -> bytes:
+        """The models the key may use, in OpenAI's list shape."""
+        require_key(api_key)
+        grant = await self.gatekeeper.verify(api_key, "", False, 0)
+        allowed = set(grant.allowed_models)
+        models = [
+            {"id": name, "object": "model", "created": 0, "owned_by": owner}
+            for name, owner in sorted(self.router.models().items())
+            if not allowed or name in allowed
+        ]
+        return json.dumps({"object": "list", "data": models}, separators=(",", ":")).encode()
+
+    async def _admit(
+        self, api_key: str, route: Route, prompt: int, max_output: int, endpoint: str, stream: bool
+    ) -> MeteredCall:
+        """Verify the key, take the rate limit and hold the largest possible cost."""
+        estimate = prompt + max_output
+        grant = await self.gatekeeper.verify(api_key, route.public_model, True, estimate)
+        try:
+            price = await self.ledger.price(route.model)
+            if price is None:
+                raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
+            request_id = uuid.uuid4().hex
+            hold_id = await self.ledger.hold(grant, max(1, price.cost(prompt, max_output)), request_id)
+        except BaseException:
+            self.gatekeeper.report_tokens(grant.key_id, -estimate)
+            raise
+        return MeteredCall(self, grant, route, hold_id, request_id, prompt, estimate, endpoint, stream)
+
+    def _chat_output(self, model: str, reply: dict[str, Any]) -> int:
+        texts = [
+            text
+            for choice in reply.get("choices") or ()
+            if isinstance(choice, dict) and isinstance(choice.get("message"), dict)
+            for text in message_texts(choice["message"])
+        ]
+        return self.counter.count(model, "".join(texts))
+
+    def _stream_output(self, model: str, state: StreamState) -> int:
+        return self.counter.count(model, state.output_text())
+
+
+class MeteredCall:
+    """The billing state of one admitted call; `finish` settles or releases exactly once."""
+
+    def __init__(
+        self,
+        gateway: Gateway,
+        grant: KeyGrant,
+        route: Route,
+        hold_id: str,
+        request_id: str,
+        prompt: int,
+        estimate: int,
+        endpoint: str,
+        stream: bool,
+    ) -> None:
+        self.gateway = gateway
+        self.grant = grant
+        self.route = route
+        self.hold_id = hold_id
+        self.request_id = request_id
+        self.prompt = prompt
+        self.estimate = estimate
+        self.endpoint = endpoint
+        self.stream = stream
+        self.provider = ""
+        self.started_at = datetime.now(UTC)
+        self._started = time.monotonic()
+        self._done: asyncio.Task[Any] | None = None
+
+    @property
+    def finished(self) -> bool:
+        return self._done is not None
+
+    async def guard(self, upstream: Awaitable[Any]) -> Any:
+        """Await the upstream call; on any failure release the hold, then re-raise."""
+        try:
+            return await upstream
+        except DomainError as error:
+            self.release(error.http_status, "upstream_error")
+            raise
+        except BaseException:
+            self.release(499, "client_disconnected")
+            raise
+
+    async def finish_json(self, reply: Any, count_output: Callable[[str, dict[str, Any]], int]) -> None:
+        """Settle a JSON answer from its usage, or a local count where it has none."""
+        usage = reply.get("usage") if isinstance(reply, dict) else None
+        tokens = usage_tokens(usage)
+        if tokens is None:
+            output = count_output(self.route.model, reply) if isinstance(reply, dict) else 0
+            tokens = (self.prompt, output, True)
+        await asyncio.shield(self.settle(*tokens, outcome="ok"))
+
+    def settle(self, input_tokens: int, output_tokens: int, estimated: bool, outcome: str) -> asyncio.Task[Any]:
+        """Charge for the tokens (once; later calls return the first task)."""
+        if self._done is None:
+            usage = self._usage(input_tokens, output_tokens, estimated, outcome)
+            self._done = self.gateway.tasks.spawn(self._settle(usage))
+        return self._done
+
+    def release(self, status_code: int, outcome: str) -> asyncio.Task[Any]:
+        """Release the hold without charging (once)."""
+        if self._done is None:
+            usage = self._usage(0, 0, False, outcome)
+            self._done = self.gateway.tasks.spawn(self._release(usage, status_code))
+        return self._done
+
+    def _usage(self, input_tokens: int, output_tokens: int, estimated: bool, outcome: str) -> CallUsage:
+        return CallUsage(
+            key_id=self.grant.key_id,
+            model=self.route.model,
+            provider=self.provider,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            status=outcome,
+            latency_ms=int((time.monotonic() - self._started) * 1000),
+            started_at=self.started_at,
+            tokens_estimated=estimated,
+        )
+
+    async def _settle(self, usage: CallUsage) -> None:
+        charged = 0
+        try:
+            charged = await with_retries(lambda: self.gateway.ledger.settle(self.hold_id, usage, self.request_id))
+        except DomainError as error:
+            log.warning("settle of request %s failed: %s", self.request_id, error.message)
+        self._after(usage, 200, charged)
+
+    async def _release(self, usage: CallUsage, status_code: int) -> None:
+        try:
+            await with_retries(lambda: self.gateway.ledger.release(self.hold_id, usage, self.request_id))
+        except DomainError as error:
+            log.warning("release of request %s failed: %s", self.request_id, error.message)
+        self._after(usage, status_code, 0)
+
+    def _after(self, usage: CallUsage, status_code: int, charged: int) -> None:
+        gateway = self.gateway
+        gateway.gatekeeper.report_tokens(self.grant.key_id, usage.input_tokens + usage.output_tokens - self.estimate)
+        gateway.request_log.record(
+            LogEntry(
+                request_id=self.request_id,
+                account_id=self.grant.account_id,
+                key_id=self.grant.key_id,
+                model=usage.model,
+                provider=usage.provider,
+                status_code=status_code,
+                latency_ms=usage.latency_ms,
+                created_at=self.started_at,
+                input_tokens=usage.input_tokens,
+                output_tokens=usage.output_tokens,
+                cost_micros=charged,
+                outcome=usage.status,
+                tokens_estimated=usage.tokens_estimated,
+                endpoint=self.endpoint,
+                stream=self.stream,
+            )
+        )
+
+
+class StreamRelay:
+    """Forwards an accepted upstream stream to the client and settles it when it ends."""
+
+    def __init__(
+        self,
+        call: MeteredCall,
+        state: StreamState,
+        response: aiohttp.ClientResponse,
+        first: bytes,
+        count_output: Callable[[str, StreamState], int],
+    ) -> None:
+        self.call = call
+        self.state = state
+        self.response = response
+        self.first = first
+        self._count_output = count_output
+
+    async def chunks(self) -> AsyncIterator[bytes]:
+        """The SSE bytes for the client; an upstream failure mid-stream becomes an error event."""
+        outcome = "client_disconnected"
+        try:
+            yield self.first
+            try:
+                async for data in self.response.content.iter_any():
+                    out = self.state.feed(data)
+                    if out:
+                        yield out
+            except (aiohttp.ClientError, TimeoutError):
+                pass
+            if self.state.done:
+                outcome = "ok"
+            else:
+                outcome = "upstream_error"
+                failure = BadGateway("the upstream provider failed mid-stream", reason="upstream_error")
+                yield error_event(failure.openai_body())
+            task = self.finish(outcome)
+            if task is not None:
+                await asyncio.shield(task)
+        finally:
+            self.response.close()
+            self.finish(outcome)
+
+    def abandon(self) -> None:
+        """The client went away (or the call ended): settle what was produced, if not yet done."""
+        if not self.call.finished:
+            self.response.close()
+            self.finish("client_disconnected")
+
+    def finish(self, outcome: str) -> asyncio.Task[Any] | None:
+        if self.call.finished:
+            return None
+        tokens = usage_tokens(self.state.usage)
+        if tokens is None:
+            tokens = (self.call.prompt, self._count_output(self.call.route.model, self.state), True)
+        return self.call.settle(*tokens, outcome=outcome)
+
+
+async def with_retries(action: Callable[[], Awaitable[Any]], attempts: int = 4, delay_s: float = 0.2) -> Any:
+    """Retry an idempotent ledger call while billing is unavailable."""
+    for attempt in range(attempts):
+        try:
+            return await action()
+        except Unavailable:
+            if attempt == attempts - 1:
+                raise
+            await asyncio.sleep(delay_s * (2**attempt))
+    raise Internal("unreachable")
+
+
+async def read_json(response: aiohttp.ClientResponse) -> tuple[bytes, Any]:
+    """Prime for JSON answers: the whole body, and its parsed form (to read usage)."""
+    data = await response.read()
+    response.release()
+    return data, json.loads(data)
+
+
+def first_events(state: StreamState) -> Callable[[aiohttp.ClientResponse], Awaitable[bytes]]:
+    """Prime for streams: read until the first complete event (nothing has reached the client)."""
+
+    async def prime(response: aiohttp.ClientResponse) -> bytes:
+        async for data in response.content.iter_any():
+            out = state.feed(data)
+            if out:
+                return out
+        raise aiohttp.ClientPayloadError("the upstream stream ended before its first event")
+
+    return prime
+
+
+def usage_tokens(usage: Any) -> tuple[int, int, bool] | None:
+    """(input, output, estimated=False) from an OpenAI usage object, or None."""
+    if not isinstance(usage, dict):
+        return None
+    prompt = usage.get("prompt_tokens", usage.get("input_tokens"))
+    completion = usage.get("completion_tokens", usage.get("output_tokens", 0))
+    if not isinstance(prompt, int) or not isinstance(completion, int):
+        return None
+    return prompt, completion, False
+
+
+def require_key(api_key: str) -> None:
+    if not api_key:
+        raise Unauthenticated("missing API key: send 'Authorization: Bearer <key>'", openai_code="invalid_api_key")
+
+
+def parse_object(raw: bytes) -> dict[str, Any]:
+    """The request body as a JSON object, or a 400 saying why not (never quoting it)."""
+    try:
+        body = json.loads(raw)
+    except ValueError as error:
+        where = f"line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
+        raise InvalidArgument(f"the request body is not valid JSON ({where})".replace(" ()", "")) from None
+    if not isinstance(body, dict):
+        raise InvalidArgument("the request body must be a JSON object")
+    return body
+
+
+def validate_chat(body: dict[str, Any]) -> tuple[str, bool]:
+    """(model, stream) of a chat body; every problem reported at once."""
+    violations = Violations()
+    model = body.get("model")
+    violations.check(isinstance(model, str) and bool(model), "model", "must be a non-empty string")
+    messages = body.get("messages")
+    violations.check(isinstance(messages, list) and bool(messages), "messages", "must be a non-empty array")
+    if isinstance(messages, list):
+        violations.check(all(isinstance(m, dict) for m in messages), "messages", "each message must be an object")
+    stream = body.get("stream", False)
+    violations.check(stream is None or isinstance(stream, bool), "stream", "must be a boolean")
+    for key in ("max_tokens", "max_completion_tokens"):
+        value = body.get(key)
+        ok = value is None or (isinstance(value, int) and not isinstance(value, bool) and value > 0)
+        violations.check(ok, key, "must be a positive integer")
+    violations.raise_if_any()
+    return str(model), bool(stream)
+
+
+def upstream_chat_body(raw: bytes, body: dict[str, Any], route: Route, stream: bool) -> tuple[bytes, bool]:
+    """The body for the upstream (the client's bytes unless the model or stream options
+    must change) and whether the client itself asked for usage on its stream."""
+    changed = route.model != route.public_model
+    if changed:
+        body["model"] = route.model
+    wants_usage = False
+    if stream:
+        options = body.get("stream_options")
+        wants_usage = isinstance(options, dict) and bool(options.get("include_usage"))
+        if not wants_usage:
+            if "stream_options" not in body and not changed:
+                start = raw.index(b"{") + 1
+                return raw[:start] + USAGE_OPTION + raw[start:], False
+            body["stream_options"] = {**(options if isinstance(options, dict) else {}), "include_usage": True}
+            changed = True
+    return (json.dumps(body, separators=(",", ":")).encode() if changed else raw), wants_usage

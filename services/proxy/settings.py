@@ -1,0 +1,50 @@
+"""The proxy's settings: the shared keys plus the providers, aliases and `proxy_*` keys.
+
+`providers` and `model_aliases` are unprefixed because the issue's configuration format
+names them so (and an operator may share them with other tools); everything else the
+proxy alone reads starts with `proxy_`. In the environment, give `providers` as JSON:
+`GATEMESH_PROVIDERS='[{"name": "openai", "base_url": "...", "models": ["gpt-4o-mini"]}]'`.
+"""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, Field
+
+from services.runtime.settings import GatemeshSettings
+
+
+class ProviderConfig(BaseModel):
+    """One upstream: an OpenAI-compatible base URL serving some models."""
+
+    name: str
+    base_url: str
+    api_key_env: str = Field("", description="Environment variable holding the provider's API key.")
+    models: list[str] = Field(default_factory=list)
+    weight: float = Field(1.0, gt=0)
+    timeout_s: float = Field(60.0, gt=0, description="Connect and per-read timeout.")
+    max_retries: int = Field(1, ge=0, description="Retries on this provider before falling back to the next.")
+    max_connections: int = Field(512, ge=1, description="Pooled connections to this provider.")
+
+
+class ProxySettings(GatemeshSettings):
+    """Settings of the proxy service."""
+
+    providers: list[ProviderConfig] = Field(default_factory=list, description="Upstream providers.")
+    model_aliases: dict[str, str] = Field(default_factory=dict, description="Public model name -> routed model.")
+    proxy_database_url: str = Field("", description="Request-metadata database; default SQLite under data_dir.")
+    proxy_max_output_tokens: int = Field(4096, ge=1, description="Hold size for calls that name no max_tokens.")
+    proxy_model_max_output_tokens: dict[str, int] = Field(
+        default_factory=dict, description="Per-model output limit used instead of proxy_max_output_tokens."
+    )
+    proxy_tokenizer: str = Field("o200k_base", description="quicktok encoding for models it does not know.")
+    proxy_price_refresh_s: float = Field(30.0, gt=0, description="How often the price list is refreshed.")
+    proxy_hold_ttl_s: int = Field(900, ge=0, description="Seconds before billing expires an unsettled hold.")
+    proxy_rpc_timeout_s: float = Field(5.0, gt=0, description="Deadline of calls to auth and billing.")
+    proxy_retry_backoff_s: float = Field(0.05, ge=0, description="First retry delay; doubles per retry.")
+    proxy_breaker_failures: int = Field(5, ge=1, description="Consecutive failures that open a provider's circuit.")
+    proxy_breaker_reset_s: float = Field(30.0, gt=0, description="Seconds an open circuit waits before a trial call.")
+    proxy_log_flush_s: float = Field(1.0, gt=0, description="Request-log writer flush interval.")
+    proxy_log_batch: int = Field(1000, ge=1, description="Rows per request-log insert.")
+    proxy_log_queue_max: int = Field(100_000, ge=1, description="Buffered rows before new ones are dropped.")
+    proxy_log_retention_days: int = Field(365, ge=1, description="Request metadata is deleted after this (P5.2).")
+    proxy_settle_batch: bool = Field(True, description="Coalesce concurrent settles into SettleBatch calls.")

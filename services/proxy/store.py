@@ -1,0 +1,134 @@
+"""The proxy's own tables: request metadata (never content, P3.2) and erasure receipts.
+
+`request_log` mirrors `gatemesh.proxy.v1.RequestLogRecord`: time, account, key, model,
+provider, tokens, cost, status, latency (P1.4). Rows are written by `RequestLogWriter`,
+a background task that inserts buffered rows in batches, so the hot path never waits for
+a disk. When the buffer is full, new rows are dropped and counted (billing's usage records
+remain the system of record for money). `erasures` makes erasure idempotent per request id.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from dataclasses import asdict
+from datetime import UTC, datetime, timedelta
+
+from sqlalchemy import BigInteger, delete, insert, select
+from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlmodel import Field, SQLModel
+
+from .domain import LogEntry
+
+log = logging.getLogger("gatemesh.proxy.store")
+
+metadata = SQLModel.metadata
+
+
+class RequestLogRow(SQLModel, table=True):
+    """One call's metadata."""
+
+    __tablename__ = "request_log"
+
+    request_id: str = Field(primary_key=True, max_length=64)
+    account_id: str = Field(index=True, max_length=64)
+    key_id: str = Field(max_length=64)
+    model: str = Field(max_length=200)
+    provider: str = Field(max_length=100)
+    status_code: int
+    latency_ms: int
+    created_at: datetime = Field(index=True)
+    input_tokens: int = Field(sa_type=BigInteger)
+    output_tokens: int = Field(sa_type=BigInteger)
+    cost_micros: int = Field(sa_type=BigInteger)
+    outcome: str = Field(max_length=40)
+    tokens_estimated: bool
+    endpoint: str = Field(max_length=20)
+    stream: bool
+
+
+class ErasureRow(SQLModel, table=True):
+    """The result of an erasure request, so that a repeat replays it."""
+
+    __tablename__ = "erasures"
+
+    request_id: str = Field(primary_key=True, max_length=100)
+    deleted: int
+    created_at: datetime
+
+
+def _naive_utc(moment: datetime) -> datetime:
+    return moment.astimezone(UTC).replace(tzinfo=None)
+
+
+class RequestLogWriter:
+    """Buffers log entries and inserts them in batches from a background task."""
+
+    def __init__(self, engine: AsyncEngine, flush_s: float, batch: int, max_buffered: int) -> None:
+        self._engine = engine
+        self._flush_s = flush_s
+        self._batch = batch
+        self._max = max_buffered
+        self._buffer: list[dict[str, object]] = []
+        self._wake = asyncio.Event()
+        self._lock = asyncio.Lock()
+        self.dropped = 0
+
+    def record(self, entry: LogEntry) -> None:
+        if len(self._buffer) >= self._max:
+            self.dropped += 1
+            return
+        row = asdict(entry)
+        row["created_at"] = _naive_utc(entry.created_at)
+        self._buffer.append(row)
+        if len(self._buffer) >= self._batch:
+            self._wake.set()
+
+    async def flush(self) -> None:
+        """Insert everything buffered so far."""
+        async with self._lock:
+            while self._buffer:
+                rows, self._buffer = self._buffer[: self._batch], self._buffer[self._batch :]
+                try:
+                    async with self._engine.begin() as connection:
+                        await connection.execute(insert(RequestLogRow), rows)
+                except Exception:
+                    log.exception("request log insert failed; %d rows lost", len(rows))
+
+    async def run(self) -> None:
+        """Background job: flush every `flush_s`, or sooner when a batch is full."""
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), self._flush_s)
+            self._wake.clear()
+            await self.flush()
+
+
+async def rows_of(engine: AsyncEngine, account_id: str) -> list[RequestLogRow]:
+    async with engine.connect() as connection:
+        result = await connection.execute(
+            select(RequestLogRow).where(RequestLogRow.account_id == account_id).order_by(RequestLogRow.created_at)
+        )
+        return [RequestLogRow.model_validate(row._mapping) for row in result]
+
+
+async def erase(engine: AsyncEngine, account_id: str, request_id: str) -> tuple[int, bool]:
+    """Delete the account's rows once per request id: (deleted, replayed)."""
+    async with engine.begin() as connection:
+        done = (await connection.execute(select(ErasureRow.deleted).where(ErasureRow.request_id == request_id))).first()
+        if done is not None:
+            return int(done[0]), True
+        result = await connection.execute(delete(RequestLogRow).where(RequestLogRow.account_id == account_id))
+        deleted = int(result.rowcount or 0)
+        now = _naive_utc(datetime.now(UTC))
+        await connection.execute(insert(ErasureRow).values(request_id=request_id, deleted=deleted, created_at=now))
+        return deleted, False
+
+
+async def sweep(engine: AsyncEngine, retention_days: int) -> int:
+    """Delete request metadata older than the retention period (P5.2)."""
+    cutoff = _naive_utc(datetime.now(UTC) - timedelta(days=retention_days))
+    async with engine.begin() as connection:
+        result = await connection.execute(delete(RequestLogRow).where(RequestLogRow.created_at < cutoff))
+        return int(result.rowcount or 0)
