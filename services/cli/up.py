@@ -34,13 +34,21 @@ class Child:
     process: subprocess.Popen[bytes]
 
 
+def _has_module(name: str) -> bool:
+    """True when `name` can be imported; a missing parent package counts as absent."""
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def available_services() -> list[str]:
     """The services whose package has landed (`services/<name>/__main__.py`)."""
-    return [name for name in SERVICES if importlib.util.find_spec(f"services.{name}.__main__") is not None]
+    return [name for name in SERVICES if _has_module(f"services.{name}.__main__")]
 
 
 def edge_available() -> bool:
-    return importlib.util.find_spec("services.edge.__main__") is not None
+    return _has_module("services.edge.__main__")
 
 
 def wait_serving(child: Child, deadline: float) -> None:
