@@ -83,8 +83,8 @@ async def build(settings: ProxySettings) -> ProxyApp:
         while True:
             try:
                 await store.sweep(engine, settings.proxy_log_retention_days)
-            except Exception:
-                log.exception("request-log retention sweep failed")
+            except Exception as error:  # parameters must not reach the log
+                log.error("request-log retention sweep failed (%s)", type(error).__name__)
             await asyncio.sleep(SWEEP_INTERVAL_S)
 
     async def cleanup() -> None:

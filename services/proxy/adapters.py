@@ -22,7 +22,7 @@ from google.protobuf import timestamp_pb2
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
-from services.runtime.errors import DomainError, FailedPrecondition, ResourceExhausted
+from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, ResourceExhausted, Unauthenticated
 from services.runtime.rpc_errors import domain_error, domain_error_from_code
 
 from .domain import CallUsage, KeyGrant, Price, Tasks
@@ -45,7 +45,7 @@ class RemoteGatekeeper:
         try:
             reply = await self._stub.VerifyKey(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
-            raise domain_error(error, "auth") from None
+            raise key_error(domain_error(error, "auth")) from None
         return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
 
     def report_tokens(self, key_id: str, delta: int) -> None:
@@ -225,6 +225,13 @@ class RemoteLedger:
             await self._stub.Release(request, timeout=self._timeout)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
+
+
+def key_error(error: DomainError) -> DomainError:
+    """A malformed or unknown key is OpenAI's 401 invalid_api_key."""
+    if isinstance(error, InvalidArgument | Unauthenticated):
+        return Unauthenticated("Incorrect API key provided", reason=error.reason, openai_code="invalid_api_key")
+    return error
 
 
 def hold_error(error: DomainError) -> DomainError:

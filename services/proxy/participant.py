@@ -28,7 +28,8 @@ STORE = "proxy.request_log"
 
 def log_record(row: store.RequestLogRow) -> proxy_pb2.RequestLogRecord:
     created = Timestamp()
-    created.FromDatetime(row.created_at.replace(tzinfo=UTC))
+    moment = row.created_at
+    created.FromDatetime(moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC))
     values = row.model_dump(exclude={"created_at", "stream", "endpoint"})
     return proxy_pb2.RequestLogRecord(**values, created_at=created, endpoint=row.endpoint, stream=row.stream)
 

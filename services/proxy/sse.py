@@ -59,7 +59,7 @@ class StreamState:
     def output_text(self) -> str:
         """The text the upstream produced so far (content, refusals, tool-call arguments)."""
         parts: list[str] = []
-        for event in self.events:
+        for event in (single for blob in self.events for single in blob.split(b"\n\n") if single):
             chunk = _data_json(event)
             for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
                 delta = choice.get("delta") if isinstance(choice, dict) else None

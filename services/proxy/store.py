@@ -58,10 +58,6 @@ class ErasureRow(SQLModel, table=True):
     created_at: datetime
 
 
-def _naive_utc(moment: datetime) -> datetime:
-    return moment.astimezone(UTC).replace(tzinfo=None)
-
-
 class RequestLogWriter:
     """Buffers log entries and inserts them in batches from a background task."""
 
@@ -79,9 +75,7 @@ class RequestLogWriter:
         if len(self._buffer) >= self._max:
             self.dropped += 1
             return
-        row = asdict(entry)
-        row["created_at"] = _naive_utc(entry.created_at)
-        self._buffer.append(row)
+        self._buffer.append(asdict(entry))
         if len(self._buffer) >= self._batch:
             self._wake.set()
 
@@ -93,8 +87,8 @@ class RequestLogWriter:
                 try:
                     async with self._engine.begin() as connection:
                         await connection.execute(insert(RequestLogRow), rows)
-                except Exception:
-                    log.exception("request log insert failed; %d rows lost", len(rows))
+                except Exception as error:  # parameters (account ids) must not reach the log
+                    log.error("request log insert failed (%s); %d rows lost", type(error).__name__, len(rows))
 
     async def run(self) -> None:
         """Background job: flush every `flush_s`, or sooner when a batch is full."""
@@ -121,14 +115,14 @@ async def erase(engine: AsyncEngine, account_id: str, request_id: str) -> tuple[
             return int(done[0]), True
         result = await connection.execute(delete(RequestLogRow).where(RequestLogRow.account_id == account_id))
         deleted = int(result.rowcount or 0)
-        now = _naive_utc(datetime.now(UTC))
+        now = datetime.now(UTC)
         await connection.execute(insert(ErasureRow).values(request_id=request_id, deleted=deleted, created_at=now))
         return deleted, False
 
 
 async def sweep(engine: AsyncEngine, retention_days: int) -> int:
     """Delete request metadata older than the retention period (P5.2)."""
-    cutoff = _naive_utc(datetime.now(UTC) - timedelta(days=retention_days))
+    cutoff = datetime.now(UTC) - timedelta(days=retention_days)
     async with engine.begin() as connection:
         result = await connection.execute(delete(RequestLogRow).where(RequestLogRow.created_at < cutoff))
         return int(result.rowcount or 0)

@@ -99,3 +99,9 @@ def test_malformed_requests_are_rejected_naming_the_problem(raw: bytes, field: s
         assert field in caught.value.field_violations
     else:
         assert "JSON" in caught.value.message
+
+
+def test_output_text_counts_events_that_arrived_in_one_read() -> None:
+    state = StreamState(client_wants_usage=False)
+    state.feed(CONTENT + CONTENT + CONTENT)
+    assert state.output_text() == " hi hi hi"

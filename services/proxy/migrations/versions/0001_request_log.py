@@ -24,7 +24,7 @@ def upgrade() -> None:
         sa.Column("provider", sa.String(100), nullable=False),
         sa.Column("status_code", sa.Integer, nullable=False),
         sa.Column("latency_ms", sa.Integer, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
         sa.Column("input_tokens", sa.BigInteger, nullable=False),
         sa.Column("output_tokens", sa.BigInteger, nullable=False),
         sa.Column("cost_micros", sa.BigInteger, nullable=False),
@@ -39,7 +39,7 @@ def upgrade() -> None:
         "erasures",
         sa.Column("request_id", sa.String(100), primary_key=True),
         sa.Column("deleted", sa.BigInteger, nullable=False),
-        sa.Column("created_at", sa.DateTime, nullable=False),
+        sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     )
 
 
