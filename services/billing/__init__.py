@@ -1,0 +1,1 @@
+"""The billing service: the ledger, holds, prices, usage records and top-ups."""

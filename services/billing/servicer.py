@@ -1,0 +1,272 @@
+"""The gRPC entrypoint of billing: proto <-> domain only.
+
+USER methods act on the caller's own account (`principal().account_id`); ADMIN methods name
+the account. Failures are raised as DomainErrors, which the shared interceptor maps to a
+status with details; no method returns an empty message on failure.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from google.api import httpbody_pb2
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.runtime.access import principal
+from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Unauthenticated
+
+from .cards import CardTopups
+from .chain import ChainDeposits
+from .domain import Billing, SettleIn, UsageIn, UsageQuery
+from .participant import usage_record
+
+
+def when(stamp: Timestamp) -> datetime | None:
+    """A set timestamp as an aware UTC datetime; an unset one as None."""
+    if not stamp.seconds and not stamp.nanos:
+        return None
+    return stamp.ToDatetime(tzinfo=UTC)
+
+
+def stamp(moment: datetime) -> Timestamp:
+    out = Timestamp()
+    out.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
+    return out
+
+
+def usage_in(usage: billing_pb2.Usage) -> UsageIn:
+    return UsageIn(
+        model=usage.model,
+        key_id=usage.key_id,
+        provider=usage.provider,
+        input_tokens=usage.input_tokens,
+        output_tokens=usage.output_tokens,
+        status=usage.status or "ok",
+        latency_ms=usage.latency_ms,
+        started_at=when(usage.started_at),
+        tokens_estimated=usage.tokens_estimated,
+    )
+
+
+def settle_in(request: billing_pb2.SettleRequest) -> SettleIn:
+    return SettleIn(request.hold_id, request.actual_micros, usage_in(request.usage), request.idempotency_key)
+
+
+def caller_account() -> str:
+    account = principal().account_id
+    if not account:
+        raise Unauthenticated("this method needs an account's credential")
+    return account
+
+
+def usage_query(account_id: str, request: billing_pb2.ListUsageRequest) -> UsageQuery:
+    return UsageQuery(
+        account_id=account_id,
+        since=when(request.since),
+        until=when(request.until),
+        model=request.model,
+        key_id=request.key_id,
+        page_size=request.page.page_size,
+        page_token=request.page.page_token,
+    )
+
+
+def daily(rows: list[Any]) -> list[billing_pb2.DailyModelStats]:
+    return [
+        billing_pb2.DailyModelStats(
+            day=r.day,
+            model=r.model,
+            requests=r.requests,
+            input_tokens=r.input_tokens,
+            output_tokens=r.output_tokens,
+            cost_micros=r.cost_micros,
+        )
+        for r in rows
+    ]
+
+
+class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
+    def __init__(
+        self,
+        billing: Billing,
+        cards: CardTopups | None = None,
+        chain: ChainDeposits | None = None,
+        retention_days: int = 365,
+    ) -> None:
+        self.billing = billing
+        self.cards = cards
+        self.chain = chain
+        self.retention_days = retention_days
+
+    async def Hold(self, request: Any, context: Any) -> billing_pb2.HoldResponse:
+        r = await self.billing.hold(
+            request.account_id,
+            request.amount_micros,
+            request.ttl_seconds,
+            request.idempotency_key,
+            request.key_id,
+            request.key_spend_cap_micros,
+        )
+        expires = stamp(datetime.fromisoformat(r.expires_at))
+        return billing_pb2.HoldResponse(
+            hold_id=r.hold_id, amount_micros=r.amount_micros, expires_at=expires, balance_micros=r.balance_micros
+        )
+
+    async def Settle(self, request: Any, context: Any) -> billing_pb2.SettleResponse:
+        return billing_pb2.SettleResponse(**vars(await self.billing.settle(settle_in(request))))
+
+    async def SettleBatch(self, request: Any, context: Any) -> billing_pb2.SettleBatchResponse:
+        if not 0 < len(request.items) <= 1000:
+            raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
+        results = await self.billing.settle_batch([settle_in(item) for item in request.items])
+        items = []
+        for result in results:
+            if isinstance(result, DomainError):
+                items.append(
+                    billing_pb2.SettleBatchItem(error_code=result.code.name, error_message=result.full_message())
+                )
+            elif isinstance(result, Exception):
+                items.append(billing_pb2.SettleBatchItem(error_code="INTERNAL", error_message="internal error"))
+            else:
+                items.append(billing_pb2.SettleBatchItem(result=billing_pb2.SettleResponse(**vars(result))))
+        return billing_pb2.SettleBatchResponse(items=items)
+
+    async def Release(self, request: Any, context: Any) -> billing_pb2.ReleaseResponse:
+        usage = usage_in(request.usage) if request.HasField("usage") else None
+        r = await self.billing.release(request.hold_id, request.idempotency_key, usage)
+        return billing_pb2.ReleaseResponse(released_micros=r.released_micros, balance_micros=r.balance_micros)
+
+    async def Quote(self, request: Any, context: Any) -> billing_pb2.QuoteResponse:
+        cost, price = self.billing.quote(request.model, request.input_tokens, request.output_tokens, when(request.at))
+        return billing_pb2.QuoteResponse(
+            cost_micros=cost,
+            input_per_mtok_micros=price.input_per_mtok_micros,
+            output_per_mtok_micros=price.output_per_mtok_micros,
+        )
+
+    async def ListPrices(self, request: Any, context: Any) -> billing_pb2.ListPricesResponse:
+        prices = [
+            billing_pb2.ModelPrice(
+                model=p.model,
+                input_per_mtok_micros=p.input_per_mtok_micros,
+                output_per_mtok_micros=p.output_per_mtok_micros,
+                effective_from=stamp(p.effective_from),
+            )
+            for p in self.billing.prices.all()
+        ]
+        return billing_pb2.ListPricesResponse(prices=prices)
+
+    async def _balance(self, account_id: str, must_exist: bool) -> billing_pb2.GetBalanceResponse:
+        b = await self.billing.balance(account_id, must_exist)
+        return billing_pb2.GetBalanceResponse(
+            account_id=b.account_id, balance_micros=b.balance_micros, held_micros=b.held_micros
+        )
+
+    async def GetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
+        return await self._balance(caller_account(), must_exist=False)
+
+    async def AdminGetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
+        return await self._balance(request.account_id, must_exist=False)
+
+    async def _usage(self, query: UsageQuery) -> billing_pb2.ListUsageResponse:
+        page = await self.billing.list_usage(query)
+        return billing_pb2.ListUsageResponse(
+            records=[usage_record(r) for r in page.records],
+            page={"next_page_token": page.next_page_token},
+        )
+
+    async def ListUsage(self, request: Any, context: Any) -> billing_pb2.ListUsageResponse:
+        return await self._usage(usage_query(caller_account(), request))
+
+    async def AdminListUsage(self, request: Any, context: Any) -> billing_pb2.ListUsageResponse:
+        return await self._usage(usage_query(request.account_id, request.filter))
+
+    async def GetUsageStats(self, request: Any, context: Any) -> billing_pb2.GetUsageStatsResponse:
+        rows = await self.billing.usage_stats(caller_account(), when(request.since), when(request.until))
+        return billing_pb2.GetUsageStatsResponse(days=daily(rows))
+
+    async def GetAggregateStats(self, request: Any, context: Any) -> billing_pb2.GetAggregateStatsResponse:
+        rows = await self.billing.aggregate_stats(when(request.since), when(request.until))
+        return billing_pb2.GetAggregateStatsResponse(days=daily(rows))
+
+    async def GetStatement(self, request: Any, context: Any) -> billing_pb2.GetStatementResponse:
+        if request.format not in ("", "json", "csv"):
+            raise InvalidArgument("unknown format", field_violations={"format": "json or csv"})
+        s = await self.billing.statement(caller_account(), request.month)
+        entries = [
+            billing_pb2.LedgerEntry(
+                transfer_id=e.transfer_id,
+                kind=e.kind,
+                amount_micros=e.amount_micros,
+                created_at=stamp(e.created_at),
+                reference=e.reference,
+            )
+            for e in s.entries
+        ]
+        return billing_pb2.GetStatementResponse(
+            month=s.month,
+            opening_balance_micros=s.opening_balance_micros,
+            closing_balance_micros=s.closing_balance_micros,
+            entries=entries,
+            csv=s.csv() if request.format == "csv" else "",
+        )
+
+    async def GrantCredits(self, request: Any, context: Any) -> billing_pb2.GrantCreditsResponse:
+        r = await self.billing.grant(request.account_id, request.amount_micros, request.reason, request.idempotency_key)
+        return billing_pb2.GrantCreditsResponse(transfer_id=r.transfer_id, balance_micros=r.balance_micros)
+
+    async def Refund(self, request: Any, context: Any) -> billing_pb2.RefundResponse:
+        r = await self.billing.refund(
+            request.transfer_id, request.amount_micros, request.reason, request.idempotency_key
+        )
+        return billing_pb2.RefundResponse(
+            transfer_id=r.transfer_id, balance_micros=r.balance_micros, refunded_micros=r.amount_micros
+        )
+
+    async def CreateCodes(self, request: Any, context: Any) -> billing_pb2.CreateCodesResponse:
+        r = await self.billing.create_codes(
+            request.amount_micros, request.count, when(request.expires_at), request.idempotency_key
+        )
+        return billing_pb2.CreateCodesResponse(batch_id=r.batch_id, codes=r.codes)
+
+    async def RedeemCode(self, request: Any, context: Any) -> billing_pb2.RedeemCodeResponse:
+        r = await self.billing.redeem(caller_account(), request.code, request.idempotency_key)
+        return billing_pb2.RedeemCodeResponse(credited_micros=r.amount_micros, balance_micros=r.balance_micros)
+
+    async def RunRetentionSweep(self, request: Any, context: Any) -> billing_pb2.RunRetentionSweepResponse:
+        days = request.retention_days or self.retention_days
+        deleted, aggregated = await self.billing.retention_sweep(days)
+        expired = await self.billing.expire_holds()
+        return billing_pb2.RunRetentionSweepResponse(
+            deleted_usage_records=deleted, aggregated_rows=aggregated, expired_holds=expired
+        )
+
+    async def CreateCheckoutSession(self, request: Any, context: Any) -> billing_pb2.CreateCheckoutSessionResponse:
+        if self.cards is None:
+            raise FailedPrecondition("card top-ups are not configured")
+        r = await self.cards.create_checkout(
+            caller_account(), request.amount_micros, request.success_url, request.cancel_url, request.idempotency_key
+        )
+        return billing_pb2.CreateCheckoutSessionResponse(session_id=r.session_id, url=r.url)
+
+    async def HandleStripeWebhook(self, request: Any, context: Any) -> httpbody_pb2.HttpBody:
+        if self.cards is None:
+            raise FailedPrecondition("card top-ups are not configured")
+        metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+        outcome = await self.cards.handle_webhook(request.data, metadata.get("stripe-signature", ""))
+        body = f'{{"received": true, "outcome": "{outcome}"}}'.encode()
+        return httpbody_pb2.HttpBody(content_type="application/json", data=body)
+
+    async def GetDepositAddress(self, request: Any, context: Any) -> billing_pb2.GetDepositAddressResponse:
+        if self.chain is None:
+            raise FailedPrecondition("on-chain top-ups are not configured")
+        address = await self.chain.deposit_address(caller_account(), request.chain_id)
+        tokens = [
+            billing_pb2.DepositToken(symbol=t.symbol, contract=t.contract, decimals=t.decimals)
+            for t in self.chain.token_list()
+        ]
+        return billing_pb2.GetDepositAddressResponse(
+            address=address, chain_id=self.chain.chain_id, tokens=tokens, confirmations=self.chain.confirmations
+        )

@@ -1,0 +1,447 @@
+"""Billing's tables and the queries the domain needs (SQLModel tables, SQLAlchemy Core queries).
+
+The ledger is double-entry: a `transfers` row with two or more `entries` that sum to zero.
+Per-person ledger accounts (`wallet:<account>` = available credit, `holds:<account>` = credit
+reserved by open holds) keep a running balance in `ledger_accounts`, guarded twice against
+overdraft: every debit is a conditional `UPDATE ... WHERE balance + delta >= 0` (PostgreSQL
+takes the row lock and re-checks the condition after waiting, so 500 concurrent holds cannot
+overdraw), and a CHECK constraint backs it. System accounts (`system:revenue`,
+`system:topup_card`, ...) keep no running balance, so that no hot row serializes every
+settle in the mesh: their balance is the sum of their entries.
+
+Timestamps are stored as naive UTC.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Index,
+    Integer,
+    Text,
+    UniqueConstraint,
+    and_,
+    func,
+    select,
+    update,
+)
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy.orm import registry
+from sqlmodel import Field, SQLModel
+
+from services.runtime.errors import AlreadyExists
+
+SYSTEM_PREFIX = "system:"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC).replace(tzinfo=None)
+
+
+def naive(moment: datetime) -> datetime:
+    """A datetime as naive UTC, the stored form."""
+    return moment.astimezone(UTC).replace(tzinfo=None) if moment.tzinfo else moment
+
+
+def wallet(account_id: str) -> str:
+    return f"wallet:{account_id}"
+
+
+def holds_account(account_id: str) -> str:
+    return f"holds:{account_id}"
+
+
+def system(name: str) -> str:
+    return f"{SYSTEM_PREFIX}{name}"
+
+
+class BillingModel(SQLModel, registry=registry()):
+    """Billing's own metadata, so that its tables never meet another service's in one process."""
+
+
+def _money() -> Any:
+    return Field(default=0, sa_type=BigInteger, nullable=False)
+
+
+class LedgerAccount(BillingModel, table=True):
+    __tablename__ = "ledger_accounts"
+    __table_args__ = (
+        CheckConstraint("balance >= 0", name="ck_ledger_accounts_nonnegative"),
+        Index("ix_ledger_accounts_account", "account_id"),
+    )
+    id: str = Field(primary_key=True, max_length=100)
+    kind: str = Field(max_length=16)
+    account_id: str = Field(max_length=64)
+    balance: int = _money()
+
+
+class Transfer(BillingModel, table=True):
+    __tablename__ = "transfers"
+    __table_args__ = (Index("ix_transfers_account_created", "account_id", "created_at"),)
+    id: str = Field(primary_key=True, max_length=36)
+    kind: str = Field(max_length=24)
+    account_id: str = Field(max_length=64)
+    reference: str = Field(default="", max_length=200)
+    amount: int = _money()
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class Entry(BillingModel, table=True):
+    __tablename__ = "entries"
+    __table_args__ = (
+        Index("ix_entries_transfer", "transfer_id"),
+        Index("ix_entries_account_created", "ledger_account", "created_at"),
+    )
+    id: int | None = Field(default=None, primary_key=True, sa_type=BigInteger().with_variant(Integer, "sqlite"))
+    transfer_id: str = Field(max_length=36)
+    ledger_account: str = Field(max_length=100)
+    amount: int = _money()
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class Hold(BillingModel, table=True):
+    __tablename__ = "holds"
+    __table_args__ = (Index("ix_holds_status_expires", "status", "expires_at"),)
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(max_length=64, index=True)
+    key_id: str = Field(default="", max_length=64)
+    amount: int = _money()
+    status: str = Field(max_length=16)
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+    expires_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class KeySpend(BillingModel, table=True):
+    __tablename__ = "key_spend"
+    key_id: str = Field(primary_key=True, max_length=64)
+    spent: int = _money()
+    held: int = _money()
+
+
+class Idempotency(BillingModel, table=True):
+    __tablename__ = "idempotency"
+    scope: str = Field(primary_key=True, max_length=32)
+    key: str = Field(primary_key=True, max_length=200)
+    params_hash: str = Field(max_length=64)
+    result: str = Field(default="", sa_column=Column(Text, nullable=False, default=""))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False, index=True))
+
+
+class UsageRow(BillingModel, table=True):
+    __tablename__ = "usage_records"
+    __table_args__ = (
+        Index("ix_usage_account_created", "account_id", "created_at", "id"),
+        Index("ix_usage_account_model_created", "account_id", "model", "created_at"),
+        Index("ix_usage_account_key_created", "account_id", "key_id", "created_at"),
+        Index("ix_usage_created", "created_at"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(max_length=64)
+    key_id: str = Field(default="", max_length=64)
+    model: str = Field(max_length=128)
+    provider: str = Field(default="", max_length=64)
+    input_tokens: int = _money()
+    output_tokens: int = _money()
+    cost_micros: int = _money()
+    shortfall_micros: int = _money()
+    status: str = Field(default="", max_length=32)
+    latency_ms: int = 0
+    tokens_estimated: bool = False
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class UsageDailyAnonymous(BillingModel, table=True):
+    """Daily per-model totals that identify nobody; they outlive the usage records (P5.2)."""
+
+    __tablename__ = "usage_daily_anonymous"
+    day: str = Field(primary_key=True, max_length=10)
+    model: str = Field(primary_key=True, max_length=128)
+    requests: int = _money()
+    input_tokens: int = _money()
+    output_tokens: int = _money()
+    cost_micros: int = _money()
+
+
+class CodeBatch(BillingModel, table=True):
+    __tablename__ = "code_batches"
+    id: str = Field(primary_key=True, max_length=36)
+    amount: int = _money()
+    count: int
+    expires_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class Code(BillingModel, table=True):
+    __tablename__ = "codes"
+    hash: str = Field(primary_key=True, max_length=64)
+    batch_id: str = Field(max_length=36, index=True)
+    redeemed_by: str | None = Field(default=None, max_length=64)
+    redeemed_at: datetime | None = Field(default=None, sa_column=Column(DateTime, nullable=True))
+
+
+class CardPayment(BillingModel, table=True):
+    __tablename__ = "card_payments"
+    id: str = Field(primary_key=True, max_length=36)
+    account_id: str = Field(max_length=64, index=True)
+    session_ref: str = Field(default="", max_length=255, index=True)
+    customer_ref: str = Field(default="", max_length=255)
+    payment_ref: str = Field(default="", max_length=255, index=True)
+    amount: int = _money()
+    status: str = Field(max_length=16)
+    credit_transfer_id: str = Field(default="", max_length=36)
+    refunded_micros: int = _money()
+    refund_applied_micros: int = _money()
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class StripeEvent(BillingModel, table=True):
+    __tablename__ = "stripe_events"
+    id: str = Field(primary_key=True, max_length=255)
+    type: str = Field(max_length=64)
+    received_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class DepositAddress(BillingModel, table=True):
+    __tablename__ = "deposit_addresses"
+    __table_args__ = (UniqueConstraint("account_id", "chain_id", name="uq_deposit_account_chain"),)
+    id: int | None = Field(default=None, primary_key=True)
+    account_id: str = Field(max_length=64)
+    chain_id: int = Field(sa_type=BigInteger)
+    address: str = Field(max_length=42, unique=True)
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class ChainDeposit(BillingModel, table=True):
+    __tablename__ = "chain_deposits"
+    __table_args__ = (
+        UniqueConstraint("chain_id", "tx_hash", "log_index", name="uq_chain_deposit_log"),
+        Index("ix_chain_deposits_status", "chain_id", "status", "block_number"),
+    )
+    id: str = Field(primary_key=True, max_length=36)
+    chain_id: int = Field(sa_type=BigInteger)
+    tx_hash: str = Field(max_length=66)
+    log_index: int
+    block_number: int = Field(sa_type=BigInteger)
+    block_hash: str = Field(max_length=66)
+    account_id: str = Field(max_length=64, index=True)
+    from_address: str = Field(max_length=42)
+    to_address: str = Field(max_length=42)
+    token: str = Field(max_length=16)
+    token_amount: str = Field(max_length=80)
+    amount_micros: int = _money()
+    status: str = Field(max_length=16)
+    transfer_id: str = Field(default="", max_length=36)
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+class ChainCursor(BillingModel, table=True):
+    __tablename__ = "chain_cursors"
+    chain_id: int = Field(primary_key=True, sa_type=BigInteger)
+    last_block: int = Field(sa_type=BigInteger)
+
+
+class Erasure(BillingModel, table=True):
+    __tablename__ = "erasures"
+    request_id: str = Field(primary_key=True, max_length=100)
+    result: str = Field(sa_column=Column(Text, nullable=False))
+    created_at: datetime = Field(sa_column=Column(DateTime, nullable=False))
+
+
+METADATA = BillingModel.metadata
+TABLES = [
+    LedgerAccount,
+    Transfer,
+    Entry,
+    Hold,
+    KeySpend,
+    Idempotency,
+    UsageRow,
+    UsageDailyAnonymous,
+    CodeBatch,
+    Code,
+    CardPayment,
+    StripeEvent,
+    DepositAddress,
+    ChainDeposit,
+    ChainCursor,
+    Erasure,
+]
+
+
+class Overdraft(Exception):
+    """A debit would take a per-person ledger account below zero."""
+
+    def __init__(self, ledger_account: str) -> None:
+        super().__init__(ledger_account)
+        self.ledger_account = ledger_account
+
+
+def insert_ignore(conn: AsyncConnection, model: type[SQLModel], index: Sequence[str]) -> Any:
+    """`INSERT ... ON CONFLICT DO NOTHING` in the session's dialect."""
+    dialect = conn.dialect.name
+    module = sqlite if dialect == "sqlite" else postgresql
+    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(index))  # type: ignore[attr-defined]
+
+
+def upsert_add(conn: AsyncConnection, model: type[SQLModel], index: Sequence[str], values: dict[str, Any]) -> Any:
+    """`INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col` for the numeric values."""
+    dialect = conn.dialect.name
+    module = sqlite if dialect == "sqlite" else postgresql
+    table = model.__table__  # type: ignore[attr-defined]
+    stmt = module.insert(table).values(**values)
+    adds = {k: table.c[k] + stmt.excluded[k] for k, v in values.items() if k not in index and isinstance(v, int)}
+    return stmt.on_conflict_do_update(index_elements=list(index), set_=adds)
+
+
+def params_hash(params: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(params, sort_keys=True, default=str).encode()).hexdigest()
+
+
+async def claim_key(conn: AsyncConnection, scope: str, key: str, params: dict[str, Any]) -> dict[str, Any] | None:
+    """Claim an idempotency key inside the caller's transaction.
+
+    None: the key is new (and now held by this transaction; a concurrent request with the
+    same key waits on the unique index). A dict: the stored result of the first request.
+    AlreadyExists: the key was used with other parameters.
+    """
+    digest = params_hash(params)
+    stmt = insert_ignore(conn, Idempotency, ["scope", "key"]).values(
+        scope=scope, key=key, params_hash=digest, result="", created_at=utcnow()
+    )
+    result = await conn.execute(stmt)
+    if result.rowcount == 1:
+        return None
+    row = (
+        await conn.execute(
+            select(Idempotency.params_hash, Idempotency.result).where(
+                Idempotency.scope == scope, Idempotency.key == key
+            )
+        )
+    ).one()
+    if row.params_hash != digest:
+        raise AlreadyExists(
+            f"idempotency key already used for a different {scope} request",
+            field_violations={"idempotency_key": "reuse a key only to retry the identical request"},
+            reason="idempotency_key_reused",
+        )
+    return json.loads(row.result)
+
+
+async def finish_key(conn: AsyncConnection, scope: str, key: str, result: dict[str, Any]) -> None:
+    await conn.execute(
+        update(Idempotency)
+        .where(Idempotency.scope == scope, Idempotency.key == key)
+        .values(result=json.dumps(result, default=str))
+    )
+
+
+async def post_transfer(
+    conn: AsyncConnection,
+    transfer_id: str,
+    kind: str,
+    account_id: str,
+    legs: Sequence[tuple[str, int]],
+    reference: str = "",
+    amount: int | None = None,
+    now: datetime | None = None,
+) -> dict[str, int]:
+    """Write one immutable transfer and its entries; returns the new per-person balances.
+
+    Raises Overdraft (rolling nothing back itself: the caller's transaction does) when a
+    debit would take a wallet or holds account below zero.
+    """
+    if sum(amount for _, amount in legs) != 0:
+        raise ValueError("a transfer's entries must sum to zero")
+    now = now or utcnow()
+    balances: dict[str, int] = {}
+    for ledger_account, delta in sorted(legs):
+        if ledger_account.startswith(SYSTEM_PREFIX) or delta == 0:
+            continue
+        balances[ledger_account] = await _apply(conn, ledger_account, account_id, delta)
+    total = amount if amount is not None else sum(a for _, a in legs if a > 0)
+    await conn.execute(
+        Transfer.__table__.insert().values(  # type: ignore[attr-defined]
+            id=transfer_id, kind=kind, account_id=account_id, reference=reference, amount=total, created_at=now
+        )
+    )
+    await conn.execute(
+        Entry.__table__.insert(),  # type: ignore[attr-defined]
+        [
+            {"transfer_id": transfer_id, "ledger_account": acct, "amount": delta, "created_at": now}
+            for acct, delta in legs
+            if delta != 0
+        ],
+    )
+    return balances
+
+
+async def _apply(conn: AsyncConnection, ledger_account: str, account_id: str, delta: int) -> int:
+    table = LedgerAccount.__table__  # type: ignore[attr-defined]
+    if delta > 0:
+        kind = ledger_account.split(":", 1)[0]
+        values = {"id": ledger_account, "kind": kind, "account_id": account_id, "balance": delta}
+        stmt = upsert_add(conn, LedgerAccount, ["id"], values).returning(table.c.balance)
+        return int((await conn.execute(stmt)).scalar_one())
+    stmt = (
+        update(table)
+        .where(table.c.id == ledger_account, table.c.balance + delta >= 0)
+        .values(balance=table.c.balance + delta)
+        .returning(table.c.balance)
+    )
+    balance = (await conn.execute(stmt)).scalar_one_or_none()
+    if balance is None:
+        raise Overdraft(ledger_account)
+    return int(balance)
+
+
+async def balance_of(conn: AsyncConnection, ledger_account: str, for_update: bool = False) -> int:
+    stmt = select(LedgerAccount.balance).where(LedgerAccount.id == ledger_account)
+    if for_update:
+        stmt = stmt.with_for_update()
+    value = (await conn.execute(stmt)).scalar_one_or_none()
+    return int(value or 0)
+
+
+async def balances(conn: AsyncConnection, account_id: str) -> tuple[int, int] | None:
+    """(available, held) of an account, or None when billing has never seen it."""
+    rows = (
+        await conn.execute(
+            select(LedgerAccount.id, LedgerAccount.balance).where(
+                LedgerAccount.id.in_([wallet(account_id), holds_account(account_id)])  # type: ignore[attr-defined]
+            )
+        )
+    ).all()
+    if not rows:
+        return None
+    found = dict(rows)
+    return int(found.get(wallet(account_id), 0)), int(found.get(holds_account(account_id), 0))
+
+
+async def sum_entries(conn: AsyncConnection, ledger_account: str, before: datetime | None = None) -> int:
+    stmt = select(func.coalesce(func.sum(Entry.amount), 0)).where(Entry.ledger_account == ledger_account)
+    if before is not None:
+        stmt = stmt.where(Entry.created_at < before)
+    return int((await conn.execute(stmt)).scalar_one())
+
+
+def key_range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
+    conditions = []
+    if since is not None:
+        conditions.append(column >= since)
+    if until is not None:
+        conditions.append(column < until)
+    return conditions
+
+
+def all_of(conditions: list[Any]) -> Any:
+    return and_(*conditions) if conditions else True

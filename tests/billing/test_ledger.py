@@ -1,0 +1,308 @@
+"""The ledger on PostgreSQL: holds, settles, releases, grants, refunds, codes, idempotency,
+bad input, statements, usage queries, statistics and retention."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select, update
+
+from services.billing.domain import Billing, SettleIn, UsageIn, UsageQuery
+from services.billing.store import Code, Hold, UsageDailyAnonymous, UsageRow
+from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
+
+from .conftest import OptOuts, at
+from .ledger_checks import assert_invariants, ledger_snapshot
+
+USD = 1_000_000
+
+
+def usage(model: str = "gpt-4o-mini", tokens: tuple[int, int] = (1000, 1000), **kw: object) -> UsageIn:
+    return UsageIn(model=model, input_tokens=tokens[0], output_tokens=tokens[1], **kw)  # type: ignore[arg-type]
+
+
+async def funded(billing: Billing, account: str, amount: int = 5 * USD) -> None:
+    await billing.grant(account, amount, "test", f"fund-{account}")
+
+
+async def test_hold_then_settle_charges_the_priced_cost_and_releases_the_rest(billing: Billing) -> None:
+    await funded(billing, "acct1")
+    hold = await billing.hold("acct1", USD, 0, "h1")
+    assert hold.balance_micros == 4 * USD
+    assert (await billing.balance("acct1")).held_micros == USD
+    result = await billing.settle(SettleIn(hold.hold_id, 0, usage(tokens=(1000, 1000)), "s1"))
+    # 1000 * 0.15 + 1000 * 0.60 USD per million tokens = 750 micro-USD
+    assert (result.charged_micros, result.released_micros, result.shortfall_micros) == (750, USD - 750, 0)
+    balance = await billing.balance("acct1")
+    assert (balance.balance_micros, balance.held_micros) == (5 * USD - 750, 0)
+    page = await billing.list_usage(UsageQuery("acct1"))
+    assert [(r.cost_micros, r.model, r.input_tokens) for r in page.records] == [(750, "gpt-4o-mini", 1000)]
+    await assert_invariants(billing.engine)
+
+
+async def test_actual_amount_overrides_pricing_and_above_the_hold_is_charged_up_to_the_balance(
+    billing: Billing,
+) -> None:
+    await funded(billing, "acct2", 3 * USD)
+    hold = await billing.hold("acct2", USD, 0, "h")
+    result = await billing.settle(SettleIn(hold.hold_id, 5 * USD, usage(), "s"))
+    # 1 USD from the hold + the 2 USD left in the wallet; 2 USD could not be covered.
+    assert (result.charged_micros, result.released_micros, result.shortfall_micros) == (3 * USD, 0, 2 * USD)
+    assert result.balance_micros == 0
+    page = await billing.list_usage(UsageQuery("acct2"))
+    assert page.records[0].shortfall_micros == 2 * USD
+    await assert_invariants(billing.engine)
+
+
+async def test_insufficient_credit_is_failed_precondition_with_openai_code(billing: Billing) -> None:
+    await funded(billing, "acct3", USD)
+    with pytest.raises(FailedPrecondition) as caught:
+        await billing.hold("acct3", USD + 1, 0, "too-much")
+    assert caught.value.openai_code == "insufficient_quota"
+    assert caught.value.reason == "insufficient_credit"
+    with pytest.raises(FailedPrecondition):
+        await billing.hold("never-seen", 1, 0, "nobody")
+    assert (await billing.balance("acct3")).balance_micros == USD
+    # The refused key was not consumed: the same key works once credit is there.
+    await billing.grant("acct3", USD, "more", "more")
+    assert (await billing.hold("acct3", USD + 1, 0, "too-much")).amount_micros == USD + 1
+
+
+async def test_each_hold_resolves_exactly_once(billing: Billing) -> None:
+    await funded(billing, "acct4")
+    hold = await billing.hold("acct4", USD, 0, "h")
+    first = await billing.settle(SettleIn(hold.hold_id, 100, usage(), "settle-1"))
+    assert await billing.settle(SettleIn(hold.hold_id, 100, usage(), "settle-1")) == first  # retry: same result
+    with pytest.raises(FailedPrecondition):
+        await billing.settle(SettleIn(hold.hold_id, 100, usage(), "settle-2"))
+    with pytest.raises(FailedPrecondition):
+        await billing.release(hold.hold_id, "release-1")
+    with pytest.raises(AlreadyExists):
+        await billing.settle(SettleIn(hold.hold_id, 999, usage(), "settle-1"))
+    assert (await billing.balance("acct4")).balance_micros == 5 * USD - 100
+    await assert_invariants(billing.engine)
+
+
+async def test_release_returns_everything_and_records_zero_cost_usage(billing: Billing) -> None:
+    await funded(billing, "acct5")
+    hold = await billing.hold("acct5", 2 * USD, 0, "h")
+    failed = usage(status="upstream_error")
+    released = await billing.release(hold.hold_id, "r", failed)
+    assert (released.released_micros, released.balance_micros) == (2 * USD, 5 * USD)
+    assert await billing.release(hold.hold_id, "r", failed) == released
+    records = (await billing.list_usage(UsageQuery("acct5"))).records
+    assert [(r.status, r.cost_micros) for r in records] == [("upstream_error", 0)]
+
+
+async def test_expired_holds_are_released_by_the_sweeper(billing: Billing) -> None:
+    await funded(billing, "acct6")
+    hold = await billing.hold("acct6", USD, 1, "h")
+    async with billing.engine.begin() as conn:
+        past = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+        await conn.execute(update(Hold.__table__).where(Hold.__table__.c.id == hold.hold_id).values(expires_at=past))
+    assert await billing.expire_holds() == 1
+    assert await billing.expire_holds() == 0
+    assert (await billing.balance("acct6")).balance_micros == 5 * USD
+    with pytest.raises(FailedPrecondition, match="expired"):
+        await billing.settle(SettleIn(hold.hold_id, 1, usage(), "late"))
+    await assert_invariants(billing.engine)
+
+
+async def test_key_spend_cap_limits_holds_per_key(billing: Billing) -> None:
+    await funded(billing, "acct7")
+    first = await billing.hold("acct7", 600_000, 0, "k1", key_id="key-a", key_cap=USD)
+    with pytest.raises(FailedPrecondition) as caught:
+        await billing.hold("acct7", 600_000, 0, "k2", key_id="key-a", key_cap=USD)
+    assert caught.value.reason == "key_spend_limit"
+    await billing.settle(SettleIn(first.hold_id, 300_000, usage(key_id="key-a"), "k1s"))
+    await billing.hold("acct7", 600_000, 0, "k3", key_id="key-a", key_cap=USD)  # 300k spent + 600k held <= 1 USD
+    with pytest.raises(FailedPrecondition):
+        await billing.hold("acct7", 200_000, 0, "k4", key_id="key-a", key_cap=USD)
+
+
+async def test_every_mutation_is_idempotent(billing: Billing) -> None:
+    grant = await billing.grant("acct8", 10 * USD, "g", "g")
+    assert await billing.grant("acct8", 10 * USD, "g", "g") == grant
+    hold = await billing.hold("acct8", USD, 0, "h")
+    assert await billing.hold("acct8", USD, 0, "h") == hold
+    refund = await billing.refund(grant.transfer_id, USD, "r", "r")
+    assert await billing.refund(grant.transfer_id, USD, "r", "r") == refund
+    codes = await billing.create_codes(USD, 2, None, "c")
+    assert await billing.create_codes(USD, 2, None, "c") == codes  # the same codes again, re-derived
+    redeemed = await billing.redeem("acct8", codes.codes[0], "x")
+    assert await billing.redeem("acct8", codes.codes[0], "x") == redeemed
+    assert (await billing.balance("acct8")).balance_micros == 10 * USD - USD - USD + USD
+    for call in (
+        billing.grant("acct8", 11 * USD, "g", "g"),
+        billing.hold("acct8", 2 * USD, 0, "h"),
+        billing.refund(grant.transfer_id, 2 * USD, "r", "r"),
+        billing.create_codes(USD, 3, None, "c"),
+        billing.redeem("acct8", codes.codes[1], "x"),
+    ):
+        with pytest.raises(AlreadyExists, match="idempotency key"):
+            await call
+    await assert_invariants(billing.engine)
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda b: b.grant("acct9", 0, "", "k"),
+        lambda b: b.grant("acct9", -5, "", "k"),
+        lambda b: b.grant("bad account!", 5, "", "k"),
+        lambda b: b.grant("acct9", 5, "", ""),
+        lambda b: b.hold("acct9", -1, 0, "k"),
+        lambda b: b.hold("acct9", 0, 0, "k"),
+        lambda b: b.hold("acct9", 1, -3, "k"),
+        lambda b: b.refund("", 1, "", "k"),
+        lambda b: b.refund("t", -1, "", "k"),
+        lambda b: b.create_codes(0, 1, None, "k"),
+        lambda b: b.create_codes(1, 0, None, "k"),
+        lambda b: b.redeem("acct9", "not a code", "k"),
+        lambda b: b.list_usage(UsageQuery("acct9", page_token="@@@")),
+        lambda b: b.statement("acct9", "2026-13"),
+    ],
+)
+async def test_bad_input_is_invalid_argument_and_changes_nothing(billing: Billing, call: object) -> None:
+    await funded(billing, "acct9")
+    before = await ledger_snapshot(billing.engine)
+    with pytest.raises(InvalidArgument):
+        await call(billing)  # type: ignore[operator]
+    assert await ledger_snapshot(billing.engine) == before
+
+
+async def test_unknown_model_or_hold_or_transfer_changes_nothing(billing: Billing) -> None:
+    await funded(billing, "acct10")
+    hold = await billing.hold("acct10", USD, 0, "h")
+    before = await ledger_snapshot(billing.engine)
+    with pytest.raises(InvalidArgument, match="model"):
+        await billing.settle(SettleIn(hold.hold_id, 0, usage(model="no-such-model"), "s"))
+    with pytest.raises(InvalidArgument):
+        await billing.settle(SettleIn(hold.hold_id, 0, usage(tokens=(-1, 0)), "s"))
+    with pytest.raises(NotFound):
+        await billing.settle(SettleIn("no-such-hold", 1, usage(), "s"))
+    with pytest.raises(NotFound):
+        await billing.refund("no-such-transfer", 1, "", "r")
+    with pytest.raises(NotFound):
+        await billing.redeem("acct10", "GM-AAAAA-AAAAA-AAAAA-AAAAA", "r")
+    assert await ledger_snapshot(billing.engine) == before
+
+
+async def test_refund_reverses_at_most_the_top_up_and_never_overdraws(billing: Billing) -> None:
+    grant = await billing.grant("acct11", 3 * USD, "g", "g")
+    await billing.refund(grant.transfer_id, USD, "part", "r1")
+    with pytest.raises(FailedPrecondition):
+        await billing.refund(grant.transfer_id, 3 * USD, "too much", "r2")
+    await billing.hold("acct11", USD + 500_000, 0, "h")  # leaves 0.5 USD available
+    with pytest.raises(FailedPrecondition):
+        await billing.refund(grant.transfer_id, USD, "more than available", "r3")
+    rest = await billing.refund(grant.transfer_id, 500_000, "the rest available", "r4")
+    assert rest.balance_micros == 0
+    await assert_invariants(billing.engine)
+
+
+async def test_codes_redeem_once_expire_and_are_stored_only_as_hashes(billing: Billing) -> None:
+    batch = await billing.create_codes(2 * USD, 3, None, "batch")
+    assert len(set(batch.codes)) == 3
+    assert (await billing.redeem("acct12", batch.codes[0].lower(), "a")).balance_micros == 2 * USD
+    with pytest.raises(FailedPrecondition, match="already been redeemed"):
+        await billing.redeem("acct13", batch.codes[0], "b")
+    async with billing.engine.connect() as conn:
+        stored = (await conn.execute(select(func.count()).select_from(UsageRow.__table__))).scalar_one()
+        hashes = list((await conn.execute(select(Code.hash))).scalars())
+    assert stored == 0
+    assert all(code.replace("-", "")[2:] not in h for code in batch.codes for h in hashes)
+    soon = datetime.now(UTC) + timedelta(seconds=60)
+    expiring = await billing.create_codes(USD, 1, soon, "expiring")
+    billing.clock = lambda: datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=120)
+    with pytest.raises(FailedPrecondition, match="expired"):
+        await billing.redeem("acct12", expiring.codes[0], "late")
+
+
+async def test_monthly_statement_json_and_csv(billing: Billing) -> None:
+    billing.clock = lambda: datetime(2026, 10, 15, 12, 0)
+    grant = await billing.grant("acct14", 5 * USD, "welcome", "g")
+    billing.clock = lambda: datetime(2026, 11, 2, 9, 0)
+    hold = await billing.hold("acct14", USD, 0, "h")  # wallet -> holds: nets to zero, not a line
+    await billing.settle(SettleIn(hold.hold_id, 250_001, usage(), "s"))
+    statement = await billing.statement("acct14", "2026-11")
+    assert statement.opening_balance_micros == 5 * USD
+    assert [(e.kind, e.amount_micros) for e in statement.entries] == [("usage", -250_001)]
+    assert statement.closing_balance_micros == 5 * USD - 250_001
+    csv = statement.csv().splitlines()
+    assert csv[0] == "transfer_id,kind,amount_usd,created_at,reference"
+    assert csv[1].split(",")[1:3] == ["usage", "-0.250001"]
+    october = await billing.statement("acct14", "2026-10")
+    assert [(e.transfer_id, e.amount_micros) for e in october.entries] == [(grant.transfer_id, 5 * USD)]
+
+
+async def record(billing: Billing, account: str, when: str, model: str = "gpt-4o-mini", key: str = "") -> None:
+    if not (await billing.balance(account)).balance_micros:
+        await funded(billing, account, USD)
+    hold = await billing.hold(account, 1000, 0, f"h-{account}-{when}-{model}-{key}")
+    u = usage(model=model, tokens=(100, 100), key_id=key, started_at=at(when))
+    await billing.settle(SettleIn(hold.hold_id, 0, u, f"s-{account}-{when}-{model}-{key}"))
+
+
+async def test_usage_listing_filters_and_keyset_pagination(billing: Billing) -> None:
+    for day in range(1, 8):
+        await record(billing, "acct15", f"2026-11-0{day}T10:00:00", key="k1" if day % 2 else "k2")
+    await record(billing, "acct15", "2026-11-03T11:00:00", model="cheap")
+    await record(billing, "other", "2026-11-03T11:00:00")
+    seen, token = [], ""
+    while True:
+        page = await billing.list_usage(UsageQuery("acct15", page_size=3, page_token=token))
+        seen += page.records
+        token = page.next_page_token
+        if not token:
+            break
+    assert len(seen) == 8 and len({r.id for r in seen}) == 8
+    assert [r.created_at for r in seen] == sorted((r.created_at for r in seen), reverse=True)
+    since = at("2026-11-03T00:00:00")
+    ranged = await billing.list_usage(UsageQuery("acct15", since=since, until=at("2026-11-05T00:00:00")))
+    assert len(ranged.records) == 3
+    assert len((await billing.list_usage(UsageQuery("acct15", model="cheap"))).records) == 1
+    assert len((await billing.list_usage(UsageQuery("acct15", key_id="k2"))).records) == 3
+
+
+async def test_daily_stats_per_model_for_the_dashboard(billing: Billing) -> None:
+    await record(billing, "acct16", "2026-11-01T10:00:00")
+    await record(billing, "acct16", "2026-11-01T23:00:00")
+    await record(billing, "acct16", "2026-11-02T01:00:00", model="cheap")
+    stats = await billing.usage_stats("acct16", None, None)
+    assert [(s.day, s.model, s.requests, s.input_tokens) for s in stats] == [
+        ("2026-11-01", "gpt-4o-mini", 2, 200),
+        ("2026-11-02", "cheap", 1, 100),
+    ]
+
+
+async def test_aggregate_stats_leave_out_opted_out_accounts_P7_3(billing: Billing, opt_outs: OptOuts) -> None:
+    """P7.3: an account that opted out is not counted; P2.4: groups too small to hide
+    one person (fewer than stats_min_accounts=2 accounts) are suppressed."""
+    for account in ("a-in-1", "a-in-2", "a-out"):
+        await record(billing, account, "2026-11-01T10:00:00")
+    await record(billing, "a-alone", "2026-11-01T10:00:00", model="cheap")
+    stats = await billing.aggregate_stats(None, None)
+    assert [(s.model, s.requests) for s in stats] == [("gpt-4o-mini", 3)]
+    opt_outs.ids.add("a-out")  # honoured at once, no cache
+    stats = await billing.aggregate_stats(None, None)
+    assert [(s.model, s.requests) for s in stats] == [("gpt-4o-mini", 2)]
+
+
+async def test_retention_sweep_deletes_old_usage_and_keeps_anonymous_aggregates_P5_2(billing: Billing) -> None:
+    """P5.2: usage records older than 12 months are deleted; aggregates that identify nobody stay."""
+    old = (datetime.now(UTC) - timedelta(days=400)).strftime("%Y-%m-%dT10:00:00")
+    recent = (datetime.now(UTC) - timedelta(days=10)).strftime("%Y-%m-%dT10:00:00")
+    await record(billing, "acct17", old)
+    await record(billing, "acct18", old)
+    await record(billing, "acct17", recent)
+    deleted, aggregated = await billing.retention_sweep(365)
+    assert (deleted, aggregated) == (2, 1)
+    assert len((await billing.list_usage(UsageQuery("acct17"))).records) == 1
+    async with billing.engine.connect() as conn:
+        rows = (await conn.execute(select(UsageDailyAnonymous.__table__))).all()
+    assert [(r.day, r.requests) for r in rows] == [(old[:10], 2)]
+    assert all("acct" not in str(value) for r in rows for value in r)
+    stats = await billing.aggregate_stats(None, None)
+    assert (old[:10], 2) in [(s.day, s.requests) for s in stats]
