@@ -1,0 +1,45 @@
+"""Concurrency on PostgreSQL: the wallet never overdraws and a code redeems once."""
+
+from __future__ import annotations
+
+import asyncio
+
+from services.billing.domain import Billing, SettleIn, UsageIn
+from services.runtime.errors import FailedPrecondition
+
+from .ledger_checks import assert_invariants
+
+
+async def test_500_concurrent_holds_on_one_account_never_overdraw(billing: Billing) -> None:
+    await billing.grant("hot", 100_000, "fund", "fund")  # room for exactly 100 holds of 1000
+    results = await asyncio.gather(*(billing.hold("hot", 1000, 0, f"h{i}") for i in range(500)), return_exceptions=True)
+    granted = [r for r in results if not isinstance(r, BaseException)]
+    refused = [r for r in results if isinstance(r, BaseException)]
+    assert len(granted) == 100
+    assert all(isinstance(r, FailedPrecondition) and r.reason == "insufficient_credit" for r in refused)
+    balance = await billing.balance("hot")
+    assert (balance.balance_micros, balance.held_micros) == (0, 100_000)
+    # Settle half above their hold, concurrently: charges never exceed what exists.
+    settles = [
+        billing.settle(SettleIn(h.hold_id, 1500, UsageIn("gpt-4o-mini"), f"s{i}")) for i, h in enumerate(granted)
+    ]
+    settled = await asyncio.gather(*settles)
+    assert sum(s.charged_micros for s in settled) == 100_000
+    assert sum(s.shortfall_micros for s in settled) == 50_000
+    await assert_invariants(billing.engine)
+
+
+async def test_a_code_redeems_once_under_concurrent_attempts(billing: Billing) -> None:
+    batch = await billing.create_codes(1_000_000, 1, None, "batch")
+    attempts = [billing.redeem(f"acct{i}", batch.codes[0], f"k{i}") for i in range(50)]
+    results = await asyncio.gather(*attempts, return_exceptions=True)
+    winners = [r for r in results if not isinstance(r, BaseException)]
+    assert len(winners) == 1
+    assert all(isinstance(r, FailedPrecondition) for r in results if isinstance(r, BaseException))
+    await assert_invariants(billing.engine)
+
+
+async def test_same_idempotency_key_concurrently_applies_once(billing: Billing) -> None:
+    results = await asyncio.gather(*(billing.grant("dup", 7, "x", "same-key") for _ in range(20)))
+    assert len({r.transfer_id for r in results}) == 1
+    assert (await billing.balance("dup")).balance_micros == 7
