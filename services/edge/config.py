@@ -1,0 +1,336 @@
+"""The Envoy bootstrap of the edge, built from settings and the descriptor set.
+
+One listener (HTTPS when a certificate is configured) runs three HTTP filters: the Lua
+error filter (`errors.lua`), the gRPC-JSON transcoder (every service of the mesh that
+carries `google.api.http` rules) and the router. After transcoding the request path is
+the gRPC method (`/gatemesh.auth.v1.AuthService/SignUp`); the transcoder clears the
+route cache, so routes pick the cluster of each service by that path prefix. The only
+hand-written route serves the generated OpenAPI document at `/openapi.json`.
+
+Choices and why (see also FACTS.md "The edge"):
+- route `timeout: 0s`: long SSE streams must not be cut after Envoy's default 15 s;
+- `max_request_body_size` raised and kept below the services' `grpc_max_message_bytes`,
+  or an oversized body comes back as a misleading 429;
+- HTTP/2 upstream clusters (gRPC), with circuit-breaker limits high enough for load;
+- `use_remote_address` and `x-forwarded-for` overwritten with the address Envoy trusts,
+  so auth's security log sees the client IP and a client cannot forge it;
+- errors from the services get their OpenAI body and status in the Lua filter; Envoy's
+  own replies (unknown path, service down, body too large) get the same shape from
+  `local_reply_config`. `grpc-status` is never removed by route config (that turns every
+  error into a 200).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .descriptors import rest_services
+from .settings import MESH_SERVICES, EdgeSettings
+
+TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
+LUA = "envoy.filters.http.lua"
+TYPE = "@type"
+OPENAPI_PATH = "/openapi.json"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+
+# Envoy's local replies: status -> (OpenAI error type, code).
+LOCAL_REPLIES: dict[int, tuple[str, str]] = {
+    400: ("invalid_request_error", "invalid_request"),
+    404: ("not_found_error", "unknown_url"),
+    405: ("invalid_request_error", "method_not_allowed"),
+    413: ("invalid_request_error", "request_too_large"),
+    408: ("api_error", "timeout"),
+    429: ("rate_limit_error", "rate_limit_exceeded"),
+    502: ("api_error", "bad_gateway"),
+    503: ("api_error", "service_unavailable"),
+    504: ("api_error", "timeout"),
+}
+
+
+@dataclass(frozen=True)
+class EdgeFiles:
+    """Files the config names, as Envoy will see them (local paths or container paths)."""
+
+    descriptor: str
+    openapi: str
+
+
+def lua_source() -> str:
+    return (files("services.edge") / "errors.lua").read_text()
+
+
+def split_address(address: str) -> tuple[str, int]:
+    host, _, port = address.rpartition(":")
+    return host.strip("[]"), int(port)
+
+
+def is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def socket_address(host: str, port: int) -> dict[str, Any]:
+    return {"socket_address": {"address": host, "port_value": port}}
+
+
+def header(key: str, value: str) -> dict[str, Any]:
+    return {"header": {"key": key, "value": value}, "append_action": "OVERWRITE_IF_EXISTS_OR_ADD"}
+
+
+def disabled() -> dict[str, Any]:
+    return {TYPE: "type.googleapis.com/envoy.config.route.v3.FilterConfig", "disabled": True}
+
+
+def error_format(kind: str, code: str) -> dict[str, Any]:
+    return {
+        "json_format": {"error": {"message": "%LOCAL_REPLY_BODY%", "type": kind, "param": None, "code": code}},
+        "content_type": "application/json",
+    }
+
+
+def local_reply_config() -> dict[str, Any]:
+    mappers = [
+        {
+            "filter": {
+                "status_code_filter": {
+                    "comparison": {"op": "EQ", "value": {"default_value": status, "runtime_key": f"edge.{status}"}}
+                }
+            },
+            "body_format_override": error_format(kind, code),
+        }
+        for status, (kind, code) in LOCAL_REPLIES.items()
+    ]
+    # Any other error Envoy itself replies with; not a default body_format, which would also
+    # rewrite the /openapi.json direct response.
+    catch_all = {
+        "status_code_filter": {"comparison": {"op": "GE", "value": {"default_value": 400, "runtime_key": "edge.error"}}}
+    }
+    mappers.append({"filter": catch_all, "body_format_override": error_format("api_error", "edge_error")})
+    return {"mappers": mappers}
+
+
+def routes(files_: EdgeFiles, services: dict[str, list[str]]) -> list[dict[str, Any]]:
+    openapi = {
+        "match": {"path": OPENAPI_PATH},
+        "direct_response": {"status": 200, "body": {"filename": files_.openapi}},
+        "response_headers_to_add": [header("content-type", "application/json")],
+        "typed_per_filter_config": {TRANSCODER: disabled(), LUA: disabled()},
+    }
+    result = [openapi]
+    for mesh_service, names in services.items():
+        for name in names:
+            result.append({"match": {"prefix": f"/{name}/"}, "route": {"cluster": mesh_service, "timeout": "0s"}})
+    return result
+
+
+def transcoder(settings: EdgeSettings, files_: EdgeFiles, services: dict[str, list[str]]) -> dict[str, Any]:
+    return {
+        "name": TRANSCODER,
+        "typed_config": {
+            TYPE: "type.googleapis.com/envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            "proto_descriptor": files_.descriptor,
+            "services": [name for names in services.values() for name in names],
+            "request_validation_options": {"reject_unknown_method": True, "reject_unknown_query_parameters": True},
+            "print_options": {"always_print_primitive_fields": True, "preserve_proto_field_names": True},
+            "convert_grpc_status": False,
+            "case_insensitive_enum_parsing": True,
+            "max_request_body_size": settings.edge_max_request_body_bytes,
+            "max_response_body_size": settings.grpc_max_message_bytes,
+        },
+    }
+
+
+def lua_filter() -> dict[str, Any]:
+    return {
+        "name": LUA,
+        "typed_config": {
+            TYPE: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
+            "default_source_code": {"inline_string": lua_source()},
+        },
+    }
+
+
+def connection_manager(settings: EdgeSettings, files_: EdgeFiles, services: dict[str, list[str]]) -> dict[str, Any]:
+    route_config = {
+        "name": "edge",
+        "max_direct_response_body_size_bytes": 16 * 1024 * 1024,
+        "virtual_hosts": [
+            {
+                "name": "gatemesh",
+                "domains": ["*"],
+                "routes": routes(files_, services),
+                # The client address Envoy trusts (after edge_trusted_hops), never a forged one.
+                "request_headers_to_add": [header("x-forwarded-for", "%DOWNSTREAM_REMOTE_ADDRESS_WITHOUT_PORT%")],
+            }
+        ],
+    }
+    return {
+        "name": "envoy.filters.network.http_connection_manager",
+        "typed_config": {
+            TYPE: HCM_TYPE,
+            "stat_prefix": "edge",
+            "codec_type": "AUTO",
+            "server_name": "gatemesh",
+            "use_remote_address": True,
+            "xff_num_trusted_hops": settings.edge_trusted_hops,
+            "route_config": route_config,
+            "local_reply_config": local_reply_config(),
+            "http_filters": [
+                lua_filter(),
+                transcoder(settings, files_, services),
+                {
+                    "name": "envoy.filters.http.router",
+                    "typed_config": {TYPE: "type.googleapis.com/envoy.extensions.filters.http.router.v3.Router"},
+                },
+            ],
+        },
+    }
+
+
+def downstream_tls(settings: EdgeSettings) -> dict[str, Any]:
+    return {
+        "name": "envoy.transport_sockets.tls",
+        "typed_config": {
+            TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext",
+            "common_tls_context": {
+                "alpn_protocols": ["h2", "http/1.1"],
+                "tls_certificates": [
+                    {
+                        "certificate_chain": {"filename": settings.edge_tls_cert_file},
+                        "private_key": {"filename": settings.edge_tls_key_file},
+                    }
+                ],
+            },
+        },
+    }
+
+
+def upstream_tls(settings: EdgeSettings, host: str) -> dict[str, Any]:
+    """TLS to the services, as their own clients use it (mutual when certificates exist)."""
+    context: dict[str, Any] = {"validation_context": {"trusted_ca": {"filename": settings.tls_ca_file}}}
+    if settings.tls_cert_file and settings.tls_key_file:
+        context["tls_certificates"] = [
+            {
+                "certificate_chain": {"filename": settings.tls_cert_file},
+                "private_key": {"filename": settings.tls_key_file},
+            }
+        ]
+    context["alpn_protocols"] = ["h2"]
+    tls: dict[str, Any] = {
+        TYPE: "type.googleapis.com/envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext",
+        "common_tls_context": context,
+    }
+    if not is_ip(host):
+        tls["sni"] = host
+    return {"name": "envoy.transport_sockets.tls", "typed_config": tls}
+
+
+def cluster(settings: EdgeSettings, name: str) -> dict[str, Any]:
+    host, port = split_address(getattr(settings, f"{name}_addr"))
+    result: dict[str, Any] = {
+        "name": name,
+        "type": "STATIC" if is_ip(host) else "STRICT_DNS",
+        "connect_timeout": "2s",
+        "lb_policy": "ROUND_ROBIN",
+        "typed_extension_protocol_options": {
+            "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": {
+                TYPE: "type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+                "explicit_http_config": {
+                    "http2_protocol_options": {"connection_keepalive": {"interval": "30s", "timeout": "10s"}}
+                },
+            }
+        },
+        "circuit_breakers": {
+            "thresholds": [{"max_connections": 10000, "max_pending_requests": 10000, "max_requests": 10000}]
+        },
+        "load_assignment": {
+            "cluster_name": name,
+            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}],
+        },
+    }
+    if settings.tls_ca_file:
+        result["transport_socket"] = upstream_tls(settings, host)
+    return result
+
+
+def bootstrap(settings: EdgeSettings, files_: EdgeFiles, mesh_services: Sequence[str] | None = None) -> dict[str, Any]:
+    """The whole Envoy bootstrap as a dict (YAML- and JSON-serialisable)."""
+    wanted = [s for s in (mesh_services or settings.edge_services) if s in MESH_SERVICES]
+    services = rest_services(wanted)
+    chain: dict[str, Any] = {"filters": [connection_manager(settings, files_, services)]}
+    if settings.edge_tls:
+        chain["transport_socket"] = downstream_tls(settings)
+    listener = {
+        "name": "edge",
+        "address": socket_address(settings.edge_host, settings.edge_port),
+        "per_connection_buffer_limit_bytes": 1024 * 1024,
+        "filter_chains": [chain],
+    }
+    config: dict[str, Any] = {
+        "node": {"id": "gatemesh-edge", "cluster": "gatemesh-edge"},
+        "static_resources": {"listeners": [listener], "clusters": [cluster(settings, name) for name in services]},
+        "overload_manager": {
+            "resource_monitors": [
+                {
+                    "name": "envoy.resource_monitors.global_downstream_max_connections",
+                    "typed_config": {
+                        TYPE: "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
+                        "DownstreamConnectionsConfig",
+                        "max_active_downstream_connections": 50000,
+                    },
+                }
+            ]
+        },
+    }
+    if settings.edge_admin_port:
+        config["admin"] = {"address": socket_address("127.0.0.1", settings.edge_admin_port)}
+    return config
+
+
+def render(config: dict[str, Any]) -> str:
+    return yaml.safe_dump(config, sort_keys=False, width=120)
+
+
+def write(config: dict[str, Any], path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(render(config))
+    tmp.replace(path)
+    return path
+
+
+EXAMPLE_FILES = EdgeFiles(descriptor="/etc/gatemesh/descriptor.pb", openapi="/etc/gatemesh/openapi.json")
+
+
+def example_settings() -> EdgeSettings:
+    """A multi-host deployment: services by DNS name, HTTPS on 0.0.0.0:8443.
+
+    Built with `model_construct` so that neither the environment nor a data directory
+    changes it: `deploy/envoy/envoy.yaml` must be exactly what this produces.
+    """
+    return EdgeSettings.model_construct(
+        auth_addr="auth:50051",
+        billing_addr="billing:50052",
+        proxy_addr="proxy:50053",
+        privacy_addr="privacy:50054",
+        edge_host="0.0.0.0",
+        edge_port=8443,
+        edge_admin_port=9901,
+        edge_tls_cert_file="/etc/gatemesh/tls/edge.crt",
+        edge_tls_key_file="/etc/gatemesh/tls/edge.key",
+        edge_trusted_hops=0,
+    )
+
+
+def example() -> dict[str, Any]:
+    return bootstrap(example_settings(), EXAMPLE_FILES)

@@ -1,0 +1,51 @@
+"""The edge's settings (flat keys prefixed `edge_`), on top of the shared ones.
+
+The edge has no database; it needs where to listen, whether to speak TLS, how big a
+request may be, and which services' REST APIs it exposes.
+"""
+
+from __future__ import annotations
+
+from typing import Self
+
+from pydantic import Field, model_validator
+
+from services.runtime.settings import GatemeshSettings
+
+MESH_SERVICES = ("auth", "billing", "proxy", "privacy")
+
+
+class EdgeSettings(GatemeshSettings):
+    """Settings of the REST edge (Envoy)."""
+
+    edge_host: str = Field("127.0.0.1", description="Address the edge listens on (0.0.0.0 in a container).")
+    edge_port: int = Field(8080, description="Port the edge listens on.")
+    edge_tls_cert_file: str = Field("", description="PEM certificate chain: with the key, the edge speaks HTTPS.")
+    edge_tls_key_file: str = Field("", description="PEM private key for edge_tls_cert_file.")
+    edge_max_request_body_bytes: int = Field(
+        15 * 1024 * 1024, description="Largest request body; must stay below grpc_max_message_bytes."
+    )
+    edge_admin_port: int = Field(0, description="Envoy admin port on 127.0.0.1; 0 disables the admin interface.")
+    edge_services: list[str] = Field(
+        list(MESH_SERVICES), description="Services whose annotated REST APIs the edge exposes."
+    )
+    edge_concurrency: int = Field(0, description="Envoy worker threads; 0 lets Envoy use one per core.")
+    edge_log_level: str = Field("warning", description="Envoy's own log level (never logs bodies).")
+    edge_trusted_hops: int = Field(
+        0, description="Proxies in front of the edge whose X-Forwarded-For entries are trusted (0: none)."
+    )
+
+    @model_validator(mode="after")
+    def _body_fits_grpc(self) -> Self:
+        # An HttpBody adds a few bytes of framing; a body that fills the gRPC limit would come
+        # back as a misleading RESOURCE_EXHAUSTED, so the edge must refuse it first (413).
+        if self.edge_max_request_body_bytes > self.grpc_max_message_bytes - 4096:
+            raise ValueError("edge_max_request_body_bytes must be at least 4 KiB below grpc_max_message_bytes")
+        unknown = set(self.edge_services) - set(MESH_SERVICES)
+        if unknown:
+            raise ValueError(f"edge_services: unknown services {sorted(unknown)}")
+        return self
+
+    @property
+    def edge_tls(self) -> bool:
+        return bool(self.edge_tls_cert_file and self.edge_tls_key_file)

@@ -1,0 +1,138 @@
+"""The edge's generated artefacts: the Envoy bootstrap (validated by Envoy itself), the
+committed deployment example, and the OpenAPI document."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from gatemesh.common.v1 import common_pb2
+from services.edge import config, openapi
+from services.edge.__main__ import envoy_binary
+from services.edge.descriptors import descriptor_path, http_methods
+from services.edge.settings import EdgeSettings
+from tests.support import ROOT
+
+
+def settings(tmp_path: Path, **values: Any) -> EdgeSettings:
+    secrets = {"service_token": "s", "admin_token": "a", "key_hmac_secret": "k"}
+    return EdgeSettings(data_dir=tmp_path, **secrets, **values)
+
+
+def files(tmp_path: Path) -> config.EdgeFiles:
+    doc = tmp_path / "openapi.json"
+    doc.write_text("{}")
+    return config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc))
+
+
+def hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
+    return bootstrap["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+
+
+def test_every_annotated_service_is_transcoded_and_routed_to_its_cluster(tmp_path: Path) -> None:
+    boot = config.bootstrap(settings(tmp_path), files(tmp_path), ["auth", "billing", "proxy"])
+    manager = hcm(boot)
+    transcoder = manager["http_filters"][1]["typed_config"]
+    assert transcoder["services"] == [
+        "gatemesh.auth.v1.AuthService",
+        "gatemesh.billing.v1.BillingService",
+        "gatemesh.proxy.v1.ProxyService",
+    ]
+    assert transcoder["request_validation_options"]["reject_unknown_method"] is True
+    assert transcoder["convert_grpc_status"] is False
+    routes = manager["route_config"]["virtual_hosts"][0]["routes"]
+    by_prefix = {r["match"].get("prefix"): r["route"] for r in routes if "route" in r}
+    assert by_prefix["/gatemesh.proxy.v1.ProxyService/"] == {"cluster": "proxy", "timeout": "0s"}
+    assert [r["match"] for r in routes if "direct_response" in r] == [{"path": "/openapi.json"}]
+    clusters = boot["static_resources"]["clusters"]
+    assert [c["name"] for c in clusters] == ["auth", "billing", "proxy"]
+    for cluster in clusters:
+        options = cluster["typed_extension_protocol_options"]["envoy.extensions.upstreams.http.v3.HttpProtocolOptions"]
+        assert "http2_protocol_options" in options["explicit_http_config"]
+
+
+def test_filters_run_lua_before_the_transcoder(tmp_path: Path) -> None:
+    names = [f["name"] for f in hcm(config.bootstrap(settings(tmp_path), files(tmp_path)))["http_filters"]]
+    assert names == [config.LUA, config.TRANSCODER, "envoy.filters.http.router"]
+
+
+def test_body_limit_must_stay_below_the_grpc_limit(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="grpc_max_message_bytes"):
+        settings(tmp_path, edge_max_request_body_bytes=16 * 1024 * 1024)
+    boot = config.bootstrap(settings(tmp_path, edge_max_request_body_bytes=1000), files(tmp_path))
+    assert hcm(boot)["http_filters"][1]["typed_config"]["max_request_body_size"] == 1000
+
+
+def test_tls_only_when_a_certificate_is_configured(tmp_path: Path) -> None:
+    plain = config.bootstrap(settings(tmp_path), files(tmp_path))
+    assert "transport_socket" not in plain["static_resources"]["listeners"][0]["filter_chains"][0]
+    tls = config.bootstrap(settings(tmp_path, edge_tls_cert_file="c.pem", edge_tls_key_file="k.pem"), files(tmp_path))
+    socket = tls["static_resources"]["listeners"][0]["filter_chains"][0]["transport_socket"]
+    assert socket["typed_config"]["common_tls_context"]["tls_certificates"][0]["certificate_chain"] == {
+        "filename": "c.pem"
+    }
+
+
+def test_services_behind_mutual_tls_get_tls_clusters(tmp_path: Path) -> None:
+    s = settings(tmp_path, tls_ca_file="ca.pem", tls_cert_file="c.pem", tls_key_file="k.pem")
+    for cluster in config.bootstrap(s, files(tmp_path))["static_resources"]["clusters"]:
+        context = cluster["transport_socket"]["typed_config"]["common_tls_context"]
+        assert context["validation_context"] == {"trusted_ca": {"filename": "ca.pem"}}
+        assert context["tls_certificates"][0]["private_key"] == {"filename": "k.pem"}
+
+
+def test_envoy_accepts_the_generated_config(tmp_path: Path) -> None:
+    s = settings(tmp_path, edge_admin_port=19901, edge_tls_cert_file="", edge_tls_key_file="")
+    path = config.write(config.bootstrap(s, files(tmp_path)), tmp_path / "envoy.yaml")
+    result = subprocess.run(
+        [envoy_binary(), "--mode", "validate", "-c", str(path), "--disable-hot-restart"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_the_committed_deploy_example_is_what_the_generator_produces() -> None:
+    committed = (ROOT / "deploy" / "envoy" / "envoy.yaml").read_text()
+    regenerate = "python -m services.edge --example > deploy/envoy/envoy.yaml"
+    assert committed == config.render(config.example()), f"the example drifted; run: {regenerate}"
+    example = yaml.safe_load(committed)
+    assert {c["type"] for c in example["static_resources"]["clusters"]} == {"STRICT_DNS"}
+
+
+def test_openapi_documents_every_http_rule_with_its_verb() -> None:
+    doc = openapi.document()
+    for item in http_methods():
+        verb, template = item.verb_and_path()
+        operation = doc["paths"][openapi.openapi_path(template)][verb]
+        assert operation["operationId"] == f"{item.service.name}_{item.method.name}"
+        assert ("security" in operation) == (item.access != common_pb2.ACCESS_PUBLIC)
+    json.dumps(doc)  # serialisable
+
+
+def test_openapi_describes_streams_path_parameters_and_proto_field_names() -> None:
+    doc = openapi.document()
+    chat = doc["paths"]["/v1/chat/completions"]["post"]
+    assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
+    revoke = doc["paths"]["/api/v1/keys/{key_id}"]["delete"]
+    assert revoke["parameters"][0] == {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    sign_up = doc["components"]["schemas"]["gatemesh.auth.v1.SignUpRequest"]
+    assert "accepted_policy_version" in sign_up["properties"]
+    assert "13 or older" in sign_up["properties"]["age_attested"]["description"]
+    refs = json.dumps(doc).count('"$ref": "#/components/schemas/')
+    assert refs > 0
+    for name in doc["components"]["schemas"]:
+        assert doc["components"]["schemas"][name], f"empty schema {name}"
+
+
+def test_gatemesh_openapi_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:
+    from services.cli.main import main
+
+    assert main(["openapi"]) == 0
+    assert json.loads(capsys.readouterr().out) == json.loads(openapi.render(openapi.document()))
