@@ -13,6 +13,7 @@ session and its payment intent (so a charge event carries it too).
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -125,7 +126,8 @@ class CardTopups:
         if not signature:
             raise InvalidArgument("missing Stripe-Signature header", field_violations={"stripe-signature": "required"})
         try:
-            return stripe.Webhook.construct_event(payload, signature, self._secret, tolerance=self.tolerance_s)
+            stripe.Webhook.construct_event(payload, signature, self._secret, tolerance=self.tolerance_s)
+            return json.loads(payload)  # verified: read it as plain JSON
         except (ValueError, stripe.SignatureVerificationError):
             raise InvalidArgument("webhook signature verification failed") from None
 
