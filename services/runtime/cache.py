@@ -7,13 +7,19 @@ per process: use real Redis as soon as more than one instance of a service runs.
 
 from __future__ import annotations
 
-from redis.asyncio import Redis
+from redis.asyncio import BlockingConnectionPool, Redis
 
 
-def make_redis(url: str, max_connections: int = 64) -> Redis:
-    """A pooled client for `url`, or the in-process substitute when `url` is empty."""
+def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0) -> Redis:
+    """A pooled client for `url`, or the in-process substitute when `url` is empty.
+
+    The pool blocks (up to `pool_timeout_s`) when all its connections are busy, instead of
+    failing the call: more concurrent calls than connections only queue."""
     if url:
-        return Redis.from_url(url, max_connections=max_connections, health_check_interval=30)
+        pool = BlockingConnectionPool.from_url(
+            url, max_connections=max_connections, timeout=pool_timeout_s, health_check_interval=30
+        )
+        return Redis.from_pool(pool)
     import fakeredis
 
     return fakeredis.FakeAsyncRedis()
