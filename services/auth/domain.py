@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from argon2 import PasswordHasher, Type
 from argon2.exceptions import InvalidHashError, VerificationError
+from redis.exceptions import RedisError
 
 from services.runtime.access import ROLE_ADMIN, ROLE_COMPLIANCE, ROLE_USER, Principal
 from services.runtime.errors import (
@@ -32,6 +33,7 @@ from services.runtime.errors import (
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
     Violations,
 )
 
@@ -239,7 +241,10 @@ class Accounts:
         v.check(bool(password), "password", "is required")
         v.check(len(password) <= MAX_PASSWORD, "password", f"must be at most {MAX_PASSWORD} characters")
         v.raise_if_any()
-        wait = await self.throttle.retry_after(email, origin.ip)
+        try:
+            wait = await self.throttle.retry_after(email, origin.ip)
+        except RedisError:
+            raise Unavailable("sign-in is unavailable; retry shortly", retry_after_s=1) from None
         if wait is not None:
             raise ResourceExhausted(
                 "too many failed sign-ins; try again later", retry_after_s=wait, openai_code="rate_limit_exceeded"

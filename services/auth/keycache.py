@@ -29,6 +29,8 @@ from dataclasses import asdict, dataclass
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from services.runtime.errors import Unavailable
+
 log = logging.getLogger("gatemesh.auth.keycache")
 
 KEY_PREFIX = "gm:auth:key:"
@@ -148,14 +150,18 @@ class KeyCache:
         if not hashes:
             return
         self.drop_local(hashes)
-        async with self._redis.pipeline(transaction=False) as pipe:
-            for key_hash in hashes:
-                if tombstone:
-                    pipe.set(KEY_PREFIX + key_hash, REVOKED, ex=max(self._redis_ttl, 60))
-                else:
-                    pipe.delete(KEY_PREFIX + key_hash)
-            pipe.publish(REVOCATIONS, " ".join(hashes))
-            await pipe.execute()
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_hash in hashes:
+                    if tombstone:
+                        pipe.set(KEY_PREFIX + key_hash, REVOKED, ex=max(self._redis_ttl, 60))
+                    else:
+                        pipe.delete(KEY_PREFIX + key_hash)
+                pipe.publish(REVOCATIONS, " ".join(hashes))
+                await pipe.execute()
+        except RedisError:
+            # The database change is done; repeating the call (idempotent) re-broadcasts.
+            raise Unavailable("the change is saved but could not reach every cache yet; retry") from None
 
     async def listen(self) -> None:
         """Background task: drop local entries that any instance revoked (reconnects)."""

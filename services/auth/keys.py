@@ -20,12 +20,15 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
+from redis.exceptions import RedisError
+
 from services.runtime.access import Principal
 from services.runtime.errors import (
     NotFound,
     PermissionDenied,
     ResourceExhausted,
     Unauthenticated,
+    Unavailable,
     Violations,
 )
 
@@ -260,7 +263,10 @@ class Keys:
             )
         if not consume:
             return Verified(entry)
-        decision = await self.limiter.consume(entry.key_id, entry.rpm, entry.tpm, estimated_tokens)
+        try:
+            decision = await self.limiter.consume(entry.key_id, entry.rpm, entry.tpm, estimated_tokens)
+        except RedisError:
+            raise Unavailable("rate limiting is unavailable; retry shortly", retry_after_s=1) from None
         if not decision.allowed:
             raise ResourceExhausted(
                 "rate limit reached for this API key; retry later",
@@ -274,7 +280,10 @@ class Keys:
         v.check(0 < len(key_id) <= 40, "key_id", "is required")
         v.check(abs(token_delta) <= 10**12, "token_delta", "is out of range")
         v.raise_if_any()
-        await self.limiter.adjust_tokens(key_id, token_delta)
+        try:
+            await self.limiter.adjust_tokens(key_id, token_delta)
+        except RedisError:
+            raise Unavailable("rate limiting is unavailable; retry shortly", retry_after_s=1) from None
 
     async def principal(self, api_key: str) -> Principal:
         if not KEY_RE.fullmatch(api_key):
