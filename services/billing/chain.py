@@ -39,7 +39,7 @@ from .domain import Billing, check_account, new_id
 from .store import ChainCursor, ChainDeposit, DepositAddress
 
 log = logging.getLogger("gatemesh.billing.chain")
-TRANSFER_TOPIC = Web3.keccak(text="Transfer(address,address,uint256)")
+TRANSFER_TOPIC = Web3.to_hex(Web3.keccak(text="Transfer(address,address,uint256)"))
 Account.enable_unaudited_hdwallet_features()
 
 

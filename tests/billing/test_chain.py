@@ -1,0 +1,152 @@
+"""On-chain top-ups against a real EVM (py-evm through EthereumTesterProvider) and an ERC-20
+compiled with vyper: confirmations, exactly-once crediting, a reorg, and restart."""
+
+from __future__ import annotations
+
+from functools import cache
+from typing import Any
+
+import pytest
+import vyper
+from sqlalchemy import select
+from web3 import EthereumTesterProvider, Web3
+
+from services.billing.chain import ChainDeposits, Token, derive_address
+from services.billing.domain import Billing
+from services.billing.store import ChainDeposit
+from services.runtime.errors import InvalidArgument
+
+from .ledger_checks import assert_invariants
+
+MNEMONIC = "test test test test test test test test test test test junk"
+ERC20 = """
+# pragma version 0.4.3
+event Transfer:
+    sender: indexed(address)
+    receiver: indexed(address)
+    amount: uint256
+
+balanceOf: public(HashMap[address, uint256])
+decimals: public(uint8)
+
+@deploy
+def __init__(supply: uint256, places: uint8):
+    self.balanceOf[msg.sender] = supply
+    self.decimals = places
+    log Transfer(sender=empty(address), receiver=msg.sender, amount=supply)
+
+@external
+def transfer(receiver: address, amount: uint256) -> bool:
+    self.balanceOf[msg.sender] -= amount
+    self.balanceOf[receiver] += amount
+    log Transfer(sender=msg.sender, receiver=receiver, amount=amount)
+    return True
+"""
+
+
+@cache
+def compiled() -> dict[str, Any]:
+    return vyper.compile_code(ERC20, output_formats=["abi", "bytecode"])
+
+
+class Chain:
+    def __init__(self) -> None:
+        self.w3 = Web3(EthereumTesterProvider())
+        self.tester = self.w3.provider.ethereum_tester  # type: ignore[attr-defined]
+        self.owner = self.w3.eth.accounts[0]
+        out = compiled()
+        factory = self.w3.eth.contract(abi=out["abi"], bytecode=out["bytecode"])
+        tx = factory.constructor(10**12, 6).transact({"from": self.owner})
+        self.token = self.w3.eth.contract(
+            address=self.w3.eth.get_transaction_receipt(tx).contractAddress, abi=out["abi"]
+        )
+
+    def pay(self, to: str, amount: int) -> None:
+        self.token.functions.transfer(to, amount).transact({"from": self.owner})
+
+    def mine(self, n: int) -> None:
+        self.tester.mine_blocks(n)
+
+
+@pytest.fixture
+def chain() -> Chain:
+    return Chain()
+
+
+def watcher(billing: Billing, chain: Chain, confirmations: int = 3) -> ChainDeposits:
+    token = Token.parse({"symbol": "USDT", "contract": chain.token.address, "decimals": 6})
+    return ChainDeposits(
+        billing, chain.w3, chain.w3.eth.chain_id, [token], MNEMONIC, confirmations=confirmations, max_block_range=2
+    )
+
+
+async def deposits(billing: Billing) -> list[Any]:
+    t = ChainDeposit.__table__
+    async with billing.engine.connect() as conn:
+        return (
+            await conn.execute(select(t.c.status, t.c.amount_micros, t.c.token_amount).order_by(t.c.created_at))
+        ).all()
+
+
+async def test_deposit_addresses_are_deterministic_and_only_addresses_are_stored(
+    billing: Billing, chain: Chain
+) -> None:
+    w = watcher(billing, chain)
+    first = await w.deposit_address("alice")
+    assert await w.deposit_address("alice") == first
+    second = await w.deposit_address("bob")
+    assert {first, second} == {derive_address(MNEMONIC, 1), derive_address(MNEMONIC, 2)}
+    assert Web3.is_checksum_address(first)
+    with pytest.raises(InvalidArgument):
+        await w.deposit_address("bad id!")
+    with pytest.raises(InvalidArgument):
+        await w.deposit_address("alice", chain_id=999_999)
+
+
+async def test_transfer_is_credited_after_confirmations_exactly_once(billing: Billing, chain: Chain) -> None:
+    w = watcher(billing, chain, confirmations=3)
+    address = await w.deposit_address("alice")
+    chain.pay(address, 5_000_000)  # 5 USDT, 6 decimals
+    chain.pay(chain.w3.eth.accounts[1], 1_000_000)  # not ours: ignored
+    assert await w.run_once() == 0
+    assert (await billing.balance("alice")).balance_micros == 0
+    assert [d.status for d in await deposits(billing)] == ["pending"]
+    chain.mine(2)  # the block itself plus two on top: three confirmations
+    assert await w.run_once() == 1
+    assert (await billing.balance("alice")).balance_micros == 5_000_000
+    chain.mine(5)
+    assert await w.run_once() == 0
+    restarted = watcher(billing, chain, confirmations=3)  # a restart resumes from the stored cursor
+    assert await restarted._cursor() == chain.w3.eth.block_number
+    assert await restarted.run_once() == 0
+    assert (await billing.balance("alice")).balance_micros == 5_000_000
+    await assert_invariants(billing.engine)
+
+
+async def test_a_transfer_whose_block_leaves_the_canonical_chain_is_not_credited(
+    billing: Billing, chain: Chain
+) -> None:
+    w = watcher(billing, chain, confirmations=3)
+    address = await w.deposit_address("carol")
+    snapshot = chain.tester.take_snapshot()
+    chain.pay(address, 7_000_000)
+    assert await w.run_once() == 0  # seen, pending with its block hash
+    chain.tester.revert_to_snapshot(snapshot)  # the reorg: that block is gone
+    chain.mine(6)  # the new canonical chain is longer, without the transfer
+    assert await w.run_once() == 0
+    assert [d.status for d in await deposits(billing)] == ["orphaned"]
+    assert (await billing.balance("carol")).balance_micros == 0
+    # A transfer on the new canonical chain is credited normally.
+    chain.pay(address, 2_000_000)
+    chain.mine(3)
+    assert await w.run_once() == 1
+    assert (await billing.balance("carol")).balance_micros == 2_000_000
+
+
+def test_token_amounts_convert_to_micros_and_contracts_are_validated() -> None:
+    contract = "0x" + "11" * 20
+    assert Token.parse({"symbol": "USDC", "contract": contract, "decimals": 6}).micros(1_234_567) == 1_234_567
+    dai = Token.parse({"symbol": "DAI", "contract": contract, "decimals": 18})
+    assert dai.micros(10**18) == 1_000_000 and dai.micros(10**12 - 1) == 0  # dust below a micro rounds down
+    with pytest.raises(ValueError):
+        Token.parse({"symbol": "BAD", "contract": "0x1234", "decimals": 6})
