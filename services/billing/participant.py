@@ -36,6 +36,7 @@ from .store import (
     Entry,
     Erasure,
     Hold,
+    Idempotency,
     LedgerAccount,
     Transfer,
     UsageRow,
@@ -131,8 +132,9 @@ async def erase(conn: AsyncConnection, account: str, alias: str) -> dict[str, li
             hold,
             (await conn.execute(update(t).where(t.c.account_id == account).values(**values))).rowcount,
         ]
-    codes = Code.__table__  # type: ignore[attr-defined]
+    codes, keys = Code.__table__, Idempotency.__table__  # type: ignore[attr-defined]
     await conn.execute(update(codes).where(codes.c.redeemed_by == account).values(redeemed_by=alias))
+    await conn.execute(delete(keys).where(keys.c.key.startswith(f"{account}:", autoescape=True)))
     return counts
 
 
