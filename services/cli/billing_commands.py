@@ -1,0 +1,192 @@
+"""Operator commands of the billing service: `gatemesh credits ...`, `gatemesh codes create`,
+`gatemesh usage`.
+
+An email is turned into an account id by auth's `AdminGetAccount`, then billing's Admin*
+RPCs are called with the operator credential. Amounts are typed and printed in USD with all
+six decimals (`2.500001`), converted exactly to and from integer micro-units.
+"""
+
+from __future__ import annotations
+
+import argparse
+import uuid
+from datetime import UTC, datetime
+
+import grpc
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+
+from .common import EXIT_USAGE, CliError, format_micros_usd, operator_channel, parse_usd_micros, run
+
+TIMEOUT_S = 10
+USAGE_HEADERS = ("time (UTC)", "model", "key", "input", "output", "cost USD", "status", "latency ms")
+
+
+def positive_usd(text: str) -> int:
+    micros = parse_usd_micros(text)
+    if micros <= 0:
+        raise CliError(f"the amount must be positive: {text!r}", EXIT_USAGE)
+    return micros
+
+
+def parse_date(text: str) -> datetime:
+    """YYYY-MM-DD or an ISO 8601 time; UTC unless it says otherwise."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise CliError(f"not a date (YYYY-MM-DD or ISO 8601): {text!r}", EXIT_USAGE) from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def timestamp(moment: datetime) -> Timestamp:
+    stamp = Timestamp()
+    stamp.FromDatetime(moment)
+    return stamp
+
+
+async def account_id_of(email: str) -> str:
+    async with operator_channel("auth_addr") as channel:
+        try:
+            reply = await auth_pb2_grpc.AuthServiceStub(channel).AdminGetAccount(
+                auth_pb2.AdminGetAccountRequest(email=email), timeout=TIMEOUT_S
+            )
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise CliError(f"no account with email {email}") from None
+            raise
+    return reply.account.account_id
+
+
+def billing_stub(channel: grpc.aio.Channel) -> billing_pb2_grpc.BillingServiceStub:
+    return billing_pb2_grpc.BillingServiceStub(channel)
+
+
+def credits_grant(args: argparse.Namespace) -> int:
+    amount = positive_usd(args.usd)
+
+    async def call() -> None:
+        account_id = await account_id_of(args.email)
+        request = billing_pb2.GrantCreditsRequest(
+            account_id=account_id,
+            amount_micros=amount,
+            reason=args.reason,
+            idempotency_key=args.idempotency_key or f"cli-{uuid.uuid4()}",
+        )
+        async with operator_channel("billing_addr") as channel:
+            reply = await billing_stub(channel).GrantCredits(request, timeout=TIMEOUT_S)
+        balance = format_micros_usd(reply.balance_micros)
+        print(f"granted {format_micros_usd(amount)} USD to {args.email}; balance {balance}")
+
+    return run(call, "billing")
+
+
+def credits_balance(args: argparse.Namespace) -> int:
+    async def call() -> None:
+        account_id = await account_id_of(args.email)
+        async with operator_channel("billing_addr") as channel:
+            reply = await billing_stub(channel).AdminGetBalance(
+                billing_pb2.AdminGetBalanceRequest(account_id=account_id), timeout=TIMEOUT_S
+            )
+        print(format_micros_usd(reply.balance_micros))
+
+    return run(call, "billing")
+
+
+def codes_create(args: argparse.Namespace) -> int:
+    amount = positive_usd(args.usd)
+    if not 0 < args.count <= 10_000:
+        raise CliError("--count must be between 1 and 10000", EXIT_USAGE)
+    request = billing_pb2.CreateCodesRequest(
+        amount_micros=amount, count=args.count, idempotency_key=args.idempotency_key or f"cli-{uuid.uuid4()}"
+    )
+    if args.expires:
+        request.expires_at.CopyFrom(timestamp(parse_date(args.expires)))
+
+    async def call() -> None:
+        async with operator_channel("billing_addr") as channel:
+            reply = await billing_stub(channel).CreateCodes(request, timeout=TIMEOUT_S)
+        for code in reply.codes:
+            print(code)
+
+    return run(call, "billing")
+
+
+def usage_rows(records: list[billing_pb2.UsageRecord]) -> list[tuple[str, ...]]:
+    return [
+        (
+            r.created_at.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S"),
+            r.model,
+            r.key_id or "-",
+            str(r.input_tokens),
+            str(r.output_tokens),
+            format_micros_usd(r.cost_micros),
+            r.status,
+            str(r.latency_ms),
+        )
+        for r in records
+    ]
+
+
+def render_table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(h), *(len(row[i]) for row in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True))]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)) for row in rows]
+    return "\n".join(lines)
+
+
+def usage(args: argparse.Namespace) -> int:
+    since = parse_date(args.since) if args.since else None
+
+    async def call() -> None:
+        account_id = await account_id_of(args.email)
+        records: list[billing_pb2.UsageRecord] = []
+        token = ""
+        async with operator_channel("billing_addr") as channel:
+            while len(records) < args.limit:
+                query = billing_pb2.ListUsageRequest(
+                    page={"page_size": min(1000, args.limit - len(records)), "page_token": token}
+                )
+                if since is not None:
+                    query.since.CopyFrom(timestamp(since))
+                request = billing_pb2.AdminListUsageRequest(account_id=account_id, filter=query)
+                reply = await billing_stub(channel).AdminListUsage(request, timeout=TIMEOUT_S)
+                records += reply.records
+                token = reply.page.next_page_token
+                if not token:
+                    break
+        print(render_table(USAGE_HEADERS, usage_rows(records)))
+        total = sum(r.cost_micros for r in records)
+        print(f"{len(records)} calls, {format_micros_usd(total)} USD")
+
+    return run(call, "billing")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    credits = subparsers.add_parser("credits", help="grant credit and read balances").add_subparsers(
+        dest="credits_command", required=True
+    )
+    grant = credits.add_parser("grant", help="grant credit to an account")
+    grant.add_argument("--email", required=True)
+    grant.add_argument("--usd", required=True, help="amount in USD, up to six decimals")
+    grant.add_argument("--reason", default="operator grant")
+    grant.add_argument("--idempotency-key", help="makes a retried grant safe (default: a new key)")
+    grant.set_defaults(func=credits_grant)
+    balance = credits.add_parser("balance", help="an account's available balance in USD")
+    balance.add_argument("--email", required=True)
+    balance.set_defaults(func=credits_balance)
+
+    codes = subparsers.add_parser("codes", help="redemption codes").add_subparsers(dest="codes_command", required=True)
+    create = codes.add_parser("create", help="create a batch of single-use codes (printed once)")
+    create.add_argument("--usd", required=True, help="value of each code in USD")
+    create.add_argument("--count", type=int, default=1)
+    create.add_argument("--expires", help="expiry date (YYYY-MM-DD or ISO 8601, UTC)")
+    create.add_argument("--idempotency-key", help="a retry with the same key prints the same codes")
+    create.set_defaults(func=codes_create)
+
+    listing = subparsers.add_parser("usage", help="an account's usage records, newest first")
+    listing.add_argument("--email", required=True)
+    listing.add_argument("--since", help="only calls from this date (YYYY-MM-DD or ISO 8601, UTC)")
+    listing.add_argument("--limit", type=int, default=1000, help="at most this many records")
+    listing.set_defaults(func=usage)
