@@ -1,0 +1,217 @@
+"""A real mesh for the proxy's integration tests: auth, billing and proxy processes on
+PostgreSQL and Redis, with fake upstream providers, plus helpers to make paying users."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Callable
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import grpc
+from google.api import httpbody_pb2
+
+from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from gatemesh.proxy.v1 import proxy_pb2_grpc
+from tests.support import REDIS_SERVER, free_port, service_process
+
+SERVICE_TOKEN = "proxy-test-service-token"
+ADMIN_TOKEN = "proxy-test-admin-token"
+OPERATOR = [("authorization", f"Bearer {ADMIN_TOKEN}")]
+PASSWORD = "correct horse battery staple"
+POLICY = "2026-11-01"
+# Whole micro-units per token, so expected costs are exact integers.
+INPUT_MICROS, OUTPUT_MICROS = 2, 8
+MODEL = "gm-test"
+
+
+def cost(input_tokens: int, output_tokens: int) -> int:
+    return input_tokens * INPUT_MICROS + output_tokens * OUTPUT_MICROS
+
+
+def pg_plain(url: str) -> str:
+    return url.replace("postgresql+asyncpg://", "postgresql://")
+
+
+@dataclass
+class Mesh:
+    """Addresses, log files and databases of the running mesh, and channels to it."""
+
+    proxy_addr: str
+    auth_addr: str
+    billing_addr: str
+    logs: dict[str, Path]
+    databases: dict[str, str]
+    upstreams: dict[str, str]
+    pids: dict[str, int] = field(default_factory=dict)
+    channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
+
+    def channel(self, name: str) -> grpc.aio.Channel:
+        if name not in self.channels:
+            address = {"proxy": self.proxy_addr, "auth": self.auth_addr, "billing": self.billing_addr}[name]
+            self.channels[name] = grpc.aio.insecure_channel(address)
+        return self.channels[name]
+
+    @property
+    def proxy(self) -> proxy_pb2_grpc.ProxyServiceStub:
+        return proxy_pb2_grpc.ProxyServiceStub(self.channel("proxy"))
+
+    @property
+    def auth(self) -> auth_pb2_grpc.AuthServiceStub:
+        return auth_pb2_grpc.AuthServiceStub(self.channel("auth"))
+
+    @property
+    def billing(self) -> billing_pb2_grpc.BillingServiceStub:
+        return billing_pb2_grpc.BillingServiceStub(self.channel("billing"))
+
+    async def user(self, credit_micros: int = 10_000_000, **key: Any) -> User:
+        """A new account with credit and an API key."""
+        email = f"user-{secrets.token_hex(5)}@example.com"
+        signup = auth_pb2.SignUpRequest(
+            email=email, password=PASSWORD, age_attested=True, accepted_policy_version=POLICY
+        )
+        account = (await self.auth.SignUp(signup)).account
+        session = (await self.auth.SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))).session_token
+        created = await self.auth.CreateApiKey(
+            auth_pb2.CreateApiKeyRequest(name="test", **key), metadata=[("authorization", f"Bearer {session}")]
+        )
+        if credit_micros:
+            grant = billing_pb2.GrantCreditsRequest(
+                account_id=account.account_id, amount_micros=credit_micros, reason="test", idempotency_key=email
+            )
+            await self.billing.GrantCredits(grant, metadata=OPERATOR)
+        return User(self, account.account_id, created.api_key)
+
+
+@dataclass
+class User:
+    mesh: Mesh
+    account_id: str
+    api_key: str
+
+    @property
+    def metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.api_key}")]
+
+    async def balance(self) -> tuple[int, int]:
+        """(available, held) micro-units."""
+        reply = await self.mesh.billing.AdminGetBalance(
+            billing_pb2.AdminGetBalanceRequest(account_id=self.account_id), metadata=OPERATOR
+        )
+        return reply.balance_micros, reply.held_micros
+
+    async def settled_balance(self, polls: int = 200) -> int:
+        """The available balance once no hold is open (settles may run after the call ends)."""
+        for _ in range(polls):
+            available, held = await self.balance()
+            if held == 0:
+                return available
+            await asyncio.sleep(0.05)
+        raise AssertionError("a hold is still open")
+
+    async def usage(self) -> list[billing_pb2.UsageRecord]:
+        request = billing_pb2.AdminListUsageRequest(account_id=self.account_id)
+        return list((await self.mesh.billing.AdminListUsage(request, metadata=OPERATOR)).records)
+
+    async def chat(self, body: dict[str, Any]) -> list[httpbody_pb2.HttpBody]:
+        request = httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(body).encode())
+        return [message async for message in self.mesh.proxy.ChatCompletions(request, metadata=self.metadata)]
+
+
+def chat_body(content: str = "say hello please", **extra: Any) -> dict[str, Any]:
+    return {"model": MODEL, "messages": [{"role": "user", "content": content}], **extra}
+
+
+def sse_payloads(messages: list[httpbody_pb2.HttpBody]) -> list[Any]:
+    """The data of every SSE event in a streamed answer ('[DONE]' as a string)."""
+    text = b"".join(m.data for m in messages).decode()
+    payloads = []
+    for event in text.split("\n\n"):
+        if event.startswith("data: "):
+            data = event[6:]
+            payloads.append(data if data == "[DONE]" else json.loads(data))
+    return payloads
+
+
+def start_mesh(
+    stack: ExitStack, tmp: Path, databases: dict[str, str], upstream: Callable[[str], str], log_level: str = "DEBUG"
+) -> Mesh:
+    """Start auth, billing and proxy as real processes (`python -m services.<name>`)."""
+    addrs = {name: f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
+    ok, broken = upstream(""), upstream("500")
+    providers = [
+        {"name": "primary", "base_url": ok, "models": [MODEL, "gm-embed", "gm-other"], "timeout_s": 10},
+        {"name": "broken", "base_url": broken, "models": ["gm-fallback"], "weight": 1e6},
+        {"name": "healthy", "base_url": ok, "models": ["gm-fallback"], "weight": 1e-6},
+        {"name": "dead", "base_url": f"http://127.0.0.1:{free_port()}/v1", "models": ["gm-dead"], "max_retries": 0},
+    ]
+    price = {"input_per_mtok_usd": INPUT_MICROS, "output_per_mtok_usd": OUTPUT_MICROS}
+    common = {
+        "GATEMESH_DATA_DIR": str(tmp),
+        "GATEMESH_SERVICE_TOKEN": SERVICE_TOKEN,
+        "GATEMESH_ADMIN_TOKEN": ADMIN_TOKEN,
+        "GATEMESH_KEY_HMAC_SECRET": "proxy-test-hmac",
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/11",
+        "GATEMESH_LOG_LEVEL": log_level,
+        **{f"GATEMESH_{name.upper()}_ADDR": address for name, address in addrs.items()},
+    }
+    env = {
+        "auth": {
+            "GATEMESH_AUTH_DATABASE_URL": databases["auth"],
+            "GATEMESH_AUTH_ARGON2_TIME_COST": "1",
+            "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "1024",
+            "GATEMESH_AUTH_ARGON2_PARALLELISM": "1",
+        },
+        "billing": {
+            "GATEMESH_BILLING_DATABASE_URL": databases["billing"],
+            "GATEMESH_PRICES": json.dumps({m: price for m in (MODEL, "gm-embed", "gm-fallback", "gm-dead")}),
+        },
+        "proxy": {
+            "GATEMESH_PROXY_DATABASE_URL": databases["proxy"],
+            "GATEMESH_PROVIDERS": json.dumps(providers),
+            "GATEMESH_MODEL_ALIASES": json.dumps({"gm-alias": MODEL}),
+            "GATEMESH_PROXY_LOG_FLUSH_S": "0.1",
+            "GATEMESH_PROXY_RETRY_BACKOFF_S": "0.01",
+        },
+    }
+    logs = {name: tmp / f"{name}.log" for name in addrs}
+    pids = {}
+    for name in ("auth", "billing", "proxy"):
+        process = service_process(f"services.{name}", {**common, **env[name]}, addrs[name], logs[name])
+        pids[name] = stack.enter_context(process).pid
+    upstreams = {"ok": ok, "broken": broken}
+    return Mesh(addrs["proxy"], addrs["auth"], addrs["billing"], logs, databases, upstreams, pids)
+
+
+async def table_dump(url: str) -> str:
+    """Every row of every table of a database, as text (for canary scans)."""
+    connection = await asyncpg.connect(pg_plain(url))
+    try:
+        tables = await connection.fetch("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+        rows = [await connection.fetch(f'SELECT * FROM "{t["tablename"]}"') for t in tables]
+    finally:
+        await connection.close()
+    return "\n".join(str(dict(row)) for group in rows for row in group)
+
+
+async def proxy_rows(url: str, account_id: str) -> list[dict[str, Any]]:
+    connection = await asyncpg.connect(pg_plain(url))
+    try:
+        rows = await connection.fetch("SELECT * FROM request_log WHERE account_id = $1", account_id)
+    finally:
+        await connection.close()
+    return [dict(row) for row in rows]
+
+
+def log_text(path: Path) -> str:
+    return path.read_text(errors="replace")
+
+
+def trailers(error: grpc.aio.AioRpcError) -> dict[str, Any]:
+    return {key: value for key, value in (error.trailing_metadata() or ())}
