@@ -72,7 +72,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
     )
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens)
     gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
-    gateway.gatekeeper = RemoteGatekeeper(auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks)
+    gateway.gatekeeper = RemoteGatekeeper(
+        auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks, settings.proxy_report_tokens_s
+    )
     participant = ProxyParticipant(engine, writer)
 
     def register(server: grpc.aio.Server) -> None:

@@ -33,10 +33,13 @@ log = logging.getLogger("gatemesh.proxy")
 class RemoteGatekeeper:
     """Gatekeeper over auth's VerifyKey and ReportTokens."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, tasks: Tasks) -> None:
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, tasks: Tasks, report_every_s: float = 0.5) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._timeout = timeout_s
         self._tasks = tasks
+        self._report_every_s = report_every_s
+        self._pending: dict[str, int] = {}
+        self._flushing = False
 
     async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
         request = auth_pb2.VerifyKeyRequest(
@@ -49,8 +52,22 @@ class RemoteGatekeeper:
         return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
 
     def report_tokens(self, key_id: str, delta: int) -> None:
-        if delta:
-            self._tasks.spawn(self._report(key_id, delta))
+        """Queue a tokens-per-minute correction; corrections are summed per key and sent
+        every `report_every_s` (one RPC per key, not one per call)."""
+        if not delta:
+            return
+        self._pending[key_id] = self._pending.get(key_id, 0) + delta
+        if not self._flushing:
+            self._flushing = True
+            self._tasks.spawn(self._flush_later())
+
+    async def _flush_later(self) -> None:
+        try:
+            await asyncio.sleep(self._report_every_s)
+        finally:
+            self._flushing = False
+            pending, self._pending = self._pending, {}
+            await asyncio.gather(*(self._report(key, delta) for key, delta in pending.items() if delta))
 
     async def _report(self, key_id: str, delta: int) -> None:
         try:

@@ -47,4 +47,5 @@ class ProxySettings(GatemeshSettings):
     proxy_log_batch: int = Field(1000, ge=1, description="Rows per request-log insert.")
     proxy_log_queue_max: int = Field(100_000, ge=1, description="Buffered rows before new ones are dropped.")
     proxy_log_retention_days: int = Field(365, ge=1, description="Request metadata is deleted after this (P5.2).")
+    proxy_report_tokens_s: float = Field(0.5, gt=0, description="Interval of batched ReportTokens corrections.")
     proxy_settle_batch: bool = Field(True, description="Coalesce concurrent settles into SettleBatch calls.")

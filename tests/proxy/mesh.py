@@ -140,7 +140,12 @@ def sse_payloads(messages: list[httpbody_pb2.HttpBody]) -> list[Any]:
 
 
 def start_mesh(
-    stack: ExitStack, tmp: Path, databases: dict[str, str], upstream: Callable[[str], str], log_level: str = "DEBUG"
+    stack: ExitStack,
+    tmp: Path,
+    databases: dict[str, str],
+    upstream: Callable[[str], str],
+    log_level: str = "DEBUG",
+    proxy_env: dict[str, str] | None = None,
 ) -> Mesh:
     """Start auth, billing and proxy as real processes (`python -m services.<name>`)."""
     addrs = {name: f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
@@ -178,6 +183,7 @@ def start_mesh(
             "GATEMESH_MODEL_ALIASES": json.dumps({"gm-alias": MODEL}),
             "GATEMESH_PROXY_LOG_FLUSH_S": "0.1",
             "GATEMESH_PROXY_RETRY_BACKOFF_S": "0.01",
+            **(proxy_env or {}),
         },
     }
     logs = {name: tmp / f"{name}.log" for name in addrs}
