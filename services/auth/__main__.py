@@ -57,15 +57,17 @@ class AuthApp:
 
 
 def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
-    """A background loop running `job` every `interval_s`, logging (not dying on) failures."""
+    """A background loop running `job` at start and then every `interval_s`, logging (not
+    dying on) failures. Running at start matters: an instance restarted more often than the
+    interval must still sweep."""
 
     async def loop() -> None:
         while True:
-            await asyncio.sleep(interval_s)
             try:
                 await job()
             except Exception:
                 log.exception("background job %s failed", name)
+            await asyncio.sleep(interval_s)
 
     return loop
 

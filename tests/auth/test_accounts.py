@@ -4,6 +4,7 @@ throttling and the security log (P1.5, P5.3)."""
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 import grpc
@@ -203,3 +204,17 @@ async def test_admin_roles(auth) -> None:
         auth.stub.AdminGetAccount(auth_pb2.AdminGetAccountRequest(email="no@example.com"), metadata=md)
     )
     assert missing.code() == grpc.StatusCode.NOT_FOUND
+
+
+async def test_the_sweeper_runs_at_start_p5_3(start_auth: StartAuth) -> None:
+    """An instance restarted more often than the sweep interval still sweeps."""
+    auth = await start_auth()
+    account = await auth.sign_up()
+    async with auth.app.store.sessions() as db, db.begin():
+        await db.execute(update(SecurityEventRow).values(created_at=now() - timedelta(days=91)))
+    second = await start_auth(auth_sweep_interval_s=86400)
+    for _ in range(100):
+        if not [e for e in await rows(second, SecurityEventRow) if e.account_id == account.account_id]:
+            break
+        await asyncio.sleep(0.02)
+    assert not [e for e in await rows(second, SecurityEventRow) if e.account_id == account.account_id]
