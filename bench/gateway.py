@@ -1,0 +1,442 @@
+"""The gateway benchmark: what Gatemesh adds to a model call, next to a peer gateway.
+
+`python -m bench.gateway` runs, on this machine and against the same local upstream
+(`python -m tests.fake_upstream`, which is never the bottleneck):
+
+- direct: the upstream itself;
+- edge: Gatemesh through the REST edge (Envoy + proxy + auth + billing on PostgreSQL,
+  Redis), with a real API key, every call held, settled and recorded;
+- grpc: the same mesh, calling the proxy over gRPC (no Envoy);
+- litellm: the LiteLLM proxy (`litellm[proxy]==1.100.0`, installed by this script into
+  `bench/.litellm-venv`), offline, master key, no database (its key and spend tracking
+  need Prisma engines that cannot be fetched here, so it does less work than Gatemesh).
+
+For each: JSON and streaming chat completions at concurrency 1, 16 and 64 (closed loop),
+reporting requests per second, p50/p99 latency of the whole response, and the CPU
+milliseconds per request of the target's own processes (from /proc, every child
+included). PostgreSQL and Redis CPU per request is shown apart (`infra`). The load comes
+from a separate process (aiohttp or grpc.aio), so the generator's CPU is not counted.
+Needs PostgreSQL (GATEMESH_TEST_PG) and Redis (GATEMESH_TEST_REDIS), as the tests do.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from bench.stats import Result, print_table, process_cpu_seconds
+
+ROOT = Path(__file__).resolve().parent.parent
+LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
+LITELLM_VERSION = "1.100.0"
+MODEL = "gm-bench"
+MASTER_KEY = "sk-bench-master-key"
+BODY = {"model": MODEL, "messages": [{"role": "user", "content": "say hello please"}], "max_tokens": 16}
+# 1 micro-unit per input token and 2 per output token: the mesh bills every call.
+PRICE = {"input_per_mtok_usd": 1, "output_per_mtok_usd": 2}
+
+
+# ---------------------------------------------------------------- load generator (child process)
+
+
+async def _http_worker(session: Any, url: str, headers: dict[str, str], payload: bytes, stop: float) -> tuple:
+    latencies, errors = [], 0
+    while time.perf_counter() < stop:
+        start = time.perf_counter()
+        async with session.post(url, data=payload, headers=headers) as reply:
+            await reply.read()
+            ok = reply.status == 200
+        if ok:
+            latencies.append(time.perf_counter() - start)
+        else:
+            errors += 1
+    return latencies, errors
+
+
+async def _grpc_worker(stub: Any, metadata: list, request: Any, stop: float) -> tuple:
+    import grpc
+
+    latencies, errors = [], 0
+    while time.perf_counter() < stop:
+        start = time.perf_counter()
+        try:
+            async for _message in stub.ChatCompletions(request, metadata=metadata):
+                pass
+            latencies.append(time.perf_counter() - start)
+        except grpc.aio.AioRpcError:
+            errors += 1
+    return latencies, errors
+
+
+async def _run_load(spec: dict[str, Any]) -> dict[str, Any]:
+    """Closed loop: `concurrency` workers until `seconds` have passed (after a warm-up)."""
+    body = {**BODY, "stream": spec["stream"]}
+    payload = json.dumps(body).encode()
+    headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
+    concurrency = spec["concurrency"]
+    if spec["kind"] == "grpc":
+        import grpc
+        from google.api import httpbody_pb2
+
+        from gatemesh.proxy.v1 import proxy_pb2_grpc
+
+        channel = grpc.aio.insecure_channel(spec["target"])
+        stub = proxy_pb2_grpc.ProxyServiceStub(channel)
+        request = httpbody_pb2.HttpBody(content_type="application/json", data=payload)
+        metadata = [("authorization", f"Bearer {spec['key']}")]
+
+        def worker(stop: float) -> Any:
+            return _grpc_worker(stub, metadata, request, stop)
+    else:
+        import aiohttp
+
+        session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=concurrency))
+        url = f"{spec['target']}/chat/completions"
+
+        def worker(stop: float) -> Any:
+            return _http_worker(session, url, headers, payload, stop)
+
+    await asyncio.gather(*(worker(time.perf_counter() + spec["warmup"]) for _ in range(concurrency)))
+    print("warm", flush=True)  # the parent reads CPU counters now
+    sys.stdin.readline()
+    start = time.perf_counter()
+    results = await asyncio.gather(*(worker(start + spec["seconds"]) for _ in range(concurrency)))
+    wall = time.perf_counter() - start
+    if spec["kind"] == "grpc":
+        await channel.close()
+    else:
+        await session.close()
+    latencies = [value for lat, _ in results for value in lat]
+    return {"latencies": latencies, "errors": sum(err for _, err in results), "wall": wall}
+
+
+def loadgen_main(spec_json: str) -> None:
+    result = asyncio.run(_run_load(json.loads(spec_json)))
+    print(json.dumps(result), flush=True)
+
+
+# ---------------------------------------------------------------- processes
+
+
+def descendants(root: int) -> list[int]:
+    """`root` and every process below it, from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/stat") as f:
+                    parent = int(f.read().rsplit(")", 1)[1].split()[1])
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            children.setdefault(parent, []).append(int(entry))
+    found, stack = [], [root]
+    while stack:
+        pid = stack.pop()
+        found.append(pid)
+        stack.extend(children.get(pid, []))
+    return found
+
+
+def pids_named(*names: str) -> list[int]:
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                with open(f"/proc/{entry}/comm") as f:
+                    if f.read().strip() in names:
+                        found.append(int(entry))
+            except FileNotFoundError:
+                continue
+    return found
+
+
+def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) -> None:
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"{url}: the process exited with {process.returncode}")
+        try:
+            if httpx.get(url, timeout=1).status_code < 500:
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{url} did not answer")
+
+
+@contextmanager
+def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, cwd=ROOT, start_new_session=True)
+    try:
+        yield proc
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+@dataclass
+class Target:
+    name: str
+    kind: str  # "http" or "grpc"
+    address: str
+    key: str
+    root_pid: int
+    infra: bool = False  # PostgreSQL and Redis work for it
+    rows: list[Row] = field(default_factory=list)
+
+
+@dataclass
+class Row:
+    target: str
+    stream: bool
+    result: Result
+    errors: int
+    infra_ms: float | None
+
+
+def measure(target: Target, stream: bool, concurrency: int, seconds: float, warmup: float) -> Row:
+    spec = {"kind": target.kind, "target": target.address, "key": target.key, "stream": stream}
+    spec |= {"concurrency": concurrency, "seconds": seconds, "warmup": warmup}
+    gen = subprocess.Popen(
+        [sys.executable, "-m", "bench.gateway", "--loadgen", json.dumps(spec)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+    )
+    assert gen.stdin is not None and gen.stdout is not None
+    assert gen.stdout.readline().strip() == "warm"
+    pids = descendants(target.root_pid)
+    infra = pids_named("postgres", "redis-server")
+    cpu0, infra0 = process_cpu_seconds(pids), process_cpu_seconds(infra)
+    gen.stdin.write("go\n")
+    gen.stdin.flush()
+    data = json.loads(gen.stdout.readline())
+    cpu = process_cpu_seconds(pids) - cpu0
+    infra_cpu = process_cpu_seconds(infra) - infra0
+    gen.wait()
+    count = max(1, len(data["latencies"]))
+    result = Result(target.name, concurrency, data["latencies"], data["wall"], cpu * 1000 / count)
+    return Row(target.name, stream, result, data["errors"], infra_cpu * 1000 / count if target.infra else None)
+
+
+# ---------------------------------------------------------------- the systems under test
+
+
+def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
+    from tests.support import free_port
+
+    port = free_port()
+    proc = stack.enter_context(
+        process([sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], tmp / "upstream.log")
+    )
+    wait_http(f"http://127.0.0.1:{port}/v1/models", proc)
+    return f"http://127.0.0.1:{port}/v1", proc.pid
+
+
+def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Target]:
+    """`gatemesh up` on PostgreSQL and Redis, a paying user, and the two ways in."""
+    from tests.support import REDIS_SERVER, create_database, drop_database, free_port
+
+    databases = {name: asyncio.run(create_database(f"bench_{name}")) for name in ("auth", "billing", "proxy")}
+    stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
+    env |= {f"GATEMESH_{name.upper()}_DATABASE_URL": url for name, url in databases.items()}
+    env |= {f"GATEMESH_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
+    env |= {
+        "GATEMESH_DATA_DIR": str(tmp / "data"),
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/13",
+        "GATEMESH_LOG_LEVEL": "WARNING",
+        "GATEMESH_EDGE_PORT": str(free_port()),
+        "GATEMESH_EDGE_SERVICES": json.dumps(["auth", "billing", "proxy"]),
+        "GATEMESH_PRIVACY_ADDR": f"127.0.0.1:{free_port()}",
+        "GATEMESH_PRICES": json.dumps({MODEL: PRICE}),
+        "GATEMESH_PROVIDERS": json.dumps([{"name": "local", "base_url": upstream_url, "models": [MODEL]}]),
+        "GATEMESH_AUTH_DEFAULT_RPM": "100000000",
+        "GATEMESH_AUTH_DEFAULT_TPM": "100000000000",
+        "OTEL_TRACES_EXPORTER": "none",
+    }
+    up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], tmp / "up.log", env))
+    deadline = time.monotonic() + 120
+    while "gatemesh is up" not in (tmp / "up.log").read_text(errors="replace"):
+        if up.poll() is not None or time.monotonic() > deadline:
+            raise RuntimeError("gatemesh up failed:\n" + (tmp / "up.log").read_text(errors="replace"))
+        time.sleep(0.2)
+    edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
+    key = paying_key(edge, env)
+    return (
+        Target("gatemesh edge", "http", f"{edge}/v1", key, up.pid, infra=True),
+        Target("gatemesh grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+    )
+
+
+def paying_key(edge: str, env: dict[str, str]) -> str:
+    """A user signed up through the edge, with a key and plenty of credit."""
+    import httpx
+
+    from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+    from services.runtime.clients import service_channel
+    from services.runtime.settings import GatemeshSettings
+
+    email, password = f"bench-{secrets.token_hex(4)}@example.com", "correct horse battery staple"
+    signup = {"email": email, "password": password, "age_attested": True, "accepted_policy_version": "2026-11-01"}
+    account = httpx.post(f"{edge}/api/v1/accounts", json=signup).json()["account"]
+    session = httpx.post(f"{edge}/api/v1/sessions", json={"email": email, "password": password}).json()
+    headers = {"authorization": f"Bearer {session['session_token']}"}
+    key = httpx.post(f"{edge}/api/v1/keys", json={"name": "bench"}, headers=headers).json()["api_key"]
+
+    async def grant() -> None:
+        settings = GatemeshSettings(data_dir=Path(env["GATEMESH_DATA_DIR"]))
+        async with service_channel(env["GATEMESH_BILLING_ADDR"], settings, settings.secret("admin_token")) as ch:
+            request = billing_pb2.GrantCreditsRequest(
+                account_id=account["account_id"], amount_micros=10**12, reason="bench", idempotency_key=email
+            )
+            await billing_pb2_grpc.BillingServiceStub(ch).GrantCredits(request)
+
+    asyncio.run(grant())
+    return key
+
+
+def ensure_litellm() -> Path:
+    binary = LITELLM_VENV / "bin" / "litellm"
+    if not binary.exists():
+        print(f"installing litellm[proxy]=={LITELLM_VERSION} into {LITELLM_VENV} ...", file=sys.stderr)
+        subprocess.run([sys.executable, "-m", "venv", str(LITELLM_VENV)], check=True)
+        pip = [str(LITELLM_VENV / "bin" / "pip"), "install", "-q", f"litellm[proxy]=={LITELLM_VERSION}"]
+        subprocess.run(pip, check=True)
+    return binary
+
+
+def litellm(stack: ExitStack, tmp: Path, upstream_url: str, workers: int) -> Target:
+    from tests.support import free_port
+
+    binary = ensure_litellm()
+    config = {
+        "model_list": [
+            {
+                "model_name": MODEL,
+                "litellm_params": {"model": f"openai/{MODEL}", "api_base": upstream_url, "api_key": "x"},
+            }
+        ],
+        "litellm_settings": {"telemetry": False, "drop_params": True},
+        "general_settings": {"master_key": MASTER_KEY},
+    }
+    (tmp / "litellm.yaml").write_text(json.dumps(config))
+    port = free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "DATABASE_URL"))}
+    env |= {"LITELLM_LOCAL_MODEL_COST_MAP": "True", "LITELLM_TELEMETRY": "False", "LITELLM_LOG": "ERROR"}
+    args = [str(binary), "--config", str(tmp / "litellm.yaml"), "--port", str(port), "--num_workers", str(workers)]
+    proc = stack.enter_context(process(args, tmp / "litellm.log", env))
+    wait_http(f"http://127.0.0.1:{port}/health/liveliness", proc)
+    return Target(f"litellm ({workers}w)", "http", f"http://127.0.0.1:{port}/v1", MASTER_KEY, proc.pid)
+
+
+# ---------------------------------------------------------------- report
+
+
+def report(rows: list[Row]) -> None:
+    index = {(r.target, r.stream, r.result.concurrency): r for r in rows}
+    litellm_name = next((r.target for r in rows if r.target.startswith("litellm")), None)
+    headers = ["target", "mode", "c", "rps", "p50 ms", "p99 ms", "added p50", "added p99", "cpu ms/req"]
+    headers += ["infra ms/req", "errors", "rps x litellm", "added p99 / litellm", "cpu / litellm"]
+    table = []
+    for row in rows:
+        res, key = row.result, (row.stream, row.result.concurrency)
+        direct = index.get(("direct", *key))
+        peer = index.get((litellm_name, *key)) if litellm_name else None
+        added50 = res.p50_ms - direct.result.p50_ms if direct else float("nan")
+        added99 = res.p99_ms - direct.result.p99_ms if direct else float("nan")
+        peer99 = peer.result.p99_ms - direct.result.p99_ms if peer and direct else float("nan")
+        cpu = res.cpu_ms_per_request or 0.0
+        peer_cpu = peer.result.cpu_ms_per_request if peer else None
+        table.append(
+            [
+                row.target,
+                "stream" if row.stream else "json",
+                res.concurrency,
+                res.rps,
+                res.p50_ms,
+                res.p99_ms,
+                added50,
+                added99,
+                cpu,
+                row.infra_ms if row.infra_ms is not None else "-",
+                row.errors,
+                res.rps / peer.result.rps if peer and peer.result.rps else float("nan"),
+                added99 / peer99 if peer99 and peer99 > 0 else float("nan"),
+                cpu / peer_cpu if peer_cpu else float("nan"),
+            ]
+        )
+    print_table(
+        "Gateway benchmark (same machine, same fake upstream; added = over direct; ratios to LiteLLM)", headers, table
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--loadgen", help=argparse.SUPPRESS)
+    parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
+    parser.add_argument("--warmup", type=float, default=1.0)
+    parser.add_argument("--concurrency", default="1,16,64")
+    parser.add_argument("--targets", default="direct,edge,grpc,litellm")
+    parser.add_argument("--modes", default="json,stream")
+    parser.add_argument("--litellm-workers", type=int, default=1)
+    parser.add_argument("--workdir", help="keep logs and configs here (default: a temporary directory)")
+    args = parser.parse_args()
+    if args.loadgen:
+        loadgen_main(args.loadgen)
+        return
+    wanted = args.targets.split(",")
+    levels = [int(c) for c in args.concurrency.split(",")]
+    modes = [mode == "stream" for mode in args.modes.split(",")]
+    rows: list[Row] = []
+    with ExitStack() as stack:
+        if args.workdir:
+            tmp = Path(args.workdir).resolve()
+            tmp.mkdir(parents=True, exist_ok=True)
+        else:
+            tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="gm-bench-")))
+        upstream_url, upstream_pid = upstream(stack, tmp)
+        targets = [Target("direct", "http", upstream_url, "none", upstream_pid)] if "direct" in wanted else []
+        if "edge" in wanted or "grpc" in wanted:
+            edge, grpc_target = gatemesh(stack, tmp, upstream_url)
+            targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
+        if "litellm" in wanted:
+            targets.append(litellm(stack, tmp, upstream_url, args.litellm_workers))
+        for target in targets:
+            for stream in modes:
+                for concurrency in levels:
+                    row = measure(target, stream, concurrency, args.seconds, args.warmup)
+                    print(
+                        f"{target.name:16} {'stream' if stream else 'json':6} c={concurrency:<3} "
+                        f"{row.result.rps:8.1f} rps  p50 {row.result.p50_ms:7.2f} ms  p99 {row.result.p99_ms:7.2f} ms"
+                        f"  cpu {row.result.cpu_ms_per_request:6.2f} ms/req  errors {row.errors}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+                    rows.append(row)
+    report(rows)
+
+
+if __name__ == "__main__":
+    main()
