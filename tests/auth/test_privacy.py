@@ -221,6 +221,7 @@ async def test_one_trace_holds_client_and_server_spans_without_secrets(auth, tmp
         trace_id = parent.get_span_context().trace_id
     finally:
         await channel.close()
+        exporter.shutdown()  # the provider is process-wide: stop collecting for later tests
     spans = [s for s in exporter.get_finished_spans() if s.context.trace_id == trace_id]
     kinds = {(s.name, s.kind) for s in spans}
     assert ("/gatemesh.auth.v1.AuthService/VerifyKey", trace.SpanKind.CLIENT) in kinds
