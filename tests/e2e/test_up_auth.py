@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -38,9 +39,11 @@ def mesh(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "8192",
     }
     env.pop("GATEMESH_CONFIG", None)
-    with open(tmp_path / "up.log", "wb") as log:
+    log_path = tmp_path / "up.log"
+    with open(log_path, "wb") as log:
         process = subprocess.Popen([GATEMESH, "up"], env=env, stdout=log, stderr=log, cwd=ROOT)
         try:
+            wait_up(process, log_path)
             wait_healthy(env["GATEMESH_AUTH_ADDR"], process)
             yield env
         finally:
@@ -49,6 +52,19 @@ def mesh(tmp_path: Path) -> Iterator[dict[str, str]]:
                 process.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 process.kill()
+
+
+def wait_up(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 120.0) -> None:
+    """Wait until `gatemesh up` reports the whole mesh up; fail with its log if it exits."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if "gatemesh is up" in log_path.read_text(errors="replace"):
+            return
+        if process.poll() is not None:
+            tail = log_path.read_text(errors="replace")[-3000:]
+            pytest.fail(f"gatemesh up exited with {process.returncode} before the mesh was up:\n{tail}")
+        time.sleep(0.2)
+    pytest.fail("gatemesh up did not report the mesh up in time")
 
 
 def cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
