@@ -212,6 +212,28 @@ class Row:
     result: Result
     errors: int
     infra_ms: float | None
+    by_process: dict[str, float] = field(default_factory=dict)  # CPU ms per request
+
+
+def label(pid: int) -> str:
+    """A short name for a target process: the service module, envoy, or the command."""
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            args = [part.decode(errors="replace") for part in f.read().split(b"\0") if part]
+    except FileNotFoundError:
+        return "gone"
+    for arg in args:
+        if arg.startswith("services."):
+            return arg.removeprefix("services.")
+    return Path(args[0]).name if args else "?"
+
+
+def cpu_by_label(pids: list[int]) -> dict[str, float]:
+    totals: dict[str, float] = {}
+    for pid in pids:
+        name = label(pid)
+        totals[name] = totals.get(name, 0.0) + process_cpu_seconds([pid])
+    return totals
 
 
 def measure(target: Target, stream: bool, concurrency: int, seconds: float, warmup: float) -> Row:
@@ -228,16 +250,19 @@ def measure(target: Target, stream: bool, concurrency: int, seconds: float, warm
     assert gen.stdout.readline().strip() == "warm"
     pids = descendants(target.root_pid)
     infra = pids_named("postgres", "redis-server")
-    cpu0, infra0 = process_cpu_seconds(pids), process_cpu_seconds(infra)
+    cpu0, infra0, split0 = process_cpu_seconds(pids), process_cpu_seconds(infra), cpu_by_label(pids)
     gen.stdin.write("go\n")
     gen.stdin.flush()
     data = json.loads(gen.stdout.readline())
     cpu = process_cpu_seconds(pids) - cpu0
     infra_cpu = process_cpu_seconds(infra) - infra0
+    split = {name: value - split0.get(name, 0.0) for name, value in cpu_by_label(pids).items()}
     gen.wait()
     count = max(1, len(data["latencies"]))
+    by_process = {name: value * 1000 / count for name, value in split.items()}
     result = Result(target.name, concurrency, data["latencies"], data["wall"], cpu * 1000 / count)
-    return Row(target.name, stream, result, data["errors"], infra_cpu * 1000 / count if target.infra else None)
+    infra_ms = infra_cpu * 1000 / count if target.infra else None
+    return Row(target.name, stream, result, data["errors"], infra_ms, by_process)
 
 
 # ---------------------------------------------------------------- the systems under test
@@ -390,6 +415,17 @@ def report(rows: list[Row]) -> None:
     print_table(
         "Gateway benchmark (same machine, same fake upstream; added = over direct; ratios to LiteLLM)", headers, table
     )
+    names = sorted({name for row in rows for name in row.by_process})
+    split = [
+        [
+            row.target,
+            "stream" if row.stream else "json",
+            row.result.concurrency,
+            *(row.by_process.get(n, 0.0) for n in names),
+        ]
+        for row in rows
+    ]
+    print_table("CPU ms per request by process", ["target", "mode", "c", *names], split)
 
 
 def main() -> None:
