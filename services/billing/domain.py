@@ -322,17 +322,10 @@ class Billing:
             return await self._settle(conn, item)
 
     async def settle_batch(self, items: list[SettleIn]) -> list[SettleResult | Exception]:
-        """Settle many holds in one transaction (one commit); each item in its own savepoint."""
-        results: list[SettleResult | Exception] = []
-        async with self.engine.begin() as conn:
-            for item in items:
-                try:
-                    self.validate_settle(item)
-                    async with conn.begin_nested():
-                        results.append(await self._settle(conn, item))
-                except Exception as error:
-                    results.append(error)
-        return results
+        """Settle many holds in one transaction (see `batch`); one outcome per item."""
+        from .batch import BatchSettler
+
+        return await BatchSettler(self).run(items)
 
     async def _settle(self, conn: AsyncConnection, item: SettleIn) -> SettleResult:
         params = {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}

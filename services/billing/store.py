@@ -30,6 +30,8 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     and_,
+    bindparam,
+    delete,
     func,
     select,
     update,
@@ -445,3 +447,79 @@ def key_range(column: Any, since: datetime | None, until: datetime | None) -> li
 
 def all_of(conditions: list[Any]) -> Any:
     return and_(*conditions) if conditions else True
+
+
+async def claim_keys(
+    conn: AsyncConnection, scope: str, params: dict[str, dict[str, Any]]
+) -> tuple[set[str], dict[str, tuple[str, str]]]:
+    """`claim_key` for many keys in two statements: (keys now claimed, {other key: (params
+    hash, stored result)})."""
+    if not params:
+        return set(), {}
+    now = utcnow()
+    rows = [
+        {"scope": scope, "key": k, "params_hash": params_hash(p), "result": "", "created_at": now}
+        for k, p in params.items()
+    ]
+    table = Idempotency.__table__  # type: ignore[attr-defined]
+    stmt = insert_ignore(conn, Idempotency, ["scope", "key"]).values(rows).returning(table.c.key)
+    fresh = set((await conn.execute(stmt)).scalars())
+    taken = [k for k in params if k not in fresh]
+    stored: dict[str, tuple[str, str]] = {}
+    if taken:
+        query = select(table.c.key, table.c.params_hash, table.c.result).where(
+            table.c.scope == scope, table.c.key.in_(taken)
+        )
+        stored = {k: (h, r) for k, h, r in (await conn.execute(query)).all()}
+    return fresh, stored
+
+
+async def finish_keys(conn: AsyncConnection, scope: str, results: dict[str, dict[str, Any]]) -> None:
+    if not results:
+        return
+    table = Idempotency.__table__  # type: ignore[attr-defined]
+    stmt = update(table).where(table.c.scope == scope, table.c.key == bindparam("k")).values(result=bindparam("r"))
+    await conn.execute(stmt, [{"k": k, "r": json.dumps(r, default=str)} for k, r in results.items()])
+
+
+async def unclaim_keys(conn: AsyncConnection, scope: str, keys: list[str]) -> None:
+    """Give back keys claimed by requests that failed, so that a retry can succeed."""
+    if keys:
+        table = Idempotency.__table__  # type: ignore[attr-defined]
+        await conn.execute(delete(table).where(table.c.scope == scope, table.c.key.in_(keys)))
+
+
+async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, Any]:
+    """The holds with these ids, row-locked in id order (a fixed order: no deadlocks)."""
+    if not hold_ids:
+        return {}
+    table = Hold.__table__  # type: ignore[attr-defined]
+    query = select(table).where(table.c.id.in_(sorted(set(hold_ids)))).order_by(table.c.id).with_for_update()
+    return {row.id: row for row in (await conn.execute(query)).all()}
+
+
+async def lock_balances(conn: AsyncConnection, ledger_accounts: list[str]) -> dict[str, int]:
+    if not ledger_accounts:
+        return {}
+    table = LedgerAccount.__table__  # type: ignore[attr-defined]
+    query = (
+        select(table.c.id, table.c.balance)
+        .where(table.c.id.in_(sorted(set(ledger_accounts))))
+        .order_by(table.c.id)
+        .with_for_update()
+    )
+    return {k: int(v) for k, v in (await conn.execute(query)).all()}
+
+
+async def add_balances(conn: AsyncConnection, deltas: dict[str, int]) -> None:
+    """Apply balance changes to rows locked by `lock_balances` (the CHECK still guards them)."""
+    changes = [{"i": k, "d": v} for k, v in sorted(deltas.items()) if v and not k.startswith(SYSTEM_PREFIX)]
+    if changes:
+        table = LedgerAccount.__table__  # type: ignore[attr-defined]
+        stmt = update(table).where(table.c.id == bindparam("i")).values(balance=table.c.balance + bindparam("d"))
+        await conn.execute(stmt, changes)
+
+
+async def insert_rows(conn: AsyncConnection, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
+    if rows:
+        await conn.execute(model.__table__.insert(), rows)  # type: ignore[attr-defined]

@@ -306,3 +306,44 @@ async def test_retention_sweep_deletes_old_usage_and_keeps_anonymous_aggregates_
     assert all("acct" not in str(value) for r in rows for value in r)
     stats = await billing.aggregate_stats(None, None)
     assert (old[:10], 2) in [(s.day, s.requests) for s in stats]
+
+
+async def test_settle_batch_matches_single_settles_and_is_idempotent(billing: Billing) -> None:
+    await funded(billing, "batch1", 2 * USD)
+    await funded(billing, "batch2", USD)
+    h1 = await billing.hold("batch1", USD, 0, "bh1", key_id="key-b", key_cap=10 * USD)
+    h2 = await billing.hold("batch2", 500_000, 0, "bh2")
+    h3 = await billing.hold("batch2", 100_000, 0, "bh3")
+    items = [
+        SettleIn(h1.hold_id, 0, usage(tokens=(1000, 1000), key_id="key-b"), "bs1"),
+        SettleIn(h2.hold_id, 900_000, usage(), "bs2"),  # 400k above the hold: all 400k available taken
+        SettleIn(h3.hold_id, 300_000, usage(), "bs3"),  # 200k above, nothing left: 200k shortfall
+        SettleIn(h3.hold_id, 1, usage(), "bs4"),  # the same hold again in the batch
+        SettleIn("missing", 1, usage(), "bs5"),
+        SettleIn(h1.hold_id, 0, usage(model="unknown"), "bs6"),
+        SettleIn(h2.hold_id, 900_000, usage(), "bs2"),  # a repeat of bs2 within the batch
+    ]
+    results = await billing.settle_batch(items)
+    assert [type(r).__name__ for r in results] == [
+        "SettleResult", "SettleResult", "SettleResult", "FailedPrecondition", "NotFound", "InvalidArgument",
+        "SettleResult",
+    ]  # fmt: skip
+    first, second, third = results[0], results[1], results[2]
+    assert (first.charged_micros, first.released_micros) == (750, USD - 750)
+    assert (second.charged_micros, second.shortfall_micros, second.balance_micros) == (900_000, 0, 0)
+    assert (third.charged_micros, third.shortfall_micros, third.balance_micros) == (100_000, 200_000, 0)
+    assert results[6] == second
+    again = await billing.settle_batch(items[:3])
+    assert again == results[:3]  # replays return the first results
+    retried = await billing.settle_batch([SettleIn("missing", 1, usage(), "bs5")])
+    assert isinstance(retried[0], NotFound)  # the failed item's key was given back, not burnt
+    assert (await billing.balance("batch2")).balance_micros == 0
+    assert len((await billing.list_usage(UsageQuery("batch2"))).records) == 2
+    await assert_invariants(billing.engine)
+    # The key's spend is 750 and nothing is held any more: 10 USD - 750 is the most it may still reserve.
+    with pytest.raises(FailedPrecondition) as caught:
+        await billing.hold("batch1", 10 * USD - 749, 0, "cap1", key_id="key-b", key_cap=10 * USD)
+    assert caught.value.reason == "key_spend_limit"
+    with pytest.raises(FailedPrecondition) as caught:
+        await billing.hold("batch1", 10 * USD - 750, 0, "cap2", key_id="key-b", key_cap=10 * USD)
+    assert caught.value.reason == "insufficient_credit"

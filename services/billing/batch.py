@@ -1,0 +1,160 @@
+"""Set-based settlement: many settles in one transaction and a fixed number of statements.
+
+A batch claims all its idempotency keys in one INSERT, locks its holds (in id order) and
+then the wallets and holds accounts it touches (in id order, so concurrent batches and
+single settles never deadlock), computes every item in Python exactly as a single settle
+would (a running wallet balance decides what an amount above a hold can take), and writes
+the transfers, entries, usage records, hold states, balances and results in one statement
+each. The reply is sent only after the commit: an item reported settled is durable, and an
+item in a batch that fails as a whole was not acknowledged, so the caller retries it with
+the same idempotency key. Items that fail on their own (unknown hold, already resolved, bad
+input, reused key) are reported per item and change nothing; their keys are given back.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from typing import Any
+
+from sqlalchemy import bindparam, update
+
+from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
+
+from . import store
+from .domain import Billing, SettleIn, SettleResult, new_id
+from .store import Entry, Hold, KeySpend, Transfer, UsageRow
+
+Outcome = SettleResult | Exception
+
+
+def settle_params(item: SettleIn) -> dict[str, Any]:
+    return {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
+
+
+def reused_key() -> AlreadyExists:
+    return AlreadyExists("idempotency key already used for a different settle request", reason="idempotency_key_reused")
+
+
+class BatchSettler:
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+
+    async def run(self, items: list[SettleIn]) -> list[Outcome]:
+        results: dict[int, Outcome] = {}
+        firsts: dict[str, int] = {}
+        for i, item in enumerate(items):
+            try:
+                self.billing.validate_settle(item)
+            except DomainError as error:
+                results[i] = error
+                continue
+            firsts.setdefault(item.idempotency_key, i)
+        async with self.billing.engine.begin() as conn:
+            params = {k: settle_params(items[i]) for k, i in firsts.items()}
+            fresh, stored = await store.claim_keys(conn, "settle", params)
+            for key, (digest, result) in stored.items():
+                same = digest == store.params_hash(params[key])
+                results[firsts[key]] = SettleResult(**json.loads(result)) if same else reused_key()
+            work = [firsts[k] for k in firsts if k in fresh]
+            writer = _Writer(self.billing)
+            await writer.plan(conn, items, work, results)
+            await writer.write(conn)
+            failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
+            await store.unclaim_keys(conn, "settle", failed)
+            done = {items[i].idempotency_key: asdict(results[i]) for i in work if isinstance(results[i], SettleResult)}
+            await store.finish_keys(conn, "settle", done)
+        for i, item in enumerate(items):  # repeats of a key within the batch
+            first = firsts.get(item.idempotency_key)
+            if i not in results and first is not None:
+                same = settle_params(item) == settle_params(items[first])
+                results[i] = results[first] if same else reused_key()
+        return [results[i] for i in range(len(items))]
+
+
+class _Writer:
+    """Plans a batch against locked rows, then writes it set-wise."""
+
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+        self.now = billing.clock()
+        self.transfers: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
+        self.usage: list[dict[str, Any]] = []
+        self.closed: list[dict[str, Any]] = []
+        self.deltas: dict[str, int] = {}
+        self.key_spend: dict[str, tuple[int, int]] = {}
+
+    async def plan(self, conn: Any, items: list[SettleIn], work: list[int], results: dict[int, Outcome]) -> None:
+        holds = await store.lock_holds(conn, [items[i].hold_id for i in work])
+        accounts = {h.account_id for h in holds.values()}
+        ledger = [store.wallet(a) for a in accounts] + [store.holds_account(a) for a in accounts]
+        balances = await store.lock_balances(conn, ledger)
+        seen: set[str] = set()
+        for i in work:
+            hold = holds.get(items[i].hold_id)
+            if hold is None:
+                results[i] = NotFound("no such hold", field_violations={"hold_id": "unknown"})
+            elif hold.status != "open" or hold.id in seen:
+                results[i] = FailedPrecondition(
+                    f"the hold is already {hold.status if hold.id not in seen else 'settled'}"
+                )
+            else:
+                seen.add(hold.id)
+                results[i] = self._one(items[i], hold, balances)
+
+    def _one(self, item: SettleIn, hold: Any, balances: dict[str, int]) -> SettleResult:
+        account = hold.account_id
+        wallet = store.wallet(account)
+        cost = item.actual_micros or self.billing.price_usage(item.usage)
+        from_hold = min(cost, hold.amount)
+        extra = cost - from_hold
+        taken = min(extra, balances.get(wallet, 0))
+        released = hold.amount - from_hold
+        balances[wallet] = balances.get(wallet, 0) + released - taken
+        legs = [
+            (store.holds_account(account), -hold.amount),
+            (wallet, released - taken),
+            (store.system("revenue"), from_hold + taken),
+        ]
+        transfer_id, usage_id, charged = new_id(), new_id(), from_hold + taken
+        self.transfers.append(
+            {"id": transfer_id, "kind": "usage", "account_id": account, "reference": hold.id, "amount": charged,
+             "created_at": self.now}
+        )  # fmt: skip
+        for ledger_account, delta in legs:
+            if delta:
+                self.entries.append({"transfer_id": transfer_id, "ledger_account": ledger_account, "amount": delta,
+                                     "created_at": self.now})  # fmt: skip
+                self.deltas[ledger_account] = self.deltas.get(ledger_account, 0) + delta
+        u = item.usage
+        self.usage.append(
+            {"id": usage_id, "account_id": account, "key_id": u.key_id, "model": u.model, "provider": u.provider,
+             "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_micros": charged,
+             "shortfall_micros": extra - taken, "status": u.status, "latency_ms": u.latency_ms,
+             "tokens_estimated": u.tokens_estimated,
+             "created_at": store.naive(u.started_at) if u.started_at else self.now}
+        )  # fmt: skip
+        self.closed.append({"i": hold.id})
+        if hold.key_id:
+            held, spent = self.key_spend.get(hold.key_id, (0, 0))
+            self.key_spend[hold.key_id] = (held + hold.amount, spent + charged)
+        return SettleResult(charged, released, extra - taken, usage_id, balances[wallet])
+
+    async def write(self, conn: Any) -> None:
+        await store.insert_rows(conn, Transfer, self.transfers)
+        await store.insert_rows(conn, Entry, self.entries)
+        await store.insert_rows(conn, UsageRow, self.usage)
+        await store.add_balances(conn, self.deltas)
+        if self.closed:
+            holds = Hold.__table__  # type: ignore[attr-defined]
+            stmt = update(holds).where(holds.c.id == bindparam("i")).values(status="settled")
+            await conn.execute(stmt, self.closed)
+        if self.key_spend:
+            t = KeySpend.__table__  # type: ignore[attr-defined]
+            stmt = (
+                update(t)
+                .where(t.c.key_id == bindparam("k"))
+                .values(held=t.c.held - bindparam("h"), spent=t.c.spent + bindparam("s"))
+            )
+            await conn.execute(stmt, [{"k": k, "h": h, "s": s} for k, (h, s) in sorted(self.key_spend.items())])
