@@ -28,9 +28,17 @@ class EdgeStartError(RuntimeError):
     """The edge exited or did not answer in time."""
 
 
+def landed(name: str) -> bool:
+    """Whether `services/<name>/__main__.py` exists (a missing package counts as absent)."""
+    try:
+        return importlib.util.find_spec(f"services.{name}.__main__") is not None
+    except ModuleNotFoundError:
+        return False
+
+
 def landed_services() -> list[str]:
-    """The mesh services whose package is installed (`services/<name>/__main__.py`)."""
-    return [name for name in MESH_SERVICES if importlib.util.find_spec(f"services.{name}.__main__") is not None]
+    """The mesh services whose package is installed."""
+    return [name for name in MESH_SERVICES if landed(name)]
 
 
 def edge_url(settings: EdgeSettings | None = None) -> str:

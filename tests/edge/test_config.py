@@ -136,3 +136,11 @@ def test_gatemesh_openapi_prints_the_document(capsys: pytest.CaptureFixture[str]
 
     assert main(["openapi"]) == 0
     assert json.loads(capsys.readouterr().out) == json.loads(openapi.render(openapi.document()))
+
+
+def test_the_edge_exposes_only_services_that_exist() -> None:
+    from services.edge.launch import landed, landed_services
+
+    assert landed("auth") and not landed("no_such_service")
+    assert set(landed_services()) <= {"auth", "billing", "proxy", "privacy"}
+    assert "auth" in landed_services()
