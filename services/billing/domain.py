@@ -332,7 +332,7 @@ class Billing:
         first = await store.claim_key(conn, "settle", item.idempotency_key, params)
         if first is not None:
             return SettleResult(**first)
-        hold = await self._lock_open_hold(conn, item.hold_id)
+        hold = await self._take_open_hold(conn, item.hold_id, "settled")
         cost = item.actual_micros or self.price_usage(item.usage)
         account = hold.account_id
         from_hold = min(cost, hold.amount)
@@ -347,7 +347,6 @@ class Billing:
         now = self.clock()
         after = await store.post_transfer(conn, new_id(), "usage", account, legs, item.hold_id, from_hold + taken, now)
         usage_id = await self._record_usage(conn, account, item.usage, from_hold + taken, extra - taken, now)
-        await self._close_hold(conn, hold, "settled")
         await self._resolve_key_spend(conn, hold.key_id, hold.amount, from_hold + taken)
         balance = after.get(store.wallet(account))
         if balance is None:
@@ -356,14 +355,24 @@ class Billing:
         await store.finish_key(conn, "settle", item.idempotency_key, asdict(result))
         return result
 
-    async def _lock_open_hold(self, conn: AsyncConnection, hold_id: str) -> Any:
+    async def _take_open_hold(self, conn: AsyncConnection, hold_id: str, status: str) -> Any:
+        """Resolve an open hold in one statement (the UPDATE takes the row lock, and a concurrent
+        resolver waits, then finds it no longer open); the hold's row as it was."""
         table = Hold.__table__  # type: ignore[attr-defined]
-        hold = (await conn.execute(select(table).where(table.c.id == hold_id).with_for_update())).one_or_none()
-        if hold is None:
+        taken = (
+            await conn.execute(
+                update(table)
+                .where(table.c.id == hold_id, table.c.status == "open")
+                .values(status=status)
+                .returning(table)
+            )
+        ).one_or_none()
+        if taken is not None:
+            return taken
+        found = (await conn.execute(select(table.c.status).where(table.c.id == hold_id))).scalar_one_or_none()
+        if found is None:
             raise NotFound("no such hold", field_violations={"hold_id": "unknown"})
-        if hold.status != "open":
-            raise FailedPrecondition(f"the hold is already {hold.status}", reason="hold_resolved")
-        return hold
+        raise FailedPrecondition(f"the hold is already {found}", reason="hold_resolved")
 
     async def _close_hold(self, conn: AsyncConnection, hold: Any, status: str) -> None:
         table = Hold.__table__  # type: ignore[attr-defined]
@@ -396,18 +405,22 @@ class Billing:
             first = await store.claim_key(conn, "release", idempotency_key, params)
             if first is not None:
                 return ReleaseResult(**first)
-            hold = await self._lock_open_hold(conn, hold_id)
-            result = await self._release(conn, hold, "released", usage)
+            hold = await self._take_open_hold(conn, hold_id, "released")
+            result = await self._release(conn, hold, None, usage)
             await store.finish_key(conn, "release", idempotency_key, asdict(result))
             return result
 
-    async def _release(self, conn: AsyncConnection, hold: Any, status: str, usage: UsageIn | None) -> ReleaseResult:
+    async def _release(
+        self, conn: AsyncConnection, hold: Any, status: str | None, usage: UsageIn | None
+    ) -> ReleaseResult:
+        """Return a hold's amount to the wallet; `status` closes the hold (None: already closed)."""
         account, now = hold.account_id, self.clock()
         legs = [(store.holds_account(account), -hold.amount), (store.wallet(account), hold.amount)]
         after = await store.post_transfer(conn, new_id(), "release", account, legs, hold.id, hold.amount, now)
         if usage is not None:
             await self._record_usage(conn, account, usage, 0, 0, now)
-        await self._close_hold(conn, hold, status)
+        if status is not None:
+            await self._close_hold(conn, hold, status)
         await self._resolve_key_spend(conn, hold.key_id, hold.amount, 0)
         return ReleaseResult(hold.amount, after[store.wallet(account)])
 
