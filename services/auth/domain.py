@@ -73,6 +73,14 @@ def check_password(v: Violations, name: str, password: str) -> None:
         v.add(name, f"must be at most {MAX_PASSWORD} characters")
 
 
+def dashboard(caller: Principal) -> Principal:
+    """Account and key management needs a dashboard session: a leaked API key must not be
+    able to mint more keys, change the password or close the account."""
+    if caller.key_id:
+        raise PermissionDenied("this action needs a dashboard session, not an API key")
+    return caller
+
+
 @dataclass(frozen=True)
 class Origin:
     """Where a request came from, for the security log (P1.5)."""

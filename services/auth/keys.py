@@ -24,6 +24,7 @@ from redis.exceptions import RedisError
 
 from services.runtime.access import Principal
 from services.runtime.errors import (
+    FailedPrecondition,
     NotFound,
     PermissionDenied,
     ResourceExhausted,
@@ -202,10 +203,12 @@ class Keys:
         if old.revoked_at is not None:
             raise NotFound("no such active API key")
         expires = utc(old.expires_at)
+        if expires is not None and expires <= now():
+            raise FailedPrecondition("this API key has expired; create a new one instead")
         spec = KeySpec(
             name=old.name,
             allowed_models=list(old.allowed_models),
-            expires_at=expires if expires and expires > now() else None,
+            expires_at=expires,
             spend_cap_micros=old.spend_cap_micros,
             rpm=old.rpm,
             tpm=old.tpm,

@@ -16,7 +16,7 @@ from gatemesh.common.v1 import common_pb2
 from services.runtime.access import Authenticator, principal
 from services.runtime.errors import Violations
 
-from .domain import Accounts, Origin
+from .domain import Accounts, Origin, dashboard
 from .keys import Keys, KeySpec
 from .participant import timestamp
 from .store import AccountRow, ApiKeyRow, utc
@@ -114,27 +114,29 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ChangePassword(self, request: Any, context: Any) -> auth_pb2.ChangePasswordResponse:
         check_sizes(request, "current_password", "new_password")
         await self.accounts.change_password(
-            principal(), request.current_password, request.new_password, origin(context)
+            dashboard(principal()), request.current_password, request.new_password, origin(context)
         )
         return auth_pb2.ChangePasswordResponse()
 
     async def ChangeEmail(self, request: Any, context: Any) -> auth_pb2.ChangeEmailResponse:
         check_sizes(request, "new_email", "password")
-        account = await self.accounts.change_email(principal(), request.new_email, request.password, origin(context))
+        account = await self.accounts.change_email(
+            dashboard(principal()), request.new_email, request.password, origin(context)
+        )
         return auth_pb2.ChangeEmailResponse(account=account_proto(account))
 
     async def CloseAccount(self, request: Any, context: Any) -> auth_pb2.CloseAccountResponse:
         check_sizes(request, "password")
-        account = await self.accounts.close(principal(), request.password, origin(context))
+        account = await self.accounts.close(dashboard(principal()), request.password, origin(context))
         return auth_pb2.CloseAccountResponse(account=account_proto(account))
 
     async def SetAnalyticsOptOut(self, request: Any, context: Any) -> auth_pb2.SetAnalyticsOptOutResponse:
-        account = await self.accounts.set_analytics_opt_out(principal(), request.opt_out)
+        account = await self.accounts.set_analytics_opt_out(dashboard(principal()), request.opt_out)
         return auth_pb2.SetAnalyticsOptOutResponse(account=account_proto(account))
 
     async def AcceptPolicy(self, request: Any, context: Any) -> auth_pb2.AcceptPolicyResponse:
         check_sizes(request, "version")
-        account = await self.accounts.accept_policy(principal(), request.version)
+        account = await self.accounts.accept_policy(dashboard(principal()), request.version)
         return auth_pb2.AcceptPolicyResponse(account=account_proto(account))
 
     # keys -------------------------------------------------------------------------------
@@ -145,7 +147,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.CreateApiKeyResponse(api_key=made.api_key, key=key_proto(made.row))
 
     async def CreateApiKey(self, request: Any, context: Any) -> auth_pb2.CreateApiKeyResponse:
-        return await self._create_key(await self.accounts.get(principal().account_id), request, context)
+        return await self._create_key(await self.accounts.get(dashboard(principal()).account_id), request, context)
 
     async def _list(self, account_id: str, page: common_pb2.PageRequest) -> auth_pb2.ListApiKeysResponse:
         check_sizes(page, "page_token")
@@ -158,11 +160,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return await self._list(principal().account_id, request.page)
 
     async def RevokeApiKey(self, request: Any, context: Any) -> auth_pb2.RevokeApiKeyResponse:
-        key = await self.keys.revoke(request.key_id, principal().account_id, origin(context))
+        key = await self.keys.revoke(request.key_id, dashboard(principal()).account_id, origin(context))
         return auth_pb2.RevokeApiKeyResponse(key=key_proto(key))
 
     async def RotateApiKey(self, request: Any, context: Any) -> auth_pb2.RotateApiKeyResponse:
-        made = await self.keys.rotate(request.key_id, principal().account_id, origin(context))
+        made = await self.keys.rotate(request.key_id, dashboard(principal()).account_id, origin(context))
         return auth_pb2.RotateApiKeyResponse(api_key=made.api_key, key=key_proto(made.row))
 
     # admin ------------------------------------------------------------------------------

@@ -282,3 +282,29 @@ async def test_rate_limit_counters_live_in_redis_not_in_process(start_auth: Star
     client = Redis.from_url(redis_url)
     assert await client.keys("gm:auth:rl:*")
     await client.aclose()
+
+
+async def test_an_api_key_cannot_manage_keys_or_the_account(auth) -> None:
+    """A leaked key must not mint keys, revoke others or close the account."""
+    _, _md, key = await auth.user_with_key()
+    as_key = user(key)
+    for call in (
+        auth.stub.CreateApiKey(auth_pb2.CreateApiKeyRequest(name="more"), metadata=as_key),
+        auth.stub.CloseAccount(auth_pb2.CloseAccountRequest(password="whatever password"), metadata=as_key),
+        auth.stub.ChangePassword(
+            auth_pb2.ChangePasswordRequest(current_password="x" * 12, new_password="y" * 12), metadata=as_key
+        ),
+    ):
+        assert (await refused(call)).code() == grpc.StatusCode.PERMISSION_DENIED
+    listed = await auth.stub.ListApiKeys(auth_pb2.ListApiKeysRequest(), metadata=as_key)  # reading is fine
+    assert len(listed.keys) == 1
+
+
+async def test_an_expired_key_cannot_be_rotated_into_a_live_one(auth) -> None:
+    expires = Timestamp()
+    expires.FromDatetime(datetime.now(UTC) + timedelta(seconds=1))
+    _, md, _ = await auth.user_with_key(expires_at=expires)
+    key_id = (await auth.stub.ListApiKeys(auth_pb2.ListApiKeysRequest(), metadata=md)).keys[0].key_id
+    await asyncio.sleep(1.1)
+    error = await refused(auth.stub.RotateApiKey(auth_pb2.RotateApiKeyRequest(key_id=key_id), metadata=md))
+    assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
