@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 import pytest
@@ -25,10 +26,15 @@ async def pg_database() -> AsyncIterator[Callable[[str], Awaitable[str]]]:
         await drop_database(url)
 
 
+# Each pytest process takes its own logical database (1-15), so that two test runs on one
+# machine (a developer's and CI's) do not flush each other's keys mid-test.
+REDIS_DB = 1 + os.getpid() % 15
+
+
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     """A real Redis logical database, flushed before and after the test."""
-    url = f"{REDIS_SERVER}/9"
+    url = f"{REDIS_SERVER}/{REDIS_DB}"
     client = Redis.from_url(url)
     await client.flushdb()
     yield url
