@@ -29,7 +29,7 @@ from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFoun
 
 from . import store
 from .prices import PriceTable
-from .store import Code, CodeBatch, Entry, Hold, KeySpend, Transfer, UsageDailyAnonymous, UsageRow, utcnow
+from .store import Code, CodeBatch, Entry, Hold, Transfer, UsageDailyAnonymous, UsageRow, utcnow
 
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_KEY_LEN = 200
@@ -266,10 +266,9 @@ class Billing:
             except store.Overdraft:
                 raise insufficient_credit() from None
             await conn.execute(
-                Hold.__table__.insert().values(  # type: ignore[attr-defined]
-                    id=hold_id, account_id=account_id, key_id=key_id, amount=amount, status="open",
-                    created_at=now, expires_at=expires,
-                )
+                store.hot(conn).hold,
+                {"id": hold_id, "account_id": account_id, "key_id": key_id, "amount": amount, "status": "open",
+                 "created_at": now, "expires_at": expires},
             )  # fmt: skip
             result = HoldResult(
                 hold_id, amount, expires.replace(tzinfo=UTC).isoformat(), after[store.wallet(account_id)]
@@ -278,24 +277,17 @@ class Billing:
             return result
 
     async def _reserve_key_spend(self, conn: AsyncConnection, key_id: str, amount: int, cap: int) -> None:
-        table = KeySpend.__table__  # type: ignore[attr-defined]
-        await conn.execute(store.insert_ignore(conn, KeySpend, ["key_id"]).values(key_id=key_id, spent=0, held=0))
-        stmt = update(table).where(table.c.key_id == key_id)
-        if cap > 0:
-            stmt = stmt.where(table.c.spent + table.c.held + amount <= cap)
-        done = await conn.execute(stmt.values(held=table.c.held + amount))
+        statements = store.hot(conn)
+        await conn.execute(statements.key_new, {"key_id": key_id, "spent": 0, "held": 0})
+        done = await conn.execute(statements.key_reserve, {"b_key": key_id, "b_amount": amount, "b_cap": cap})
         if done.rowcount != 1:
             raise FailedPrecondition(
                 "the API key's spend limit is reached", reason="key_spend_limit", openai_code="insufficient_quota"
             )
 
     async def _resolve_key_spend(self, conn: AsyncConnection, key_id: str, held: int, spent: int) -> None:
-        if not key_id:
-            return
-        table = KeySpend.__table__  # type: ignore[attr-defined]
-        await conn.execute(
-            update(table).where(table.c.key_id == key_id).values(held=table.c.held - held, spent=table.c.spent + spent)
-        )
+        if key_id:
+            await conn.execute(store.hot(conn).key_resolve, {"b_key": key_id, "b_held": held, "b_spent": spent})
 
     def validate_settle(self, item: SettleIn, prefix: str = "") -> None:
         v = Violations()
@@ -359,14 +351,7 @@ class Billing:
         """Resolve an open hold in one statement (the UPDATE takes the row lock, and a concurrent
         resolver waits, then finds it no longer open); the hold's row as it was."""
         table = Hold.__table__  # type: ignore[attr-defined]
-        taken = (
-            await conn.execute(
-                update(table)
-                .where(table.c.id == hold_id, table.c.status == "open")
-                .values(status=status)
-                .returning(table)
-            )
-        ).one_or_none()
+        taken = (await conn.execute(store.hot(conn).take_hold, {"b_id": hold_id, "b_status": status})).one_or_none()
         if taken is not None:
             return taken
         found = (await conn.execute(select(table.c.status).where(table.c.id == hold_id))).scalar_one_or_none()
@@ -384,12 +369,11 @@ class Billing:
         usage_id = new_id()
         created = store.naive(usage.started_at) if usage.started_at else now
         await conn.execute(
-            UsageRow.__table__.insert().values(  # type: ignore[attr-defined]
-                id=usage_id, account_id=account_id, key_id=usage.key_id, model=usage.model, provider=usage.provider,
-                input_tokens=usage.input_tokens, output_tokens=usage.output_tokens, cost_micros=cost,
-                shortfall_micros=shortfall, status=usage.status, latency_ms=usage.latency_ms,
-                tokens_estimated=usage.tokens_estimated, created_at=created,
-            )
+            store.hot(conn).usage,
+            {"id": usage_id, "account_id": account_id, "key_id": usage.key_id, "model": usage.model,
+             "provider": usage.provider, "input_tokens": usage.input_tokens, "output_tokens": usage.output_tokens,
+             "cost_micros": cost, "shortfall_micros": shortfall, "status": usage.status,
+             "latency_ms": usage.latency_ms, "tokens_estimated": usage.tokens_estimated, "created_at": created},
         )  # fmt: skip
         return usage_id
 
