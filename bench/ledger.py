@@ -130,7 +130,7 @@ async def batched_settles(
     return settled, time.perf_counter() - started, hold_s
 
 
-async def main(seconds: float, concurrency: int, batch_total: int) -> None:
+async def main(seconds: float, concurrency: int, batch_total: int, batch_size: int, in_flight: int) -> None:
     url = await create_database("bench_ledger")
     port = free_port()
     log = Path(tempfile.mkdtemp(prefix="gm-bench-")) / "billing.log"
@@ -159,14 +159,19 @@ async def main(seconds: float, concurrency: int, batch_total: int) -> None:
                 rows,
             )
             cpu0 = process_cpu_seconds([process.pid])
-            settled, settle_s, hold_s = await batched_settles(stub, spread, batch_total, 500, 4)
+            settled, settle_s, hold_s = await batched_settles(stub, spread, batch_total, batch_size, in_flight)
             cpu = process_cpu_seconds([process.pid]) - cpu0
             print_table(
                 "Usage records written (settles) per second",
                 ["path", "events", "seconds", "per second"],
                 [
                     ("Hold alone, concurrency 64 (setup for the batch)", batch_total, hold_s, batch_total / hold_s),
-                    ("SettleBatch, 500 per batch, 4 in flight", settled, settle_s, settled / settle_s),
+                    (
+                        f"SettleBatch, {batch_size} per batch, {in_flight} in flight",
+                        settled,
+                        settle_s,
+                        settled / settle_s,
+                    ),
                     ("single Settle (from round trips above)", "", "", rows[0][3]),
                 ],
             )
@@ -182,5 +187,7 @@ if __name__ == "__main__":
     parser.add_argument("--seconds", type=float, default=10.0)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--batch-total", type=int, default=20_000)
-    options = parser.parse_args()
-    asyncio.run(main(options.seconds, options.concurrency, options.batch_total))
+    parser.add_argument("--batch-size", type=int, default=1000)
+    parser.add_argument("--batches-in-flight", type=int, default=2)
+    o = parser.parse_args()
+    asyncio.run(main(o.seconds, o.concurrency, o.batch_total, o.batch_size, o.batches_in_flight))
