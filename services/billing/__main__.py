@@ -113,6 +113,7 @@ async def main() -> None:
         hold_max_ttl_s=settings.billing_hold_max_ttl_s,
         opt_outs=auth_opt_outs(auth_channel),
         stats_min_accounts=settings.billing_stats_min_accounts,
+        idempotency_ttl_days=settings.billing_idempotency_ttl_days,
     )
     cards, chain = build_cards(settings, billing), build_chain(settings, billing)
     servicer = BillingServicer(billing, cards, chain, settings.billing_usage_retention_days)

@@ -29,7 +29,7 @@ from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFoun
 
 from . import store
 from .prices import PriceTable
-from .store import Code, CodeBatch, Entry, Hold, Transfer, UsageDailyAnonymous, UsageRow, utcnow
+from .store import Code, CodeBatch, Entry, Hold, Idempotency, Transfer, UsageDailyAnonymous, UsageRow, utcnow
 
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 MAX_KEY_LEN = 200
@@ -222,6 +222,7 @@ class Billing:
         opt_outs: OptOuts | None = None,
         stats_min_accounts: int = 3,
         clock: Callable[[], datetime] = utcnow,
+        idempotency_ttl_days: int = 7,
     ) -> None:
         self.engine = engine
         self.prices = prices
@@ -231,6 +232,7 @@ class Billing:
         self.opt_outs = opt_outs
         self.stats_min_accounts = stats_min_accounts
         self.clock = clock
+        self.idempotency_ttl_days = idempotency_ttl_days
 
     # --- holds -----------------------------------------------------------------------
 
@@ -579,14 +581,14 @@ class Billing:
 
     # --- reading -----------------------------------------------------------------------------
 
-    async def balance(self, account_id: str, must_exist: bool = False) -> Balance:
+    async def balance(self, account_id: str) -> Balance:
+        """Available and held credit; an account billing has never seen has none (auth owns
+        accounts, so billing cannot tell a new account from an unknown one)."""
         v = Violations()
         check_account(v, account_id)
         v.raise_if_any()
         async with self.engine.connect() as conn:
             found = await store.balances(conn, account_id)
-        if found is None and must_exist:
-            raise NotFound("billing has no record of this account", field_violations={"account_id": "unknown"})
         available, held = found or (0, 0)
         return Balance(account_id, available, held)
 
@@ -686,7 +688,8 @@ class Billing:
 
     async def retention_sweep(self, retention_days: int) -> tuple[int, int]:
         """Delete usage records older than the retention (P5.2), first rolling them into
-        anonymous daily per-model aggregates (without opted-out accounts, P7.3).
+        anonymous daily per-model aggregates (without opted-out accounts, P7.3); forget
+        idempotency keys older than `idempotency_ttl_days`.
         Returns (deleted records, aggregate rows touched)."""
         v = Violations()
         v.check(retention_days > 0, "retention_days", "must be positive")
@@ -705,6 +708,9 @@ class Billing:
             for s in rows:
                 await conn.execute(store.upsert_add(conn, UsageDailyAnonymous, ["day", "model"], asdict(s)))
             deleted = await conn.execute(delete(t).where(t.c.created_at < cutoff))
+            keys = Idempotency.__table__  # type: ignore[attr-defined]
+            old_keys = self.clock() - timedelta(days=self.idempotency_ttl_days)
+            await conn.execute(delete(keys).where(keys.c.created_at < old_keys))
         return deleted.rowcount, len(rows)
 
     async def statement(self, account_id: str, month: str) -> Statement:

@@ -158,17 +158,17 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         ]
         return billing_pb2.ListPricesResponse(prices=prices)
 
-    async def _balance(self, account_id: str, must_exist: bool) -> billing_pb2.GetBalanceResponse:
-        b = await self.billing.balance(account_id, must_exist)
+    async def _balance(self, account_id: str) -> billing_pb2.GetBalanceResponse:
+        b = await self.billing.balance(account_id)
         return billing_pb2.GetBalanceResponse(
             account_id=b.account_id, balance_micros=b.balance_micros, held_micros=b.held_micros
         )
 
     async def GetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
-        return await self._balance(caller_account(), must_exist=False)
+        return await self._balance(caller_account())
 
     async def AdminGetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
-        return await self._balance(request.account_id, must_exist=False)
+        return await self._balance(request.account_id)
 
     async def _usage(self, query: UsageQuery) -> billing_pb2.ListUsageResponse:
         page = await self.billing.list_usage(query)

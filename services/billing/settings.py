@@ -27,6 +27,7 @@ class BillingSettings(GatemeshSettings):
     billing_hold_max_ttl_s: int = Field(86_400, description="Longest hold a caller may ask for.")
     billing_sweep_interval_s: float = Field(60.0, description="How often expired holds are released.")
     billing_usage_retention_days: int = Field(365, description="Usage-record retention (P5.2).")
+    billing_idempotency_ttl_days: int = Field(7, description="How long idempotency keys (and replays) are kept.")
     billing_retention_interval_s: float = Field(3600.0, description="How often the retention sweep runs.")
     billing_stats_min_accounts: int = Field(
         3, description="Aggregate statistics leave out day/model groups with fewer distinct accounts."

@@ -308,6 +308,14 @@ async def test_retention_sweep_deletes_old_usage_and_keeps_anonymous_aggregates_
     assert (old[:10], 2) in [(s.day, s.requests) for s in stats]
 
 
+async def test_retention_sweep_forgets_old_idempotency_keys(billing: Billing) -> None:
+    first = await billing.grant("acct19", 5, "x", "old-key")
+    billing.clock = lambda: datetime.now(UTC).replace(tzinfo=None) + timedelta(days=8)
+    await billing.retention_sweep(365)
+    second = await billing.grant("acct19", 5, "x", "old-key")  # a new grant: the key was forgotten
+    assert second.transfer_id != first.transfer_id and second.balance_micros == 10
+
+
 async def test_settle_batch_matches_single_settles_and_is_idempotent(billing: Billing) -> None:
     await funded(billing, "batch1", 2 * USD)
     await funded(billing, "batch2", USD)
