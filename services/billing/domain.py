@@ -279,10 +279,10 @@ class Billing:
             return result
 
     async def _reserve_key_spend(self, conn: AsyncConnection, key_id: str, amount: int, cap: int) -> None:
-        statements = store.hot(conn)
-        await conn.execute(statements.key_new, {"key_id": key_id, "spent": 0, "held": 0})
-        done = await conn.execute(statements.key_reserve, {"b_key": key_id, "b_amount": amount, "b_cap": cap})
-        if done.rowcount != 1:
+        """Add to the key's held amount, in one upsert whose update applies only within the cap."""
+        values = {"key_id": key_id, "spent": 0, "held": amount, "b_cap": cap}
+        reserved = (await conn.execute(store.hot(conn).key_reserve, values)).scalar_one_or_none()
+        if reserved is None or (cap and amount > cap):
             raise FailedPrecondition(
                 "the API key's spend limit is reached", reason="key_spend_limit", openai_code="insufficient_quota"
             )

@@ -322,6 +322,7 @@ def _hot(dialect: str) -> SimpleNamespace:
     keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__  # type: ignore[attr-defined]
     credit = module.insert(accounts)
     spend = KeySpend.__table__  # type: ignore[attr-defined]
+    reserve = module.insert(spend)
     return SimpleNamespace(
         claim=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]),
         stored=select(keys.c.params_hash, keys.c.result).where(
@@ -347,11 +348,12 @@ def _hot(dialect: str) -> SimpleNamespace:
         .returning(holds),
         balance=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")),
         balance_locked=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")).with_for_update(),
-        key_new=module.insert(spend).on_conflict_do_nothing(index_elements=["key_id"]),
-        key_reserve=update(spend)
-        .where(spend.c.key_id == bindparam("b_key"))
-        .where((bindparam("b_cap") == 0) | (spend.c.spent + spend.c.held + bindparam("b_amount") <= bindparam("b_cap")))
-        .values(held=spend.c.held + bindparam("b_amount")),
+        key_reserve=reserve.on_conflict_do_update(
+            index_elements=["key_id"],
+            set_={"held": spend.c.held + reserve.excluded.held},
+            where=(bindparam("b_cap") == 0)
+            | (spend.c.spent + spend.c.held + reserve.excluded.held <= bindparam("b_cap")),
+        ).returning(spend.c.key_id),
         key_resolve=update(spend)
         .where(spend.c.key_id == bindparam("b_key"))
         .values(held=spend.c.held - bindparam("b_held"), spent=spend.c.spent + bindparam("b_spent")),

@@ -111,6 +111,8 @@ async def test_expired_holds_are_released_by_the_sweeper(billing: Billing) -> No
 
 async def test_key_spend_cap_limits_holds_per_key(billing: Billing) -> None:
     await funded(billing, "acct7")
+    with pytest.raises(FailedPrecondition, match="spend limit"):
+        await billing.hold("acct7", 2 * USD, 0, "k0", key_id="key-new", key_cap=USD)  # a new key, over its cap
     first = await billing.hold("acct7", 600_000, 0, "k1", key_id="key-a", key_cap=USD)
     with pytest.raises(FailedPrecondition) as caught:
         await billing.hold("acct7", 600_000, 0, "k2", key_id="key-a", key_cap=USD)
