@@ -339,8 +339,7 @@ class Billing:
             (store.system("revenue"), from_hold + taken),
         ]
         now = self.clock()
-        charged = from_hold + taken
-        after = await store.post_transfer(conn, new_id(), "usage", account, legs, item.hold_id, charged, now, True)
+        after = await store.post_transfer(conn, new_id(), "usage", account, legs, item.hold_id, from_hold + taken, now)
         usage_id = await self._record_usage(conn, account, item.usage, from_hold + taken, extra - taken, now)
         await self._resolve_key_spend(conn, hold.key_id, hold.amount, from_hold + taken)
         balance = after.get(store.wallet(account))
@@ -403,7 +402,7 @@ class Billing:
         """Return a hold's amount to the wallet; `status` closes the hold (None: already closed)."""
         account, now = hold.account_id, self.clock()
         legs = [(store.holds_account(account), -hold.amount), (store.wallet(account), hold.amount)]
-        after = await store.post_transfer(conn, new_id(), "release", account, legs, hold.id, hold.amount, now, True)
+        after = await store.post_transfer(conn, new_id(), "release", account, legs, hold.id, hold.amount, now)
         if usage is not None:
             await self._record_usage(conn, account, usage, 0, 0, now)
         if status is not None:

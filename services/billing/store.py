@@ -33,7 +33,6 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
-    case,
     delete,
     func,
     select,
@@ -324,10 +323,6 @@ def _hot(dialect: str) -> SimpleNamespace:
     credit = module.insert(accounts)
     spend = KeySpend.__table__  # type: ignore[attr-defined]
     reserve = module.insert(spend)
-    pair = case(
-        (accounts.c.id == bindparam("b_a"), bindparam("b_da", type_=BigInteger)),
-        else_=bindparam("b_db", type_=BigInteger),
-    )
     return SimpleNamespace(
         claim=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]),
         stored=select(keys.c.params_hash, keys.c.result).where(
@@ -351,10 +346,6 @@ def _hot(dialect: str) -> SimpleNamespace:
         .where(holds.c.id == bindparam("b_id"), holds.c.status == "open")
         .values(status=bindparam("b_status"))
         .returning(holds),
-        shift2=update(accounts)
-        .where(accounts.c.id.in_([bindparam("b_a"), bindparam("b_b")]), accounts.c.balance + pair >= 0)
-        .values(balance=accounts.c.balance + pair)
-        .returning(accounts.c.id, accounts.c.balance),
         balance=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")),
         balance_locked=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")).with_for_update(),
         key_reserve=reserve.on_conflict_do_update(
@@ -409,11 +400,8 @@ async def post_transfer(
     reference: str = "",
     amount: int | None = None,
     now: datetime | None = None,
-    existing: bool = False,
 ) -> dict[str, int]:
     """Write one immutable transfer and its entries; returns the new per-person balances.
-    `existing`: every per-person account already exists (a settle or release moving between
-    an account's holds and its wallet), so two of them change in one statement.
 
     Raises Overdraft (rolling nothing back itself: the caller's transaction does) when a
     debit would take a wallet or holds account below zero.
@@ -422,12 +410,10 @@ async def post_transfer(
         raise ValueError("a transfer's entries must sum to zero")
     now = now or utcnow()
     balances: dict[str, int] = {}
-    personal = sorted((acct, delta) for acct, delta in legs if delta and not acct.startswith(SYSTEM_PREFIX))
-    if existing and len(personal) == 2:
-        balances = await _shift2(conn, personal)
-    else:
-        for ledger_account, delta in personal:
-            balances[ledger_account] = await _apply(conn, ledger_account, account_id, delta)
+    for ledger_account, delta in sorted(legs):
+        if ledger_account.startswith(SYSTEM_PREFIX) or delta == 0:
+            continue
+        balances[ledger_account] = await _apply(conn, ledger_account, account_id, delta)
     total = amount if amount is not None else sum(a for _, a in legs if a > 0)
     row = {"id": transfer_id, "kind": kind, "account_id": account_id, "reference": reference, "amount": total}
     await conn.execute(hot(conn).transfer, {**row, "created_at": now})
@@ -438,14 +424,6 @@ async def post_transfer(
     ]
     await conn.execute(hot(conn).entries, entries)
     return balances
-
-
-async def _shift2(conn: AsyncConnection, legs: list[tuple[str, int]]) -> dict[str, int]:
-    (a, da), (b, db) = legs
-    rows = (await conn.execute(hot(conn).shift2, {"b_a": a, "b_da": da, "b_b": b, "b_db": db})).all()
-    if len(rows) != 2:
-        raise Overdraft(a if a not in {r[0] for r in rows} else b)
-    return {r[0]: int(r[1]) for r in rows}
 
 
 async def _apply(conn: AsyncConnection, ledger_account: str, account_id: str, delta: int) -> int:
