@@ -19,13 +19,14 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
-from services.runtime.clients import service_channel
+from services.runtime.access import SERVICE_TOKEN_HEADER
+from services.runtime.clients import channel_options, client_credentials, service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.server import ServiceSpec, serve
-from services.runtime.telemetry import setup_logging, setup_telemetry
+from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
 from . import store
-from .adapters import RemoteGatekeeper, RemoteLedger
+from .adapters import Metadata, RemoteGatekeeper, RemoteLedger
 from .domain import Gateway, Limits
 from .participant import ProxyParticipant
 from .router import Router
@@ -54,11 +55,26 @@ class ProxyApp:
     spec: ServiceSpec
 
 
+def hot_path_channel(target: str, settings: ProxySettings) -> tuple[grpc.aio.Channel, Metadata]:
+    """A channel to auth or billing, and the metadata each call must carry. While traces are
+    exported it is the runtime's traced service channel; otherwise a channel without Python
+    interceptors (their per-call cost exceeds the call's), and the service credential is
+    sent as per-call metadata."""
+    if traces_exported():
+        return service_channel(target, settings), ()
+    options, credentials = channel_options(settings), client_credentials(settings)
+    if credentials is None:
+        channel = grpc.aio.insecure_channel(target, options=options)
+    else:
+        channel = grpc.aio.secure_channel(target, credentials, options=options)
+    return channel, ((SERVICE_TOKEN_HEADER, settings.secret("service_token")),)
+
+
 async def build(settings: ProxySettings) -> ProxyApp:
     engine = make_engine(settings.proxy_database_url or settings.sqlite_url("proxy"))
     await migrate(engine, MIGRATIONS, "proxy")
-    auth_channel = service_channel(settings.auth_addr, settings)
-    billing_channel = service_channel(settings.billing_addr, settings)
+    auth_channel, metadata = hot_path_channel(settings.auth_addr, settings)
+    billing_channel, _ = hot_path_channel(settings.billing_addr, settings)
     router = Router.from_settings(settings)
     writer = store.RequestLogWriter(
         engine, settings.proxy_log_flush_s, settings.proxy_log_batch, settings.proxy_log_queue_max
@@ -69,11 +85,12 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_price_refresh_s,
         settings.proxy_hold_ttl_s,
         settings.proxy_settle_batch,
+        metadata,
     )
-    limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens)
+    limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
     gateway.gatekeeper = RemoteGatekeeper(
-        auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks, settings.proxy_report_tokens_s
+        auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks, settings.proxy_report_tokens_s, metadata
     )
     participant = ProxyParticipant(engine, writer)
 

@@ -1,6 +1,8 @@
 """The hot path's ports over gRPC: auth (`Gatekeeper`) and billing (`Ledger`).
 
-Both use one pooled service channel each (HTTP/2 multiplexes every call). Prices are
+Both use one pooled service channel each (HTTP/2 multiplexes every call); when traces
+are not exported the channel has no Python interceptors (they cost more CPU than the
+call itself) and the service credential travels as per-call `metadata` instead. Prices are
 cached locally from `ListPrices` and refreshed in the background, so sizing a hold costs
 no round trip. Settles from concurrent calls are coalesced into `SettleBatch` calls
 (one billing transaction for all of them): while one batch is in flight the next fills,
@@ -29,13 +31,24 @@ from .domain import CallUsage, KeyGrant, Price, Tasks
 
 log = logging.getLogger("gatemesh.proxy")
 
+# Per-call metadata: the service credential when the channel has no interceptor adding it.
+Metadata = tuple[tuple[str, str], ...]
+
 
 class RemoteGatekeeper:
     """Gatekeeper over auth's VerifyKey and ReportTokens."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, tasks: Tasks, report_every_s: float = 0.5) -> None:
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout_s: float,
+        tasks: Tasks,
+        report_every_s: float = 0.5,
+        metadata: Metadata = (),
+    ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._timeout = timeout_s
+        self._md = metadata
         self._tasks = tasks
         self._report_every_s = report_every_s
         self._pending: dict[str, int] = {}
@@ -46,7 +59,7 @@ class RemoteGatekeeper:
             api_key=api_key, model=model, consume_rate_limit=consume, estimated_tokens=estimated_tokens
         )
         try:
-            reply = await self._stub.VerifyKey(request, timeout=self._timeout)
+            reply = await self._stub.VerifyKey(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise key_error(domain_error(error, "auth")) from None
         return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
@@ -72,7 +85,7 @@ class RemoteGatekeeper:
     async def _report(self, key_id: str, delta: int) -> None:
         try:
             await self._stub.ReportTokens(
-                auth_pb2.ReportTokensRequest(key_id=key_id, token_delta=delta), timeout=self._timeout
+                auth_pb2.ReportTokensRequest(key_id=key_id, token_delta=delta), timeout=self._timeout, metadata=self._md
             )
         except grpc.aio.AioRpcError as error:
             log.debug("ReportTokens failed: %s", error.code().name)
@@ -81,10 +94,13 @@ class RemoteGatekeeper:
 class PriceCache:
     """The price list in force, per model, refreshed in the background."""
 
-    def __init__(self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, refresh_s: float) -> None:
+    def __init__(
+        self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, refresh_s: float, metadata: Metadata = ()
+    ) -> None:
         self._stub = stub
         self._timeout = timeout_s
         self._refresh_s = refresh_s
+        self._md = metadata
         self._prices: dict[str, list[tuple[float, Price]]] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
@@ -108,7 +124,8 @@ class PriceCache:
 
     async def refresh(self) -> None:
         try:
-            reply = await self._stub.ListPrices(billing_pb2.ListPricesRequest(), timeout=self._timeout)
+            request = billing_pb2.ListPricesRequest()
+            reply = await self._stub.ListPrices(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             log.warning("price refresh failed: %s", error.code().name)
             return
@@ -133,10 +150,13 @@ class PriceCache:
 class SettleBatcher:
     """Coalesces concurrent settles into SettleBatch calls; falls back to Settle if absent."""
 
-    def __init__(self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, enabled: bool) -> None:
+    def __init__(
+        self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, enabled: bool, metadata: Metadata = ()
+    ) -> None:
         self._stub = stub
         self._timeout = timeout_s
         self._enabled = enabled
+        self._md = metadata
         self._queue: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]] = []
         self._draining = False
 
@@ -152,7 +172,7 @@ class SettleBatcher:
 
     async def _single(self, request: billing_pb2.SettleRequest) -> billing_pb2.SettleResponse:
         try:
-            return await self._stub.Settle(request, timeout=self._timeout)
+            return await self._stub.Settle(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
 
@@ -167,7 +187,9 @@ class SettleBatcher:
     async def _send(self, batch: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]]) -> None:
         try:
             reply = await self._stub.SettleBatch(
-                billing_pb2.SettleBatchRequest(items=[request for request, _ in batch]), timeout=self._timeout
+                billing_pb2.SettleBatchRequest(items=[request for request, _ in batch]),
+                timeout=self._timeout,
+                metadata=self._md,
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:
@@ -202,12 +224,21 @@ def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseExcepti
 class RemoteLedger:
     """Ledger over billing's Hold, Settle(Batch), Release and ListPrices."""
 
-    def __init__(self, channel: grpc.aio.Channel, timeout_s: float, refresh_s: float, hold_ttl_s: int, batch: bool):
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        timeout_s: float,
+        refresh_s: float,
+        hold_ttl_s: int,
+        batch: bool,
+        metadata: Metadata = (),
+    ) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._timeout = timeout_s
         self._ttl = hold_ttl_s
-        self.prices = PriceCache(self._stub, timeout_s, refresh_s)
-        self._settles = SettleBatcher(self._stub, timeout_s, batch)
+        self._md = metadata
+        self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
+        self._settles = SettleBatcher(self._stub, timeout_s, batch, metadata)
 
     async def price(self, model: str) -> Price | None:
         return await self.prices.get(model)
@@ -222,7 +253,7 @@ class RemoteLedger:
             key_spend_cap_micros=grant.spend_cap_micros,
         )
         try:
-            reply = await self._stub.Hold(request, timeout=self._timeout)
+            reply = await self._stub.Hold(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise hold_error(domain_error(error, "billing")) from None
         return reply.hold_id
@@ -239,7 +270,7 @@ class RemoteLedger:
             hold_id=hold_id, idempotency_key=f"{idempotency_key}:release", usage=usage_proto(usage)
         )
         try:
-            await self._stub.Release(request, timeout=self._timeout)
+            await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
 

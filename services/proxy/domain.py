@@ -31,8 +31,8 @@ import aiohttp
 
 from services.runtime.errors import (
     BadGateway,
+    DeadlineExceeded,
     DomainError,
-    Internal,
     InvalidArgument,
     Unauthenticated,
     Unavailable,
@@ -48,6 +48,7 @@ log = logging.getLogger("gatemesh.proxy")
 CHAT_PATH = "/chat/completions"
 EMBEDDINGS_PATH = "/embeddings"
 USAGE_OPTION = b'"stream_options":{"include_usage":true},'
+HOLD_RETRY_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -140,6 +141,7 @@ class Limits:
 
     max_output_tokens: int = 4096
     model_max_output_tokens: dict[str, int] = field(default_factory=dict)
+    hold_ttl_s: float = 900.0
 
     def output_limit(self, model: str, body: dict[str, Any]) -> int:
         for key in ("max_completion_tokens", "max_tokens"):
@@ -206,7 +208,7 @@ class Gateway:
             attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, read_json))
             call.provider = attempt.provider.name
             data, reply = attempt.primed
-            await call.finish_json(reply, self._chat_output)
+            call.finish_json(reply, self._chat_output)
             return Reply(body=data)
         state = StreamState(client_wants_usage=wants_usage)
         attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, first_events(state)))
@@ -230,7 +232,7 @@ class Gateway:
         attempt = await call.guard(self.router.call(route, EMBEDDINGS_PATH, raw, read_json))
         call.provider = attempt.provider.name
         data, reply = attempt.primed
-        await call.finish_json(reply, lambda _model, _reply: 0)
+        call.finish_json(reply, lambda _model, _reply: 0)
         return data
 
     async def list_models(self, api_key: str) -> bytes:
@@ -255,12 +257,12 @@ class Gateway:
             price = await self.ledger.price(route.model)
             if price is None:
                 raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
-            request_id = uuid.uuid4().hex
-            hold_id = await self.ledger.hold(grant, max(1, price.cost(prompt, max_output)), request_id)
         except BaseException:
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
             raise
-        return MeteredCall(self, grant, route, hold_id, request_id, prompt, estimate, endpoint, stream)
+        call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        call.hold_id = await call.place_hold(max(1, price.cost(prompt, max_output)))
+        return call
 
     def _chat_output(self, model: str, reply: dict[str, Any]) -> int:
         texts = [
@@ -308,6 +310,30 @@ class MeteredCall:
     def finished(self) -> bool:
         return self._done is not None
 
+    async def place_hold(self, amount_micros: int) -> str:
+        """Hold the amount. The hold runs as its own task: if this call is cancelled while
+        billing is placing it, the hold is released as soon as billing's reply arrives,
+        instead of staying open until it expires."""
+        gateway = self.gateway
+        place = gateway.ledger.hold
+        retry_until = time.monotonic() + HOLD_RETRY_S  # billing's transient failures, before any byte is sent
+        hold = gateway.tasks.spawn(with_retries(lambda: place(self.grant, amount_micros, self.request_id), retry_until))
+        try:
+            return await asyncio.shield(hold)
+        except asyncio.CancelledError:
+            hold.add_done_callback(self._abandoned_hold)
+            raise
+        except BaseException:
+            gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            raise
+
+    def _abandoned_hold(self, hold: asyncio.Task[Any]) -> None:
+        if hold.cancelled() or hold.exception() is not None:
+            self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            return
+        self.hold_id = hold.result()
+        self.release(499, "client_disconnected")
+
     async def guard(self, upstream: Awaitable[Any]) -> Any:
         """Await the upstream call; on any failure release the hold, then re-raise."""
         try:
@@ -319,14 +345,15 @@ class MeteredCall:
             self.release(499, "client_disconnected")
             raise
 
-    async def finish_json(self, reply: Any, count_output: Callable[[str, dict[str, Any]], int]) -> None:
-        """Settle a JSON answer from its usage, or a local count where it has none."""
+    def finish_json(self, reply: Any, count_output: Callable[[str, dict[str, Any]], int]) -> None:
+        """Settle a JSON answer from its usage, or a local count where it has none. The
+        settle runs in the background: the answer does not wait for billing."""
         usage = reply.get("usage") if isinstance(reply, dict) else None
         tokens = usage_tokens(usage)
         if tokens is None:
             output = count_output(self.route.model, reply) if isinstance(reply, dict) else 0
             tokens = (self.prompt, output, True)
-        await asyncio.shield(self.settle(*tokens, outcome="ok"))
+        self.settle(*tokens, outcome="ok")
 
     def settle(self, input_tokens: int, output_tokens: int, estimated: bool, outcome: str) -> asyncio.Task[Any]:
         """Charge for the tokens (once; later calls return the first task)."""
@@ -355,17 +382,23 @@ class MeteredCall:
             tokens_estimated=estimated,
         )
 
+    def _until(self) -> float:
+        """Retrying a settle or release makes no sense once billing has expired the hold."""
+        return self._started + self.gateway.limits.hold_ttl_s
+
     async def _settle(self, usage: CallUsage) -> None:
         charged = 0
         try:
-            charged = await with_retries(lambda: self.gateway.ledger.settle(self.hold_id, usage, self.request_id))
+            settle = self.gateway.ledger.settle
+            charged = await with_retries(lambda: settle(self.hold_id, usage, self.request_id), self._until())
         except DomainError as error:
-            log.warning("settle of request %s failed: %s", self.request_id, error.message)
+            log.error("settle of request %s failed: %s", self.request_id, error.message)
         self._after(usage, 200, charged)
 
     async def _release(self, usage: CallUsage, status_code: int) -> None:
         try:
-            await with_retries(lambda: self.gateway.ledger.release(self.hold_id, usage, self.request_id))
+            release = self.gateway.ledger.release
+            await with_retries(lambda: release(self.hold_id, usage, self.request_id), self._until())
         except DomainError as error:
             log.warning("release of request %s failed: %s", self.request_id, error.message)
         self._after(usage, status_code, 0)
@@ -429,9 +462,7 @@ class StreamRelay:
                 outcome = "upstream_error"
                 failure = BadGateway("the upstream provider failed mid-stream", reason="upstream_error")
                 yield error_event(failure.openai_body())
-            task = self.finish(outcome)
-            if task is not None:
-                await asyncio.shield(task)
+            self.finish(outcome)  # settled in the background: the stream's end does not wait
         finally:
             self.response.close()
             self.finish(outcome)
@@ -451,16 +482,19 @@ class StreamRelay:
         return self.call.settle(*tokens, outcome=outcome)
 
 
-async def with_retries(action: Callable[[], Awaitable[Any]], attempts: int = 4, delay_s: float = 0.2) -> Any:
-    """Retry an idempotent ledger call while billing is unavailable."""
-    for attempt in range(attempts):
+async def with_retries(
+    action: Callable[[], Awaitable[Any]], until: float, delay_s: float = 0.1, max_delay_s: float = 5.0
+) -> Any:
+    """Retry an idempotent ledger call while billing is unavailable or slow, until it
+    answers or the monotonic deadline `until` (the hold's expiry) has passed."""
+    while True:
         try:
             return await action()
-        except Unavailable:
-            if attempt == attempts - 1:
+        except (Unavailable, DeadlineExceeded):
+            if time.monotonic() + delay_s >= until:
                 raise
-            await asyncio.sleep(delay_s * (2**attempt))
-    raise Internal("unreachable")
+            await asyncio.sleep(delay_s)
+            delay_s = min(delay_s * 2, max_delay_s)
 
 
 async def read_json(response: aiohttp.ClientResponse) -> tuple[bytes, Any]:

@@ -25,8 +25,10 @@ SSE = "text/event-stream"
 
 
 def api_key(context: grpc.aio.ServicerContext) -> str:
-    metadata = {key: value for key, value in (context.invocation_metadata() or ()) if key == "authorization"}
-    return bearer(metadata)  # type: ignore[arg-type]
+    for key, value in context.invocation_metadata() or ():
+        if key == "authorization":
+            return bearer({key: value})
+    return ""
 
 
 class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):

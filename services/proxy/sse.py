@@ -1,10 +1,12 @@
 """Server-sent events from an upstream chat stream: split, inspect, filter, without copying.
 
-The proxy forwards upstream events as they arrive and only looks inside the few that
-matter: the usage chunk (asked for with `stream_options.include_usage`, hidden from a
-client that did not ask for it) and `[DONE]`. Everything else passes as raw bytes. The
-events are kept in memory for the length of the call only, so that a stream that ends
-without usage (cut, client gone, provider that reports none) can be counted locally.
+The proxy forwards upstream events as they arrive (whole events, several per read when
+they come together; CRLF line ends become LF, so `\r\n\r\n` separates events too) and
+only looks inside the few that matter: the usage chunk (asked for with
+`stream_options.include_usage`, hidden from a client that did not ask for it) and
+`[DONE]`. Everything else passes as raw bytes. The events are kept in memory for the
+length of the call only, so that a stream that ends without usage (cut, client gone,
+provider that reports none) can be counted locally.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ class StreamState:
     def feed(self, data: bytes) -> bytes:
         """Take raw upstream bytes; return the complete events to forward to the client."""
         buffer = self._pending + data if self._pending else data
+        if b"\r" in buffer:  # CRLF line ends (allowed by SSE) are forwarded as LF
+            buffer = buffer.replace(b"\r\n", b"\n")
         end = buffer.rfind(b"\n\n")
         if end < 0:
             self._pending = buffer

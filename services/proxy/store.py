@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from dataclasses import asdict
 from datetime import UTC, datetime, timedelta
 
 from sqlalchemy import BigInteger, delete, insert, select
@@ -75,7 +74,7 @@ class RequestLogWriter:
         if len(self._buffer) >= self._max:
             self.dropped += 1
             return
-        self._buffer.append(asdict(entry))
+        self._buffer.append(dict(entry.__dict__))  # a flat copy (asdict deep-copies)
         if len(self._buffer) >= self._batch:
             self._wake.set()
 

@@ -113,24 +113,33 @@ def _exporters() -> list[SpanExporter]:
 
 
 _configured = False
+_exporting = False
 
 
 def setup_telemetry(service: str, extra_processors: Sequence[SpanProcessor] = ()) -> TracerProvider:
     """Install the tracer provider and instrumentation once per process."""
-    global _configured
+    global _configured, _exporting
     provider = trace.get_tracer_provider()
     if _configured and isinstance(provider, TracerProvider):
         return provider
     os.environ.setdefault("OTEL_SERVICE_NAME", f"gatemesh-{service}")
     provider = TracerProvider(resource=Resource.create({"service.namespace": "gatemesh"}))
-    for exporter in _exporters():
+    exporters = _exporters()
+    for exporter in exporters:
         provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(exporter)))
     for processor in extra_processors:
         provider.add_span_processor(RedactingSpanProcessor(processor))
     trace.set_tracer_provider(provider)
     _instrument_libraries()
     _configured = True
+    _exporting = bool(exporters or extra_processors)
     return provider
+
+
+def traces_exported() -> bool:
+    """Whether `setup_telemetry` installed an exporter or processor: when not, spans go
+    nowhere, and a hot path may skip instrumentation it controls (e.g. client interceptors)."""
+    return _exporting
 
 
 def _instrument_libraries() -> None:

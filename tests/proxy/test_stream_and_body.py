@@ -105,3 +105,12 @@ def test_output_text_counts_events_that_arrived_in_one_read() -> None:
     state = StreamState(client_wants_usage=False)
     state.feed(CONTENT + CONTENT + CONTENT)
     assert state.output_text() == " hi hi hi"
+
+
+def test_crlf_separated_events_are_split_inspected_and_forwarded() -> None:
+    state = StreamState(client_wants_usage=False)
+    stream = (CONTENT + CONTENT + USAGE + DONE).replace(b"\n", b"\r\n")
+    out = b"".join(state.feed(stream[i : i + 5]) for i in range(0, len(stream), 5))  # splits every CRLF once
+    assert out == CONTENT + CONTENT + DONE
+    assert state.usage == {"prompt_tokens": 5, "completion_tokens": 1}
+    assert state.done and state.output_text() == " hi hi"
