@@ -258,8 +258,6 @@ class Billing:
             first = await store.claim_key(conn, "hold", idempotency_key, params)
             if first is not None:
                 return HoldResult(**first)
-            if key_id:
-                await self._reserve_key_spend(conn, key_id, amount, key_cap)
             hold_id, now = new_id(), self.clock()
             expires = now + timedelta(seconds=ttl_s or self.hold_ttl_s)
             legs = [(store.wallet(account_id), -amount), (store.holds_account(account_id), amount)]
@@ -267,6 +265,8 @@ class Billing:
                 after = await store.post_transfer(conn, new_id(), "hold", account_id, legs, hold_id, amount, now)
             except store.Overdraft:
                 raise insufficient_credit() from None
+            if key_id:  # after the ledger rows: every path locks ledger rows, then the key's row
+                await self._reserve_key_spend(conn, key_id, amount, key_cap)
             await conn.execute(
                 store.hot(conn).hold,
                 {"id": hold_id, "account_id": account_id, "key_id": key_id, "amount": amount, "status": "open",
@@ -331,7 +331,7 @@ class Billing:
         account = hold.account_id
         from_hold = min(cost, hold.amount)
         extra = cost - from_hold
-        taken = min(extra, await store.balance_of(conn, store.wallet(account), for_update=True)) if extra else 0
+        taken = min(extra, await self._available_locked(conn, account)) if extra else 0
         released = hold.amount - from_hold
         legs = [
             (store.holds_account(account), -hold.amount),
@@ -348,6 +348,12 @@ class Billing:
         result = SettleResult(from_hold + taken, released, extra - taken, usage_id, balance)
         await store.finish_key(conn, "settle", item.idempotency_key, asdict(result))
         return result
+
+    async def _available_locked(self, conn: AsyncConnection, account: str) -> int:
+        """The wallet balance, with the account's ledger rows locked in id order (as every
+        transfer locks them), so that this lock cannot deadlock against a concurrent hold."""
+        locked = await store.lock_balances(conn, [store.holds_account(account), store.wallet(account)])
+        return locked.get(store.wallet(account), 0)
 
     async def _take_open_hold(self, conn: AsyncConnection, hold_id: str, status: str) -> Any:
         """Resolve an open hold in one statement (the UPDATE takes the row lock, and a concurrent

@@ -43,3 +43,25 @@ async def test_same_idempotency_key_concurrently_applies_once(billing: Billing) 
     results = await asyncio.gather(*(billing.grant("dup", 7, "x", "same-key") for _ in range(20)))
     assert len({r.transfer_id for r in results}) == 1
     assert (await billing.balance("dup")).balance_micros == 7
+
+
+async def test_mixed_concurrent_holds_and_settles_above_the_hold_neither_deadlock_nor_overdraw(
+    billing: Billing,
+) -> None:
+    """Holds, settles that charge above their hold, and releases race on one account and one
+    API key: every path takes its row locks in one order, so none deadlocks."""
+    await billing.grant("mixed", 200_000, "fund", "fund")
+
+    async def call(i: int) -> None:
+        hold = await billing.hold("mixed", 1000, 0, f"mh{i}", key_id="mixed-key", key_cap=10**9)
+        if i % 3:
+            await billing.settle(SettleIn(hold.hold_id, 1000 + i % 7 * 500, UsageIn("gpt-4o-mini"), f"ms{i}"))
+        else:
+            await billing.release(hold.hold_id, f"mr{i}")
+
+    results = await asyncio.gather(*(call(i) for i in range(300)), return_exceptions=True)
+    unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, FailedPrecondition)]
+    assert unexpected == []
+    balance = await billing.balance("mixed")
+    assert balance.held_micros == 0 and balance.balance_micros >= 0
+    await assert_invariants(billing.engine)
