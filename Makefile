@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up test lint gen gen-check proto-check bench clean
+.PHONY: install up test lint gen proto-check docs bench clean
 
 $(BIN)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,11 +35,13 @@ lint: install
 gen: $(BIN)/.installed
 	$(BIN)/python scripts/gen_protos.py
 
+## Regenerate docs/configuration.md from the settings classes.
+docs: $(BIN)/.installed
+	$(BIN)/python scripts/config_reference.py
+
 proto-check: install
 	bash scripts/proto_check.sh
 
-bench: install
-	$(BIN)/python -m bench
 
 clean:
 	rm -rf $(VENV) node_modules .gatemesh
