@@ -105,7 +105,9 @@ def start(stack: ExitStack, tmp: Path) -> tuple[Any, dict[str, list[int]]]:
             "OTEL_TRACES_EXPORTER": "none",
         }
     )
-    mesh = start_mesh(stack, tmp, databases, lambda _mode: f"http://127.0.0.1:{port}/v1", log_level="WARNING")
+    url = f"http://127.0.0.1:{port}/v1"
+    production = {"GATEMESH_PROXY_LOG_FLUSH_S": "1"}  # the tests flush every 0.1 s; production every 1 s
+    mesh = start_mesh(stack, tmp, databases, lambda _mode: url, log_level="WARNING", proxy_env=production)
     pids = {name: [pid] for name, pid in mesh.pids.items()}
     pids["upstream"] = [upstream.pid]
     pids["postgres"] = pids_named("postgres")

@@ -16,7 +16,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from datetime import UTC
 from typing import Any
 
 import grpc
@@ -294,8 +293,8 @@ def hold_error(error: DomainError) -> DomainError:
 
 
 def usage_proto(usage: CallUsage) -> billing_pb2.Usage:
-    started = timestamp_pb2.Timestamp()
-    started.FromDatetime(usage.started_at.astimezone(UTC).replace(tzinfo=None))
+    seconds, micros = divmod(round(usage.started_at.timestamp() * 1_000_000), 1_000_000)
+    started = timestamp_pb2.Timestamp(seconds=seconds, nanos=micros * 1000)
     return billing_pb2.Usage(
         key_id=usage.key_id,
         model=usage.model,
