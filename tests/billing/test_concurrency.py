@@ -59,9 +59,9 @@ async def test_mixed_concurrent_holds_and_settles_above_the_hold_neither_deadloc
         else:
             await billing.release(hold.hold_id, f"mr{i}")
 
-    results = await asyncio.gather(*(call(i) for i in range(300)), return_exceptions=True)
+    results = await asyncio.gather(*(call(i) for i in range(150)), return_exceptions=True)
     unexpected = [r for r in results if isinstance(r, BaseException) and not isinstance(r, FailedPrecondition)]
-    assert unexpected == []
+    assert unexpected == [], [repr(r)[:300] for r in unexpected[:3]]
     balance = await billing.balance("mixed")
     assert balance.held_micros == 0 and balance.balance_micros >= 0
     await assert_invariants(billing.engine)
