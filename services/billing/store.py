@@ -325,6 +325,7 @@ def _hot(dialect: str) -> SimpleNamespace:
     reserve = module.insert(spend)
     return SimpleNamespace(
         claim=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]),
+        claim_many=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]).returning(keys.c.key),
         stored=select(keys.c.params_hash, keys.c.result).where(
             keys.c.scope == bindparam("scope"), keys.c.key == bindparam("key")
         ),
@@ -491,8 +492,7 @@ async def claim_keys(
         for k, p in params.items()
     ]
     table = Idempotency.__table__  # type: ignore[attr-defined]
-    stmt = insert_ignore(conn, Idempotency, ["scope", "key"]).values(rows).returning(table.c.key)
-    fresh = set((await conn.execute(stmt)).scalars())
+    fresh = set((await conn.execute(hot(conn).claim_many, rows)).scalars())  # executemany, compiled once
     taken = [k for k in params if k not in fresh]
     stored: dict[str, tuple[str, str]] = {}
     if taken:
