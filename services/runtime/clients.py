@@ -16,6 +16,7 @@ from opentelemetry.instrumentation.grpc import aio_client_interceptors
 
 from .access import SERVICE_TOKEN_HEADER
 from .settings import GatemeshSettings
+from .telemetry import traces_exported
 
 
 class _MetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
@@ -68,7 +69,8 @@ def service_channel(target: str, settings: GatemeshSettings, credential: str | N
         metadata = [(SERVICE_TOKEN_HEADER, settings.secret("service_token"))]
     else:
         metadata = [("authorization", f"Bearer {credential}")]
-    interceptors = [*aio_client_interceptors(), _MetadataInterceptor(metadata)]
+    tracing = aio_client_interceptors() if traces_exported() else []
+    interceptors = [*tracing, _MetadataInterceptor(metadata)]
     creds = client_credentials(settings)
     if creds is None:
         return grpc.aio.insecure_channel(target, options=channel_options(settings), interceptors=interceptors)

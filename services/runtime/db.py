@@ -19,17 +19,21 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .telemetry import traces_exported
+
 
 def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncEngine:
-    """A pooled async engine, traced by OpenTelemetry (statements only, never parameters)."""
+    """A pooled async engine, traced by OpenTelemetry when spans are exported (statements only,
+    never parameters)."""
     if url.startswith("sqlite"):
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
         engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
-    from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
+    if traces_exported():
+        from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
-    SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
+        SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
     return engine
 
 

@@ -24,6 +24,7 @@ from .access import AccessPolicy, Authenticator
 from .clients import channel_options
 from .interceptors import ServerInterceptor
 from .settings import GatemeshSettings
+from .telemetry import traces_exported
 
 log = logging.getLogger("gatemesh.server")
 
@@ -41,6 +42,21 @@ class ServiceSpec:
     authenticator: Authenticator | None = None
     cleanups: list[Cleanup] = field(default_factory=list)
     background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+
+
+class TracingInterceptor(grpc.aio.ServerInterceptor):
+    """OpenTelemetry's server interceptor, consulted only while spans are exported.
+
+    Deciding per call (one flag check) rather than at build time lets a process start
+    exporting later (tests add an in-memory exporter after the server is up)."""
+
+    def __init__(self) -> None:
+        self._otel = aio_server_interceptor()
+
+    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+        if traces_exported():
+            return await self._otel.intercept_service(continuation, details)
+        return await continuation(details)
 
 
 def server_credentials(settings: GatemeshSettings) -> grpc.ServerCredentials | None:
@@ -63,7 +79,7 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
         mtls=bool(settings.tls_ca_file),
     )
     server = grpc.aio.server(
-        interceptors=[aio_server_interceptor(), ServerInterceptor(policy)],
+        interceptors=[TracingInterceptor(), ServerInterceptor(policy)],
         options=channel_options(settings),
     )
     spec.register(server)

@@ -112,40 +112,45 @@ def _exporters() -> list[SpanExporter]:
     return exporters
 
 
-_configured = False
 _exporting = False
 
 
 def setup_telemetry(service: str, extra_processors: Sequence[SpanProcessor] = ()) -> TracerProvider:
-    """Install the tracer provider and instrumentation once per process."""
-    global _configured, _exporting
+    """Install the tracer provider once per process; add `extra_processors` (tests) to it.
+
+    Instrumentation (gRPC, SQLAlchemy, Redis) is switched on only once something exports
+    spans: with `OTEL_TRACES_EXPORTER=none` it would cost CPU on every call for spans that
+    go nowhere. Logs still carry trace ids whenever a span is active.
+    """
+    global _exporting
     provider = trace.get_tracer_provider()
-    if _configured and isinstance(provider, TracerProvider):
-        return provider
-    os.environ.setdefault("OTEL_SERVICE_NAME", f"gatemesh-{service}")
-    provider = TracerProvider(resource=Resource.create({"service.namespace": "gatemesh"}))
-    exporters = _exporters()
-    for exporter in exporters:
-        provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(exporter)))
+    if not isinstance(provider, TracerProvider):
+        os.environ.setdefault("OTEL_SERVICE_NAME", f"gatemesh-{service}")
+        provider = TracerProvider(resource=Resource.create({"service.namespace": "gatemesh"}))
+        for exporter in _exporters():
+            provider.add_span_processor(RedactingSpanProcessor(BatchSpanProcessor(exporter)))
+            _exporting = True
+        trace.set_tracer_provider(provider)
     for processor in extra_processors:
         provider.add_span_processor(RedactingSpanProcessor(processor))
-    trace.set_tracer_provider(provider)
-    _instrument_libraries()
-    _configured = True
-    _exporting = bool(exporters or extra_processors)
+        _exporting = True
+    if _exporting:
+        _instrument_libraries()
     return provider
 
 
 def traces_exported() -> bool:
-    """Whether `setup_telemetry` installed an exporter or processor: when not, spans go
-    nowhere, and a hot path may skip instrumentation it controls (e.g. client interceptors)."""
+    """Whether spans go anywhere: when not, hot paths skip instrumentation (interceptors,
+    statement tracing) that would only cost CPU."""
     return _exporting
 
 
 def _instrument_libraries() -> None:
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    RedisInstrumentor().instrument()
+    instrumentor = RedisInstrumentor()
+    if not instrumentor.is_instrumented_by_opentelemetry:
+        instrumentor.instrument()
 
 
 class ScrubFilter(logging.Filter):

@@ -19,7 +19,7 @@ from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import participant_pb2
 from services.auth.settings import AuthSettings
 from services.runtime.clients import service_channel
-from services.runtime.telemetry import RedactingSpanProcessor, setup_telemetry
+from services.runtime.telemetry import setup_telemetry
 from tests.auth.conftest import ADMIN_TOKEN, PASSWORD, POLICY, SERVICE, SERVICE_TOKEN, user
 
 
@@ -204,8 +204,7 @@ async def test_data_map_export_rectify_erase_p8_1_p8_2_p8_3(auth) -> None:
 
 async def test_one_trace_holds_client_and_server_spans_without_secrets(auth, tmp_path) -> None:
     exporter = InMemorySpanExporter()
-    provider = setup_telemetry("auth-test")
-    provider.add_span_processor(RedactingSpanProcessor(SimpleSpanProcessor(exporter)))
+    setup_telemetry("auth-test", extra_processors=[SimpleSpanProcessor(exporter)])
     settings = AuthSettings(
         data_dir=tmp_path, service_token=SERVICE_TOKEN, admin_token=ADMIN_TOKEN, key_hmac_secret="x"
     )
