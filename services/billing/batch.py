@@ -14,7 +14,6 @@ input, reused key) are reported per item and change nothing; their keys are give
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from typing import Any
 
 from sqlalchemy import bindparam, update
@@ -62,7 +61,7 @@ class BatchSettler:
             await writer.write(conn)
             failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
             await store.unclaim_keys(conn, "settle", failed)
-            done = {items[i].idempotency_key: asdict(results[i]) for i in work if isinstance(results[i], SettleResult)}
+            done = {items[i].idempotency_key: vars(results[i]) for i in work if isinstance(results[i], SettleResult)}
             await store.finish_keys(conn, "settle", done)
         for i, item in enumerate(items):  # repeats of a key within the batch
             first = firsts.get(item.idempotency_key)

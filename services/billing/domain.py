@@ -83,7 +83,7 @@ class UsageIn:
         v.check(len(self.status) <= 32, f"{prefix}.status", "at most 32 characters")
 
     def params(self) -> dict[str, Any]:
-        return asdict(self)
+        return dict(vars(self))  # flat: cheaper than asdict's deep copy
 
 
 @dataclass
@@ -275,7 +275,7 @@ class Billing:
             result = HoldResult(
                 hold_id, amount, expires.replace(tzinfo=UTC).isoformat(), after[store.wallet(account_id)]
             )
-            await store.finish_key(conn, "hold", idempotency_key, asdict(result))
+            await store.finish_key(conn, "hold", idempotency_key, vars(result))
             return result
 
     async def _reserve_key_spend(self, conn: AsyncConnection, key_id: str, amount: int, cap: int) -> None:
@@ -346,7 +346,7 @@ class Billing:
         if balance is None:
             balance = await store.balance_of(conn, store.wallet(account))
         result = SettleResult(from_hold + taken, released, extra - taken, usage_id, balance)
-        await store.finish_key(conn, "settle", item.idempotency_key, asdict(result))
+        await store.finish_key(conn, "settle", item.idempotency_key, vars(result))
         return result
 
     async def _available_locked(self, conn: AsyncConnection, account: str) -> int:
@@ -399,7 +399,7 @@ class Billing:
                 return ReleaseResult(**first)
             hold = await self._take_open_hold(conn, hold_id, "released")
             result = await self._release(conn, hold, None, usage)
-            await store.finish_key(conn, "release", idempotency_key, asdict(result))
+            await store.finish_key(conn, "release", idempotency_key, vars(result))
             return result
 
     async def _release(
@@ -443,7 +443,7 @@ class Billing:
             if first is not None:
                 return TransferResult(**first)
             result = await self.credit(conn, account_id, amount, "grant", "grants", reason)
-            await store.finish_key(conn, "grant", idempotency_key, asdict(result))
+            await store.finish_key(conn, "grant", idempotency_key, vars(result))
             return result
 
     async def credit(
@@ -478,7 +478,7 @@ class Billing:
             if first is not None:
                 return TransferResult(**first)
             result = await self.refund_in(conn, transfer_id, amount)
-            await store.finish_key(conn, "refund", idempotency_key, asdict(result))
+            await store.finish_key(conn, "refund", idempotency_key, vars(result))
             return result
 
     async def refund_in(self, conn: AsyncConnection, transfer_id: str, amount: int) -> TransferResult:
@@ -582,7 +582,7 @@ class Billing:
             if taken.rowcount != 1:
                 raise FailedPrecondition("the code has already been redeemed", reason="code_redeemed")
             result = await self.credit(conn, account_id, row.amount, "redeem", "promo", digest[:16])
-            await store.finish_key(conn, "redeem", f"{account_id}:{idempotency_key}", asdict(result))
+            await store.finish_key(conn, "redeem", f"{account_id}:{idempotency_key}", vars(result))
             return result
 
     # --- reading -----------------------------------------------------------------------------
