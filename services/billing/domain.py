@@ -261,17 +261,17 @@ class Billing:
             hold_id, now = new_id(), self.clock()
             expires = now + timedelta(seconds=ttl_s or self.hold_ttl_s)
             legs = [(store.wallet(account_id), -amount), (store.holds_account(account_id), amount)]
+            await conn.execute(
+                store.hot(conn).hold,
+                {"id": hold_id, "account_id": account_id, "key_id": key_id, "amount": amount, "status": "open",
+                 "created_at": now, "expires_at": expires},
+            )  # fmt: skip
             try:
                 after = await store.post_transfer(conn, new_id(), "hold", account_id, legs, hold_id, amount, now)
             except store.Overdraft:
                 raise insufficient_credit() from None
             if key_id:  # after the ledger rows: every path locks ledger rows, then the key's row
                 await self._reserve_key_spend(conn, key_id, amount, key_cap)
-            await conn.execute(
-                store.hot(conn).hold,
-                {"id": hold_id, "account_id": account_id, "key_id": key_id, "amount": amount, "status": "open",
-                 "created_at": now, "expires_at": expires},
-            )  # fmt: skip
             result = HoldResult(
                 hold_id, amount, expires.replace(tzinfo=UTC).isoformat(), after[store.wallet(account_id)]
             )
@@ -339,8 +339,8 @@ class Billing:
             (store.system("revenue"), from_hold + taken),
         ]
         now = self.clock()
-        after = await store.post_transfer(conn, new_id(), "usage", account, legs, item.hold_id, from_hold + taken, now)
         usage_id = await self._record_usage(conn, account, item.usage, from_hold + taken, extra - taken, now)
+        after = await store.post_transfer(conn, new_id(), "usage", account, legs, item.hold_id, from_hold + taken, now)
         await self._resolve_key_spend(conn, hold.key_id, hold.amount, from_hold + taken)
         balance = after.get(store.wallet(account))
         if balance is None:
@@ -408,9 +408,9 @@ class Billing:
         """Return a hold's amount to the wallet; `status` closes the hold (None: already closed)."""
         account, now = hold.account_id, self.clock()
         legs = [(store.holds_account(account), -hold.amount), (store.wallet(account), hold.amount)]
-        after = await store.post_transfer(conn, new_id(), "release", account, legs, hold.id, hold.amount, now)
         if usage is not None:
             await self._record_usage(conn, account, usage, 0, 0, now)
+        after = await store.post_transfer(conn, new_id(), "release", account, legs, hold.id, hold.amount, now)
         if status is not None:
             await self._close_hold(conn, hold, status)
         await self._resolve_key_spend(conn, hold.key_id, hold.amount, 0)

@@ -410,11 +410,6 @@ async def post_transfer(
     if sum(amount for _, amount in legs) != 0:
         raise ValueError("a transfer's entries must sum to zero")
     now = now or utcnow()
-    balances: dict[str, int] = {}
-    for ledger_account, delta in sorted(legs):
-        if ledger_account.startswith(SYSTEM_PREFIX) or delta == 0:
-            continue
-        balances[ledger_account] = await _apply(conn, ledger_account, account_id, delta)
     total = amount if amount is not None else sum(a for _, a in legs if a > 0)
     row = {"id": transfer_id, "kind": kind, "account_id": account_id, "reference": reference, "amount": total}
     await conn.execute(hot(conn).transfer, {**row, "created_at": now})
@@ -424,6 +419,13 @@ async def post_transfer(
         if delta != 0
     ]
     await conn.execute(hot(conn).entries, entries)
+    # The balances last: their row locks (contended on a busy account) are then held only
+    # until the commit, not while the rows above are written.
+    balances: dict[str, int] = {}
+    for ledger_account, delta in sorted(legs):
+        if ledger_account.startswith(SYSTEM_PREFIX) or delta == 0:
+            continue
+        balances[ledger_account] = await _apply(conn, ledger_account, account_id, delta)
     return balances
 
 
