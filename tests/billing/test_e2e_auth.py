@@ -34,6 +34,7 @@ async def env(pg_database, tmp_path: Path) -> dict[str, str]:
         "GATEMESH_KEY_HMAC_SECRET": "e2e-secret",
         "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "8192",
         "GATEMESH_AUTH_ARGON2_TIME_COST": "1",
+        "GATEMESH_BILLING_STATS_MIN_ACCOUNTS": "1",
         "GATEMESH_PRICES": '{"gpt-4o-mini": {"input_per_mtok_usd": 0.15, "output_per_mtok_usd": 0.6}}',
     }
 
@@ -85,3 +86,37 @@ async def test_operator_grants_by_email_and_the_user_sees_and_spends_it(mesh: di
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await billing.GetBalance(billing_pb2.GetBalanceRequest(), metadata=(("authorization", "Bearer nope"),))
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_aggregate_stats_honour_an_opt_out_made_at_auth_at_once_P7_3(mesh: dict[str, str]) -> None:
+    """P7.3 across services: the opt-out is set at auth; billing's aggregate statistics leave
+    the account out on the very next call."""
+    code, _, err = await gatemesh(mesh, "accounts", "create", "--email", "zoe@example.com", "--password", PASSWORD)
+    assert code == 0, err
+    service = (("x-gatemesh-service-token", mesh["GATEMESH_SERVICE_TOKEN"]),)
+    admin = (("authorization", f"Bearer {mesh['GATEMESH_ADMIN_TOKEN']}"),)
+    async with (
+        grpc.aio.insecure_channel(mesh["GATEMESH_AUTH_ADDR"]) as auth_channel,
+        grpc.aio.insecure_channel(mesh["GATEMESH_BILLING_ADDR"]) as billing_channel,
+    ):
+        auth = auth_pb2_grpc.AuthServiceStub(auth_channel)
+        session = await auth.SignIn(auth_pb2.SignInRequest(email="zoe@example.com", password=PASSWORD))
+        account = session.account.account_id
+        billing = billing_pb2_grpc.BillingServiceStub(billing_channel)
+        grant = billing_pb2.GrantCreditsRequest(account_id=account, amount_micros=10**6, idempotency_key="g")
+        await billing.GrantCredits(grant, metadata=admin)
+        hold = await billing.Hold(
+            billing_pb2.HoldRequest(account_id=account, amount_micros=1000, idempotency_key="h"), metadata=service
+        )
+        usage = billing_pb2.Usage(model="gpt-4o-mini", input_tokens=100, output_tokens=100)
+        await billing.Settle(
+            billing_pb2.SettleRequest(hold_id=hold.hold_id, usage=usage, idempotency_key="s"), metadata=service
+        )
+        stats = await billing.GetAggregateStats(billing_pb2.GetAggregateStatsRequest(), metadata=admin)
+        assert [(d.model, d.requests) for d in stats.days] == [("gpt-4o-mini", 1)]
+        user = (("authorization", f"Bearer {session.session_token}"),)
+        await auth.SetAnalyticsOptOut(auth_pb2.SetAnalyticsOptOutRequest(opt_out=True), metadata=user)
+        stats = await billing.GetAggregateStats(billing_pb2.GetAggregateStatsRequest(), metadata=admin)
+        assert list(stats.days) == []
+        own = await billing.GetUsageStats(billing_pb2.GetUsageStatsRequest(), metadata=user)
+        assert [d.requests for d in own.days] == [1]  # the account's own dashboard still shows it
