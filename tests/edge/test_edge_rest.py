@@ -191,6 +191,7 @@ def test_openapi_document_is_served_and_matches_the_generator(edge: Edge) -> Non
 
 
 def test_tls_at_the_edge(edge: Edge) -> None:
+    """P6.1: with a certificate configured, the edge speaks HTTPS."""
     cert, key = self_signed(edge.tmp)
     port = free_port()
     env = {
