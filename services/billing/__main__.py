@@ -25,7 +25,7 @@ from services.runtime.server import ServiceSpec, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
 from .cards import CardTopups
-from .chain import ChainDeposits, Token
+from .chain import ChainDeposits, Token, address_deriver
 from .domain import Billing
 from .participant import BillingParticipant
 from .prices import PriceTable
@@ -79,7 +79,8 @@ def build_cards(settings: BillingSettings, billing: Billing) -> CardTopups | Non
 
 
 def build_chain(settings: BillingSettings, billing: Billing) -> ChainDeposits | None:
-    if settings.billing_deposit_mnemonic is None:
+    deriver = address_deriver(settings.secret("billing_deposit_mnemonic"), settings.billing_deposit_xpub)
+    if deriver is None:
         return None
     w3 = None
     if settings.billing_chain_rpc_url:
@@ -91,7 +92,7 @@ def build_chain(settings: BillingSettings, billing: Billing) -> ChainDeposits | 
         w3,
         settings.billing_chain_id,
         [Token.parse(t) for t in settings.billing_chain_tokens],
-        settings.secret("billing_deposit_mnemonic"),
+        deriver,
         confirmations=settings.billing_chain_confirmations,
         max_block_range=settings.billing_chain_max_block_range,
         start_block=settings.billing_chain_start_block,

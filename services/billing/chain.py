@@ -1,7 +1,8 @@
 """On-chain top-ups: deterministic deposit addresses and a watcher of ERC-20 `Transfer` logs.
 
-Addresses: account n-th to ask gets index n (a row id) and the address of BIP-44 path
-`m/44'/60'/0'/0/n` of the configured mnemonic; only the address is stored, never a key.
+Addresses: the n-th account to ask gets index n (a row id) and the address of BIP-44 path
+`m/44'/60'/0'/0/n`, derived from the configured account-level xpub (`m/44'/60'/0'`, public
+derivation: billing holds no key that can spend) or mnemonic; only the address is stored.
 
 The watcher (a background task of the service; tests drive `run_once` directly) talks to the
 chain through a synchronous `Web3` in a worker thread, so any provider works, including
@@ -22,12 +23,16 @@ Reorganizations deeper than `confirmations` after a credit are treated as final.
 from __future__ import annotations
 
 import asyncio
+import hashlib
+import hmac
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
+from py_ecc.secp256k1 import secp256k1
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from web3 import Web3
@@ -68,6 +73,74 @@ def derive_address(mnemonic: str, index: int) -> str:
     return Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}").address
 
 
+B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
+XPUB_VERSION = bytes.fromhex("0488b21e")
+
+
+def b58check_decode(text: str) -> bytes:
+    number = 0
+    for char in text:
+        if char not in B58:
+            raise ValueError("not base58")
+        number = number * 58 + B58.index(char)
+    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
+    raw = b"\0" * (len(text) - len(text.lstrip("1"))) + raw
+    body, checksum = raw[:-4], raw[-4:]
+    if hashlib.sha256(hashlib.sha256(body).digest()).digest()[:4] != checksum:
+        raise ValueError("bad checksum")
+    return body
+
+
+def _decompress(key: bytes) -> tuple[int, int]:
+    x = int.from_bytes(key[1:], "big")
+    y = pow((x * x * x + 7) % secp256k1.P, (secp256k1.P + 1) // 4, secp256k1.P)
+    if y % 2 != key[0] % 2:
+        y = secp256k1.P - y
+    return x, y
+
+
+def _compress(point: tuple[int, int]) -> bytes:
+    return bytes([2 + point[1] % 2]) + point[0].to_bytes(32, "big")
+
+
+def _child(point: tuple[int, int], chain: bytes, index: int) -> tuple[tuple[int, int], bytes]:
+    """BIP-32 CKDpub: the non-hardened child of a public key."""
+    digest = hmac.new(chain, _compress(point) + index.to_bytes(4, "big"), hashlib.sha512).digest()
+    tweak = int.from_bytes(digest[:32], "big")
+    if tweak >= secp256k1.N:
+        raise ValueError("invalid child; use the next index")
+    return secp256k1.add(secp256k1.multiply(secp256k1.G, tweak), point), digest[32:]
+
+
+def parse_xpub(xpub: str) -> tuple[tuple[int, int], bytes]:
+    """(public point, chain code) of a BIP-32 extended public key."""
+    body = b58check_decode(xpub.strip())
+    if len(body) != 78 or body[:4] != XPUB_VERSION or body[45] not in (2, 3):
+        raise ValueError("billing_deposit_xpub: not a BIP-32 xpub")
+    return _decompress(body[45:78]), body[13:45]
+
+
+def derive_address_from_xpub(xpub: str, index: int) -> str:
+    """The address at `<xpub>/0/index`: the xpub is the account node m/44'/60'/0', so the
+    addresses equal those of the mnemonic path m/44'/60'/0'/0/index; no private key needed."""
+    point, chain = parse_xpub(xpub)
+    external, chain = _child(point, chain, 0)
+    child, _ = _child(external, chain, index)
+    raw = child[0].to_bytes(32, "big") + child[1].to_bytes(32, "big")
+    return to_checksum_address(Web3.keccak(raw)[-20:])
+
+
+def address_deriver(mnemonic: str = "", xpub: str = "") -> Callable[[int], str] | None:
+    """Index -> address from the configured key material: an xpub (preferred: billing then
+    holds no secret able to spend deposits) or a mnemonic; None when neither is set."""
+    if xpub:
+        parse_xpub(xpub)  # fail at startup, not at the first deposit request
+        return lambda index: derive_address_from_xpub(xpub, index)
+    if mnemonic:
+        return lambda index: derive_address(mnemonic, index)
+    return None
+
+
 def _hex(value: Any) -> str:
     text = value.hex() if hasattr(value, "hex") else str(value)
     return text if text.startswith("0x") else "0x" + text
@@ -82,7 +155,7 @@ class ChainDeposits:
         w3: Web3 | None,
         chain_id: int,
         tokens: list[Token],
-        mnemonic: str,
+        deriver: Callable[[int], str] | None,
         confirmations: int = 12,
         max_block_range: int = 2_000,
         start_block: int = 0,
@@ -91,7 +164,7 @@ class ChainDeposits:
         self.w3 = w3
         self.chain_id = chain_id
         self.tokens = {t.contract.lower(): t for t in tokens}
-        self._mnemonic = mnemonic
+        self._derive = deriver
         self.confirmations = max(1, confirmations)
         self.max_block_range = max(1, max_block_range)
         self.start_block = start_block
@@ -105,7 +178,7 @@ class ChainDeposits:
         check_account(v, account_id)
         v.check(chain_id in (0, self.chain_id), "chain_id", f"deposits are accepted on chain {self.chain_id} only")
         v.raise_if_any()
-        if not self._mnemonic:
+        if self._derive is None:
             raise FailedPrecondition("on-chain top-ups are not configured")
         t = DepositAddress.__table__  # type: ignore[attr-defined]
         async with self.billing.engine.begin() as conn:
@@ -122,7 +195,7 @@ class ChainDeposits:
             index = inserted.scalar_one_or_none()
             if index is None:  # a concurrent request allocated it
                 return str((await conn.execute(mine)).scalar_one())
-            address = await asyncio.to_thread(derive_address, self._mnemonic, int(index))
+            address = await asyncio.to_thread(self._derive, int(index))
             await conn.execute(update(t).where(t.c.id == index).values(address=address))
             return address
 

@@ -41,6 +41,9 @@ class BillingSettings(GatemeshSettings):
     billing_deposit_mnemonic: SecretStr | None = Field(
         None, description="BIP-39 mnemonic deposit addresses are derived from (m/44'/60'/0'/0/i)."
     )
+    billing_deposit_xpub: str = Field(
+        "", description="Account-level xpub (m/44'/60'/0'); preferred over the mnemonic: no spending key."
+    )
     billing_chain_rpc_url: str = Field("", description="JSON-RPC URL of the chain; empty: no watcher.")
     billing_chain_id: int = Field(1, description="The chain deposits are accepted on.")
     billing_chain_tokens: list[dict[str, Any]] = Field(

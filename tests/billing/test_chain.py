@@ -3,6 +3,8 @@ compiled with vyper: confirmations, exactly-once crediting, a reorg, and restart
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from functools import cache
 from typing import Any
 
@@ -11,7 +13,7 @@ import vyper
 from sqlalchemy import select
 from web3 import EthereumTesterProvider, Web3
 
-from services.billing.chain import ChainDeposits, Token, derive_address
+from services.billing.chain import ChainDeposits, Token, address_deriver, derive_address, derive_address_from_xpub
 from services.billing.domain import Billing
 from services.billing.store import ChainDeposit
 from services.runtime.errors import InvalidArgument
@@ -76,7 +78,13 @@ def chain() -> Chain:
 def watcher(billing: Billing, chain: Chain, confirmations: int = 3) -> ChainDeposits:
     token = Token.parse({"symbol": "USDT", "contract": chain.token.address, "decimals": 6})
     return ChainDeposits(
-        billing, chain.w3, chain.w3.eth.chain_id, [token], MNEMONIC, confirmations=confirmations, max_block_range=2
+        billing,
+        chain.w3,
+        chain.w3.eth.chain_id,
+        [token],
+        address_deriver(mnemonic=MNEMONIC),
+        confirmations=confirmations,
+        max_block_range=2,
     )
 
 
@@ -150,3 +158,35 @@ def test_token_amounts_convert_to_micros_and_contracts_are_validated() -> None:
     assert dai.micros(10**18) == 1_000_000 and dai.micros(10**12 - 1) == 0  # dust below a micro rounds down
     with pytest.raises(ValueError):
         Token.parse({"symbol": "BAD", "contract": "0x1234", "decimals": 6})
+
+
+def account_xpub(mnemonic: str) -> str:
+    """The account-level xpub (m/44'/60'/0') of a mnemonic, serialized as wallets export it."""
+    from eth_account.hdaccount.deterministic import HardNode, derive_child_key
+    from eth_account.hdaccount.mnemonic import Mnemonic
+    from eth_keys import keys
+
+    seed = Mnemonic.to_seed(mnemonic)
+    node = hmac.new(b"Bitcoin seed", seed, hashlib.sha512).digest()
+    key, chain_code = node[:32], node[32:]
+    for index in (44, 60, 0):
+        key, chain_code = derive_child_key(key, chain_code, HardNode(index))
+    public = keys.PrivateKey(key).public_key.to_compressed_bytes()
+    body = bytes.fromhex("0488b21e") + bytes([3]) + b"\0" * 4 + (0x80000000).to_bytes(4, "big") + chain_code + public
+    raw = body + hashlib.sha256(hashlib.sha256(body).digest()).digest()[:4]
+    number, text = int.from_bytes(raw, "big"), ""
+    while number:
+        number, digit = divmod(number, 58)
+        text = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"[digit] + text
+    return text
+
+
+def test_xpub_derives_the_same_addresses_as_the_mnemonic_without_a_private_key() -> None:
+    xpub = account_xpub(MNEMONIC)
+    assert xpub.startswith("xpub")
+    for index in (0, 1, 7, 1000):
+        assert derive_address_from_xpub(xpub, index) == derive_address(MNEMONIC, index)
+    with pytest.raises(ValueError):
+        address_deriver(xpub=xpub[:-1] + ("1" if xpub[-1] != "1" else "2"))  # bad checksum
+    with pytest.raises(ValueError):
+        address_deriver(xpub="not-an-xpub!")
