@@ -15,6 +15,7 @@ import csv
 import hashlib
 import hmac
 import io
+import json
 import re
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,7 +26,16 @@ from typing import Any
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
-from services.runtime.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable, Violations
+from services.runtime.errors import (
+    Aborted,
+    AlreadyExists,
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+    Violations,
+)
 
 from . import store
 from .prices import PriceTable
@@ -37,6 +47,10 @@ MAX_MICROS = 10**15  # a billion USD: anything above is a mistake, not a payment
 CODE_ALPHABET = re.compile(r"^[A-Z2-7]{20}$")
 OptOuts = Callable[[], Awaitable[set[str]]]
 TOPUP_KINDS = frozenset({"grant", "topup_card", "topup_crypto", "redeem"})
+
+
+class _KeyTaken(Exception):
+    """The idempotency key was stored by an earlier request: replay its result."""
 
 
 def new_id() -> str:
@@ -254,10 +268,8 @@ class Billing:
         v.check(key_cap >= 0, "key_spend_cap_micros", "must not be negative")
         v.raise_if_any()
         params = {"account": account_id, "amount": amount, "ttl": ttl_s, "key_id": key_id, "cap": key_cap}
-        async with self.engine.begin() as conn:
-            first = await store.claim_key(conn, "hold", idempotency_key, params)
-            if first is not None:
-                return HoldResult(**first)
+
+        async def work(conn: AsyncConnection) -> HoldResult:
             hold_id, now = new_id(), self.clock()
             expires = now + timedelta(seconds=ttl_s or self.hold_ttl_s)
             legs = [(store.wallet(account_id), -amount), (store.holds_account(account_id), amount)]
@@ -272,11 +284,44 @@ class Billing:
                 raise insufficient_credit() from None
             if key_id:  # after the ledger rows: every path locks ledger rows, then the key's row
                 await self._reserve_key_spend(conn, key_id, amount, key_cap)
-            result = HoldResult(
-                hold_id, amount, expires.replace(tzinfo=UTC).isoformat(), after[store.wallet(account_id)]
-            )
-            await store.finish_key(conn, "hold", idempotency_key, vars(result))
-            return result
+            expires_iso = expires.replace(tzinfo=UTC).isoformat()
+            return HoldResult(hold_id, amount, expires_iso, after[store.wallet(account_id)])
+
+        return await self._once("hold", idempotency_key, params, work, lambda first: HoldResult(**first))
+
+    async def _once(
+        self,
+        scope: str,
+        key: str,
+        params: dict[str, Any],
+        work: Callable[[AsyncConnection], Awaitable[Any]],
+        load: Callable[[dict[str, Any]], Any],
+    ) -> Any:
+        """Run a mutation once per idempotency key, with the key stored in the same statement
+        as its result, after the work (one statement instead of claim + finish). A repeat
+        either fails in its work (the hold is settled, the credit is spent) or finds the key
+        taken when it stores it; both roll back and return the stored first result. A
+        concurrent repeat waits on the key's unique index until the first commits."""
+        try:
+            async with self.engine.begin() as conn:
+                result = await work(conn)
+                if not await store.record_key(conn, scope, key, params, vars(result)):
+                    raise _KeyTaken
+                return result
+        except (_KeyTaken, DomainError) as error:
+            async with self.engine.connect() as conn:
+                stored = await store.stored_key(conn, scope, key)
+            if stored is None or not stored.result:
+                if isinstance(error, _KeyTaken):
+                    raise Aborted("a concurrent request with this idempotency key is in progress; retry") from None
+                raise
+            if stored.params_hash != store.params_hash(params):
+                raise AlreadyExists(
+                    f"idempotency key already used for a different {scope} request",
+                    field_violations={"idempotency_key": "reuse a key only to retry the identical request"},
+                    reason="idempotency_key_reused",
+                ) from None
+            return load(json.loads(stored.result))
 
     async def _reserve_key_spend(self, conn: AsyncConnection, key_id: str, amount: int, cap: int) -> None:
         """Add to the key's held amount, in one upsert whose update applies only within the cap."""
@@ -312,8 +357,12 @@ class Billing:
 
     async def settle(self, item: SettleIn) -> SettleResult:
         self.validate_settle(item)
-        async with self.engine.begin() as conn:
+        params = {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
+
+        async def work(conn: AsyncConnection) -> SettleResult:
             return await self._settle(conn, item)
+
+        return await self._once("settle", item.idempotency_key, params, work, lambda first: SettleResult(**first))
 
     async def settle_batch(self, items: list[SettleIn]) -> list[SettleResult | Exception]:
         """Settle many holds in one transaction (see `batch`); one outcome per item."""
@@ -322,10 +371,6 @@ class Billing:
         return await BatchSettler(self).run(items)
 
     async def _settle(self, conn: AsyncConnection, item: SettleIn) -> SettleResult:
-        params = {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
-        first = await store.claim_key(conn, "settle", item.idempotency_key, params)
-        if first is not None:
-            return SettleResult(**first)
         hold = await self._take_open_hold(conn, item.hold_id, "settled")
         cost = item.actual_micros or self.price_usage(item.usage)
         account = hold.account_id
@@ -345,9 +390,7 @@ class Billing:
         balance = after.get(store.wallet(account))
         if balance is None:
             balance = await store.balance_of(conn, store.wallet(account))
-        result = SettleResult(from_hold + taken, released, extra - taken, usage_id, balance)
-        await store.finish_key(conn, "settle", item.idempotency_key, vars(result))
-        return result
+        return SettleResult(from_hold + taken, released, extra - taken, usage_id, balance)
 
     async def _available_locked(self, conn: AsyncConnection, account: str) -> int:
         """The wallet balance, with the account's ledger rows locked in id order (as every
@@ -393,14 +436,12 @@ class Billing:
             usage.validate(v)
         v.raise_if_any()
         params = {"hold": hold_id, "usage": usage.params() if usage else None}
-        async with self.engine.begin() as conn:
-            first = await store.claim_key(conn, "release", idempotency_key, params)
-            if first is not None:
-                return ReleaseResult(**first)
+
+        async def work(conn: AsyncConnection) -> ReleaseResult:
             hold = await self._take_open_hold(conn, hold_id, "released")
-            result = await self._release(conn, hold, None, usage)
-            await store.finish_key(conn, "release", idempotency_key, vars(result))
-            return result
+            return await self._release(conn, hold, None, usage)
+
+        return await self._once("release", idempotency_key, params, work, lambda first: ReleaseResult(**first))
 
     async def _release(
         self, conn: AsyncConnection, hold: Any, status: str | None, usage: UsageIn | None

@@ -387,6 +387,26 @@ async def claim_key(conn: AsyncConnection, scope: str, key: str, params: dict[st
     return json.loads(stored.result)
 
 
+async def record_key(
+    conn: AsyncConnection, scope: str, key: str, params: dict[str, Any], result: dict[str, Any]
+) -> bool:
+    """Store a key with its finished result in one statement (the hot paths' variant of
+    claim + finish); False when the key exists already (committed by an earlier request)."""
+    row = {
+        "scope": scope,
+        "key": key,
+        "params_hash": params_hash(params),
+        "result": json.dumps(result, default=str),
+        "created_at": utcnow(),
+    }
+    return (await conn.execute(hot(conn).claim, row)).rowcount == 1
+
+
+async def stored_key(conn: AsyncConnection, scope: str, key: str) -> Any:
+    """(params_hash, result) of a stored key, or None."""
+    return (await conn.execute(hot(conn).stored, {"scope": scope, "key": key})).one_or_none()
+
+
 async def finish_key(conn: AsyncConnection, scope: str, key: str, result: dict[str, Any]) -> None:
     values = {"b_scope": scope, "b_key": key, "b_result": json.dumps(result, default=str)}
     await conn.execute(hot(conn).finish, values)

@@ -65,3 +65,15 @@ async def test_mixed_concurrent_holds_and_settles_above_the_hold_neither_deadloc
     balance = await billing.balance("mixed")
     assert balance.held_micros == 0 and balance.balance_micros >= 0
     await assert_invariants(billing.engine)
+
+
+async def test_same_key_hold_and_settle_concurrently_apply_once(billing: Billing) -> None:
+    await billing.grant("dup2", 10_000, "x", "fund")
+    holds = await asyncio.gather(*(billing.hold("dup2", 1000, 0, "one-hold") for _ in range(20)))
+    assert len({h.hold_id for h in holds}) == 1
+    assert (await billing.balance("dup2")).balance_micros == 9000
+    settle = SettleIn(holds[0].hold_id, 400, UsageIn("gpt-4o-mini"), "one-settle")
+    settled = await asyncio.gather(*(billing.settle(settle) for _ in range(20)))
+    assert len({s.usage_id for s in settled}) == 1
+    assert (await billing.balance("dup2")).balance_micros == 9600
+    await assert_invariants(billing.engine)
