@@ -1,9 +1,11 @@
 """The billing rules: holds, settles, releases, grants, refunds, codes, usage and statements.
 
-Every mutation runs in one database transaction that first claims its idempotency key
-(`store.claim_key`): a retry with the same key and parameters returns the stored first
-result, other parameters are refused, and a failed attempt (insufficient credit, bad
-input) rolls back the claim with everything else, so nothing is half-done. Results are
+Every mutation runs in one database transaction with its idempotency key: the rarer ones
+claim the key first (`store.claim_key`), the hot path (hold, settle, release) stores it with
+its result after the work (`Billing._once`, one statement fewer). Either way a retry with the
+same key and parameters returns the stored first result, other parameters are refused, and a
+failed attempt (insufficient credit, bad input) rolls back with everything else, so nothing
+is half-done and the key stays free. Results are
 plain dataclasses (JSON-able, so that the first result can be stored and replayed); the
 servicer maps them to protos. No gRPC and no SQL text here: queries live in `store`.
 """
