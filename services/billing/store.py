@@ -36,6 +36,7 @@ from sqlalchemy import (
     delete,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -316,15 +317,19 @@ def _hot(dialect: str) -> SimpleNamespace:
     """The hot path's statements, built once per dialect with bind parameters.
 
     Building a SQLAlchemy statement costs about three times as much CPU as executing a
-    prebuilt one; holds and settles run a dozen statements each, so they use these.
+    prebuilt one; holds and settles run a dozen statements each, so they use these. The
+    upserts are `text()`: SQLAlchemy cannot cache the compiled form of a dialect insert with
+    ON CONFLICT ("no key" in its log) and would compile it on every call; this SQL is the same
+    on PostgreSQL and SQLite (3.35+ for RETURNING).
     """
     module = sqlite if dialect == "sqlite" else postgresql
     keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__  # type: ignore[attr-defined]
-    credit = module.insert(accounts)
     spend = KeySpend.__table__  # type: ignore[attr-defined]
-    reserve = module.insert(spend)
     return SimpleNamespace(
-        claim=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]),
+        claim=text(
+            "INSERT INTO idempotency (scope, key, params_hash, result, created_at)"
+            " VALUES (:scope, :key, :params_hash, :result, :created_at) ON CONFLICT (scope, key) DO NOTHING"
+        ),
         claim_many=module.insert(keys).on_conflict_do_nothing(index_elements=["scope", "key"]).returning(keys.c.key),
         stored=select(keys.c.params_hash, keys.c.result).where(
             keys.c.scope == bindparam("scope"), keys.c.key == bindparam("key")
@@ -336,9 +341,10 @@ def _hot(dialect: str) -> SimpleNamespace:
         .where(accounts.c.id == bindparam("b_id"), accounts.c.balance + bindparam("b_delta") >= 0)
         .values(balance=accounts.c.balance + bindparam("b_delta"))
         .returning(accounts.c.balance),
-        credit=credit.on_conflict_do_update(
-            index_elements=["id"], set_={"balance": accounts.c.balance + credit.excluded.balance}
-        ).returning(accounts.c.balance),
+        credit=text(
+            "INSERT INTO ledger_accounts (id, kind, account_id, balance) VALUES (:id, :kind, :account_id, :balance)"
+            " ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance RETURNING balance"
+        ),
         transfer=Transfer.__table__.insert(),  # type: ignore[attr-defined]
         entries=Entry.__table__.insert(),  # type: ignore[attr-defined]
         hold=holds.insert(),
@@ -349,12 +355,13 @@ def _hot(dialect: str) -> SimpleNamespace:
         .returning(holds),
         balance=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")),
         balance_locked=select(accounts.c.balance).where(accounts.c.id == bindparam("b_id")).with_for_update(),
-        key_reserve=reserve.on_conflict_do_update(
-            index_elements=["key_id"],
-            set_={"held": spend.c.held + reserve.excluded.held},
-            where=(bindparam("b_cap") == 0)
-            | (spend.c.spent + spend.c.held + reserve.excluded.held <= bindparam("b_cap")),
-        ).returning(spend.c.key_id),
+        key_reserve=text(
+            "INSERT INTO key_spend (key_id, spent, held) VALUES (:key_id, :spent, :held)"
+            " ON CONFLICT (key_id) DO UPDATE SET held = key_spend.held + excluded.held"
+            " WHERE CAST(:b_cap AS BIGINT) = 0"
+            " OR key_spend.spent + key_spend.held + excluded.held <= CAST(:b_cap AS BIGINT)"
+            " RETURNING key_id"
+        ),
         key_resolve=update(spend)
         .where(spend.c.key_id == bindparam("b_key"))
         .values(held=spend.c.held - bindparam("b_held"), spent=spend.c.spent + bindparam("b_spent")),
