@@ -579,5 +579,18 @@ async def add_balances(conn: AsyncConnection, deltas: dict[str, int]) -> None:
 
 
 async def insert_rows(conn: AsyncConnection, model: type[SQLModel], rows: list[dict[str, Any]]) -> None:
-    if rows:
-        await conn.execute(model.__table__.insert(), rows)  # type: ignore[attr-defined]
+    """Insert many rows (all with the same keys) inside the caller's transaction.
+
+    On PostgreSQL through COPY on the transaction's own asyncpg connection: for a settle
+    batch's thousands of rows it costs about a third of a multi-row INSERT, on both sides.
+    """
+    if not rows:
+        return
+    table = model.__table__  # type: ignore[attr-defined]
+    if conn.dialect.name != "postgresql":
+        await conn.execute(table.insert(), rows)
+        return
+    columns = list(rows[0])
+    raw = await conn.get_raw_connection()
+    records = [tuple(row[c] for c in columns) for row in rows]
+    await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)  # type: ignore[union-attr]
