@@ -112,6 +112,8 @@ async def test_deposit_addresses_are_deterministic_and_only_addresses_are_stored
 
 
 async def test_transfer_is_credited_after_confirmations_exactly_once(billing: Billing, chain: Chain) -> None:
+    """Also P1.2: the deposit keeps the on-chain details the policy names (chain, transaction
+    hash, sender and receiving addresses, token, amount), read from the real chain."""
     w = watcher(billing, chain, confirmations=3)
     address = await w.deposit_address("alice")
     chain.pay(address, 5_000_000)  # 5 USDT, 6 decimals
@@ -122,6 +124,18 @@ async def test_transfer_is_credited_after_confirmations_exactly_once(billing: Bi
     chain.mine(2)  # the block itself plus two on top: three confirmations
     assert await w.run_once() == 1
     assert (await billing.balance("alice")).balance_micros == 5_000_000
+    t = ChainDeposit.__table__
+    async with billing.engine.connect() as conn:
+        row = (await conn.execute(select(t))).one()
+    receipt_logs = chain.token.events.Transfer().get_logs(from_block=0)
+    paid = next(log for log in receipt_logs if log.args.receiver == address)
+    assert (row.chain_id, row.tx_hash, row.log_index) == (
+        chain.w3.eth.chain_id,
+        "0x" + paid.transactionHash.hex().removeprefix("0x"),
+        paid.logIndex,
+    )
+    assert (row.from_address, row.to_address, row.token) == (chain.owner, address, "USDT")
+    assert (row.token_amount, row.amount_micros) == ("5000000", 5_000_000)  # base units, 6 decimals
     chain.mine(5)
     assert await w.run_once() == 0
     restarted = watcher(billing, chain, confirmations=3)  # a restart resumes from the stored cursor

@@ -41,6 +41,31 @@ async def test_hold_then_settle_charges_the_priced_cost_and_releases_the_rest(bi
     await assert_invariants(billing.engine)
 
 
+async def test_usage_record_holds_the_P1_4_metadata_and_nothing_else(billing: Billing) -> None:
+    """P1.4: per request, time, account, key, model, token counts, cost, status and latency
+    (plus the provider and whether tokens were counted locally), read back from the table;
+    no column could hold request or response content."""
+    await funded(billing, "acct-p14")
+    started = datetime(2026, 11, 20, 9, 30, tzinfo=UTC)
+    hold = await billing.hold("acct-p14", USD, 0, "h-p14", key_id="key-p14")
+    call = usage(
+        tokens=(1000, 1000), key_id="key-p14", provider="prov", status="ok", latency_ms=321, started_at=started
+    )
+    await billing.settle(SettleIn(hold.hold_id, 0, call, "s-p14"))
+    table = UsageRow.__table__
+    async with billing.engine.connect() as conn:
+        row = (await conn.execute(select(table).where(table.c.account_id == "acct-p14"))).one()._asdict()
+    assert set(row) == {
+        "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros",
+        "shortfall_micros", "status", "latency_ms", "tokens_estimated", "created_at",
+    }  # fmt: skip
+    assert {k: v for k, v in row.items() if k != "id"} == {
+        "account_id": "acct-p14", "key_id": "key-p14", "model": "gpt-4o-mini", "provider": "prov",
+        "input_tokens": 1000, "output_tokens": 1000, "cost_micros": 750, "shortfall_micros": 0, "status": "ok",
+        "latency_ms": 321, "tokens_estimated": False, "created_at": started.replace(tzinfo=None),
+    }  # fmt: skip
+
+
 async def test_actual_amount_overrides_pricing_and_above_the_hold_is_charged_up_to_the_balance(
     billing: Billing,
 ) -> None:

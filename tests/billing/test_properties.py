@@ -33,6 +33,9 @@ operations = st.lists(
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(ops=operations)
 async def test_ledger_invariants_hold_under_random_sequences(billing: Billing, ops: list[tuple[str, int]]) -> None:
+    """P1.3: the credit balance is exactly the ledger behind it (every balance equals the sum
+    of its entries, every transfer sums to zero, no wallet below zero) after any sequence of
+    holds, settles, releases, top-ups, refunds and redemptions."""
     run = next(COUNTER)
     account = f"prop{run}"
     holds: list[str] = []
