@@ -3,14 +3,15 @@
 `build()` makes every piece from the settings (request-log engine and migrations, the
 channels to auth and billing, the providers, the gateway, the servicers) and returns them
 with the `ServiceSpec` the runtime serves; tests call it too, so they run exactly what
-production runs. Background jobs: the price refresher, the request-log writer and the
-retention sweeper (P5.2).
+production runs. Background jobs: the price refresher, the request-log writer, the
+retention sweeper (P5.2) and, with a Redis server, the settle outbox's replay.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER
+from services.runtime.cache import make_redis
 from services.runtime.clients import channel_options, client_credentials, service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.server import ServiceSpec, serve
@@ -28,6 +30,7 @@ from services.runtime.telemetry import setup_logging, setup_telemetry, traces_ex
 from . import store
 from .adapters import Metadata, RemoteGatekeeper, RemoteLedger
 from .domain import Gateway, Limits
+from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router
 from .servicer import ProxyServicer
@@ -87,6 +90,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_settle_batch,
         metadata,
     )
+    redis = make_redis(settings.redis_url) if settings.redis_url else None
+    if redis is not None:
+        ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
     gateway.gatekeeper = RemoteGatekeeper(
@@ -113,15 +119,22 @@ async def build(settings: ProxySettings) -> ProxyApp:
         await auth_channel.close()
         await billing_channel.close()
         await engine.dispose()
+        if redis is not None:
+            await redis.aclose()
 
     spec = ServiceSpec(
         name="proxy",
         register=register,
         service_names=SERVICE_NAMES,
         cleanups=[cleanup],
-        background=[ledger.prices.run, writer.run, sweeper],
+        background=[ledger.prices.run, writer.run, sweeper, *outbox_replay(ledger)],
     )
     return ProxyApp(settings, engine, gateway, writer, spec)
+
+
+def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:
+    outbox = ledger.outbox
+    return [] if outbox is None else [lambda: outbox.run(ledger.resend)]
 
 
 async def main() -> None:

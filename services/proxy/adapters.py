@@ -27,6 +27,7 @@ from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgu
 from services.runtime.rpc_errors import domain_error, domain_error_from_code
 
 from .domain import CallUsage, KeyGrant, Price, Tasks
+from .outbox import SettleOutbox
 
 log = logging.getLogger("gatemesh.proxy")
 
@@ -238,6 +239,7 @@ class RemoteLedger:
         self._md = metadata
         self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
         self._settles = SettleBatcher(self._stub, timeout_s, batch, metadata)
+        self.outbox: SettleOutbox | None = None
 
     async def price(self, model: str) -> Price | None:
         return await self.prices.get(model)
@@ -261,8 +263,15 @@ class RemoteLedger:
         request = billing_pb2.SettleRequest(
             hold_id=hold_id, actual_micros=0, usage=usage_proto(usage), idempotency_key=f"{idempotency_key}:settle"
         )
-        reply = await self._settles.settle(request)
+        if self.outbox is None:
+            reply = await self._settles.settle(request)
+        else:
+            reply = await self.outbox.settle(request, self._settles.settle)
         return reply.charged_micros
+
+    async def resend(self, request: billing_pb2.SettleRequest) -> Any:
+        """A settle replayed from the outbox, exactly as it was first sent."""
+        return await self._settles.settle(request)
 
     async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None:
         request = billing_pb2.ReleaseRequest(

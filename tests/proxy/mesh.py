@@ -50,6 +50,7 @@ class Mesh:
     databases: dict[str, str]
     upstreams: dict[str, str]
     pids: dict[str, int] = field(default_factory=dict)
+    envs: dict[str, dict[str, str]] = field(default_factory=dict)
     channels: dict[str, grpc.aio.Channel] = field(default_factory=dict)
 
     def channel(self, name: str) -> grpc.aio.Channel:
@@ -146,9 +147,12 @@ def start_mesh(
     upstream: Callable[[str], str],
     log_level: str = "DEBUG",
     proxy_env: dict[str, str] | None = None,
+    billing_port: int = 0,
 ) -> Mesh:
     """Start auth, billing and proxy as real processes (`python -m services.<name>`)."""
     addrs = {name: f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
+    if billing_port:
+        addrs["billing"] = f"127.0.0.1:{billing_port}"
     ok, broken = upstream(""), upstream("500")
     providers = [
         {"name": "primary", "base_url": ok, "models": [MODEL, "gm-embed", "gm-other"], "timeout_s": 10},
@@ -187,12 +191,12 @@ def start_mesh(
         },
     }
     logs = {name: tmp / f"{name}.log" for name in addrs}
-    pids = {}
+    pids, envs = {}, {name: {**common, **env[name]} for name in addrs}
     for name in ("auth", "billing", "proxy"):
-        process = service_process(f"services.{name}", {**common, **env[name]}, addrs[name], logs[name])
+        process = service_process(f"services.{name}", envs[name], addrs[name], logs[name])
         pids[name] = stack.enter_context(process).pid
     upstreams = {"ok": ok, "broken": broken}
-    return Mesh(addrs["proxy"], addrs["auth"], addrs["billing"], logs, databases, upstreams, pids)
+    return Mesh(addrs["proxy"], addrs["auth"], addrs["billing"], logs, databases, upstreams, pids, envs)
 
 
 async def table_dump(url: str) -> str:

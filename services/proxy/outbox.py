@@ -1,0 +1,99 @@
+"""The settle outbox: a settle that billing has not yet confirmed survives a proxy crash.
+
+The proxy answers first and settles in the background (see `domain`), retrying until
+billing confirms. Until then the settle lived only in this process: a crash would leave the
+call unbilled once its hold expired. So each settle is also written to a Redis hash
+(field: its idempotency key; value: when it was written and the SettleRequest) and removed
+when billing has answered it for good. Every proxy replays, at start and then every
+`stale_s`, the entries older than `stale_s`: those of a proxy that crashed. Replaying is
+safe because every settle carries its idempotency key, so billing applies it once however
+often it arrives; a replay that meets a settled hold gets the stored result.
+
+Only with a Redis server: the in-process substitute of the local default dies with the
+process it would have to outlive, so there the outbox is off.
+
+Written here because it is a few lines over `redis.asyncio`; a task queue (Celery, arq,
+RQ) would bring a worker model, serialization and a second retry policy for what is one
+hash and one replay loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from redis.asyncio import Redis
+
+from gatemesh.billing.v1 import billing_pb2
+from services.runtime.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
+
+log = logging.getLogger("gatemesh.proxy.outbox")
+
+OUTBOX_KEY = "gatemesh:proxy:settle-outbox"
+TRANSIENT = (Unavailable, DeadlineExceeded, Aborted)  # billing will answer later: keep the entry
+Send = Callable[[billing_pb2.SettleRequest], Awaitable[Any]]
+
+
+class SettleOutbox:
+    def __init__(self, redis: Redis, stale_s: float) -> None:
+        self._redis = redis
+        self._stale_s = stale_s
+
+    async def add(self, request: billing_pb2.SettleRequest) -> None:
+        """Write (or refresh) the entry. Redis being down must not stop the settle itself."""
+        value = f"{time.time():.3f}:".encode() + request.SerializeToString()
+        try:
+            await self._redis.hset(OUTBOX_KEY, request.idempotency_key, value)
+        except Exception as error:
+            log.error("settle outbox write failed (%s)", type(error).__name__)
+
+    async def remove(self, idempotency_key: str) -> None:
+        try:
+            await self._redis.hdel(OUTBOX_KEY, idempotency_key)
+        except Exception as error:  # the entry is replayed later, harmlessly
+            log.error("settle outbox removal failed (%s)", type(error).__name__)
+
+    async def settle(self, request: billing_pb2.SettleRequest, send: Send) -> Any:
+        """Send a settle with its entry in place until billing has answered it for good."""
+        await self.add(request)
+        try:
+            reply = await send(request)
+        except TRANSIENT:
+            raise
+        except DomainError:
+            await self.remove(request.idempotency_key)
+            raise
+        await self.remove(request.idempotency_key)
+        return reply
+
+    async def replay(self, send: Send) -> int:
+        """Send every entry older than `stale_s` again; the number billing answered for good."""
+        cutoff = time.time() - self._stale_s
+        answered = 0
+        for key, value in (await self._redis.hgetall(OUTBOX_KEY)).items():
+            written, _, payload = value.partition(b":")
+            if float(written) > cutoff:
+                continue
+            request = billing_pb2.SettleRequest.FromString(payload)
+            try:
+                await send(request)
+            except TRANSIENT:
+                continue  # billing is down or busy: the next round tries again
+            except DomainError as error:  # a hold that billing expired or never had
+                log.warning("outbox settle %s refused: %s", request.idempotency_key, error.message)
+            await self._redis.hdel(OUTBOX_KEY, key)
+            answered += 1
+        return answered
+
+    async def run(self, send: Send) -> None:
+        """Replay at start, then every `stale_s`, for as long as the proxy runs."""
+        while True:
+            try:
+                if count := await self.replay(send):
+                    log.info("replayed %d settles of a stopped proxy", count)
+            except Exception as error:  # Redis unreachable: the next round tries again
+                log.error("settle outbox replay failed (%s)", type(error).__name__)
+            await asyncio.sleep(self._stale_s)
