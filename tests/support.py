@@ -28,10 +28,19 @@ PG_SERVER = os.environ.get("GATEMESH_TEST_PG", "postgresql://postgres@127.0.0.1:
 REDIS_SERVER = os.environ.get("GATEMESH_TEST_REDIS", "redis://127.0.0.1:6379")
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A free loopback port, never one this process handed out before: a mesh asks for
+    several before any is bound, and the kernel may offer a just-closed port again."""
+    while True:
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            port = sock.getsockname()[1]
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
 
 
 async def create_database(name: str) -> str:

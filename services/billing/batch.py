@@ -1,4 +1,13 @@
-"""Set-based settlement: many settles in one transaction and a fixed number of statements.
+"""Set-based holds and settles: many in one transaction and a fixed number of statements.
+
+`BatchHolder` places many holds the same way: it claims their keys, locks the wallets and
+holds accounts they touch (in id order), then the API keys' spend rows (in id order, after
+the ledger rows, as a single hold does), decides each hold in Python against running
+balances and caps exactly as a single hold would (insufficient credit or a key's spend
+limit fails that item alone), and writes the holds, transfers, entries, balances and key
+spend in one statement each. Replies only after the commit, like the settles.
+
+Settles:
 
 A batch claims all its idempotency keys in one INSERT, locks its holds (in id order) and
 then the wallets and holds accounts it touches (in id order, so concurrent batches and
@@ -21,18 +30,31 @@ from sqlalchemy import bindparam, update
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
 
 from . import store
-from .domain import Billing, SettleIn, SettleResult, new_id
+from .domain import (
+    Billing,
+    HoldIn,
+    HoldResult,
+    SettleIn,
+    SettleResult,
+    insufficient_credit,
+    iso,
+    key_spend_limit,
+    new_id,
+)
 from .store import Entry, Hold, KeySpend, Transfer, UsageRow
 
 Outcome = SettleResult | Exception
+HoldOutcome = HoldResult | Exception
 
 
 def settle_params(item: SettleIn) -> dict[str, Any]:
     return {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
 
 
-def reused_key() -> AlreadyExists:
-    return AlreadyExists("idempotency key already used for a different settle request", reason="idempotency_key_reused")
+def reused_key(scope: str = "settle") -> AlreadyExists:
+    return AlreadyExists(
+        f"idempotency key already used for a different {scope} request", reason="idempotency_key_reused"
+    )
 
 
 class BatchSettler:
@@ -157,3 +179,92 @@ class _Writer:
                 .values(held=t.c.held - bindparam("h"), spent=t.c.spent + bindparam("s"))
             )
             await conn.execute(stmt, [{"k": k, "h": h, "s": s} for k, (h, s) in sorted(self.key_spend.items())])
+
+
+class BatchHolder:
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+
+    async def run(self, items: list[HoldIn]) -> list[HoldOutcome]:
+        results: dict[int, HoldOutcome] = {}
+        firsts: dict[str, int] = {}
+        for i, item in enumerate(items):
+            try:
+                self.billing.validate_hold(item)
+            except DomainError as error:
+                results[i] = error
+                continue
+            firsts.setdefault(item.idempotency_key, i)
+        async with self.billing.engine.begin() as conn:
+            params = {k: items[i].params() for k, i in firsts.items()}
+            fresh, stored = await store.claim_keys(conn, "hold", params)
+            for key, (digest, result) in stored.items():
+                same = digest == store.params_hash(params[key])
+                results[firsts[key]] = HoldResult(**json.loads(result)) if same else reused_key("hold")
+            work = [firsts[k] for k in firsts if k in fresh]
+            await _HoldWriter(self.billing).run(conn, items, work, results)
+            failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
+            await store.unclaim_keys(conn, "hold", failed)
+            done = {items[i].idempotency_key: vars(results[i]) for i in work if isinstance(results[i], HoldResult)}
+            await store.finish_keys(conn, "hold", done)
+        for i, item in enumerate(items):  # repeats of a key within the batch
+            first = firsts.get(item.idempotency_key)
+            if i not in results and first is not None:
+                results[i] = results[first] if item.params() == items[first].params() else reused_key("hold")
+        return [results[i] for i in range(len(items))]
+
+
+class _HoldWriter:
+    """Decides a batch of holds against locked balances and caps, then writes it set-wise."""
+
+    def __init__(self, billing: Billing) -> None:
+        self.billing = billing
+        self.now = billing.clock()
+        self.holds: list[dict[str, Any]] = []
+        self.transfers: list[dict[str, Any]] = []
+        self.entries: list[dict[str, Any]] = []
+        self.deltas: dict[str, int] = {}
+        self.key_held: dict[str, int] = {}
+
+    async def run(self, conn: Any, items: list[HoldIn], work: list[int], results: dict[int, HoldOutcome]) -> None:
+        accounts = [items[i].account_id for i in work]
+        await store.ensure_holds_accounts(conn, accounts)
+        ledger = [store.wallet(a) for a in accounts] + [store.holds_account(a) for a in accounts]
+        balances = await store.lock_balances(conn, ledger)
+        spend = await store.lock_key_spend(conn, [items[i].key_id for i in work if items[i].key_id])
+        for i in work:
+            results[i] = self._one(items[i], balances, spend)
+        await store.insert_rows(conn, Hold, self.holds)
+        await store.insert_rows(conn, Transfer, self.transfers)
+        await store.insert_rows(conn, Entry, self.entries)
+        await store.add_balances(conn, self.deltas)
+        await store.add_key_held(conn, self.key_held)
+
+    def _one(self, item: HoldIn, balances: dict[str, int], spend: dict[str, tuple[int, int]]) -> HoldOutcome:
+        wallet, held_account = store.wallet(item.account_id), store.holds_account(item.account_id)
+        if balances.get(wallet, 0) < item.amount:
+            return insufficient_credit()
+        if item.key_id:
+            spent, held = spend[item.key_id]
+            if item.key_cap and spent + held + item.amount > item.key_cap:
+                return key_spend_limit()
+            spend[item.key_id] = (spent, held + item.amount)
+            self.key_held[item.key_id] = self.key_held.get(item.key_id, 0) + item.amount
+        balances[wallet] -= item.amount
+        balances[held_account] = balances.get(held_account, 0) + item.amount
+        for account, delta in ((wallet, -item.amount), (held_account, item.amount)):
+            self.deltas[account] = self.deltas.get(account, 0) + delta
+        hold_id, transfer_id = new_id(), new_id()
+        expires = self.billing.hold_expiry(item, self.now)
+        self.holds.append(
+            {"id": hold_id, "account_id": item.account_id, "key_id": item.key_id, "amount": item.amount,
+             "status": "open", "created_at": self.now, "expires_at": expires}
+        )  # fmt: skip
+        self.transfers.append(
+            {"id": transfer_id, "kind": "hold", "account_id": item.account_id, "reference": hold_id,
+             "amount": item.amount, "created_at": self.now}
+        )  # fmt: skip
+        for account, delta in ((wallet, -item.amount), (held_account, item.amount)):
+            self.entries.append({"transfer_id": transfer_id, "ledger_account": account, "amount": delta,
+                                 "created_at": self.now})  # fmt: skip
+        return HoldResult(hold_id, item.amount, iso(expires), balances[wallet])

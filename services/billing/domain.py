@@ -59,6 +59,17 @@ def new_id() -> str:
     return str(uuid.uuid4())
 
 
+def iso(moment: datetime) -> str:
+    """A naive UTC time as ISO 8601 with its offset (as results are stored and returned)."""
+    return moment.replace(tzinfo=UTC).isoformat()
+
+
+def key_spend_limit() -> FailedPrecondition:
+    return FailedPrecondition(
+        "the API key's spend limit is reached", reason="key_spend_limit", openai_code="insufficient_quota"
+    )
+
+
 def insufficient_credit() -> FailedPrecondition:
     return FailedPrecondition("insufficient credit", reason="insufficient_credit", openai_code="insufficient_quota")
 
@@ -100,6 +111,22 @@ class UsageIn:
 
     def params(self) -> dict[str, Any]:
         return dict(vars(self))  # flat: cheaper than asdict's deep copy
+
+
+@dataclass
+class HoldIn:
+    """One hold request; `params` is what its idempotency key is bound to."""
+
+    account_id: str
+    amount: int
+    ttl_s: int
+    idempotency_key: str
+    key_id: str = ""
+    key_cap: int = 0
+
+    def params(self) -> dict[str, Any]:
+        return {"account": self.account_id, "amount": self.amount, "ttl": self.ttl_s, "key_id": self.key_id,
+                "cap": self.key_cap}  # fmt: skip
 
 
 @dataclass
@@ -261,19 +288,12 @@ class Billing:
         key_id: str = "",
         key_cap: int = 0,
     ) -> HoldResult:
-        v = Violations()
-        check_account(v, account_id)
-        check_amount(v, amount)
-        v.check(0 <= ttl_s <= self.hold_max_ttl_s, "ttl_seconds", f"must be between 0 and {self.hold_max_ttl_s}")
-        check_key(v, idempotency_key)
-        v.check(len(key_id) <= 64, "key_id", "at most 64 characters")
-        v.check(key_cap >= 0, "key_spend_cap_micros", "must not be negative")
-        v.raise_if_any()
-        params = {"account": account_id, "amount": amount, "ttl": ttl_s, "key_id": key_id, "cap": key_cap}
+        item = HoldIn(account_id, amount, ttl_s, idempotency_key, key_id, key_cap)
+        self.validate_hold(item)
 
         async def work(conn: AsyncConnection) -> HoldResult:
             hold_id, now = new_id(), self.clock()
-            expires = now + timedelta(seconds=ttl_s or self.hold_ttl_s)
+            expires = self.hold_expiry(item, now)
             legs = [(store.wallet(account_id), -amount), (store.holds_account(account_id), amount)]
             await conn.execute(
                 store.hot(conn).hold,
@@ -286,10 +306,36 @@ class Billing:
                 raise insufficient_credit() from None
             if key_id:  # after the ledger rows: every path locks ledger rows, then the key's row
                 await self._reserve_key_spend(conn, key_id, amount, key_cap)
-            expires_iso = expires.replace(tzinfo=UTC).isoformat()
-            return HoldResult(hold_id, amount, expires_iso, after[store.wallet(account_id)])
+            return HoldResult(hold_id, amount, iso(expires), after[store.wallet(account_id)])
 
-        return await self._once("hold", idempotency_key, params, work, lambda first: HoldResult(**first))
+        return await self._once("hold", idempotency_key, item.params(), work, lambda first: HoldResult(**first))
+
+    def validate_hold(self, item: HoldIn) -> None:
+        v = Violations()
+        check_account(v, item.account_id)
+        check_amount(v, item.amount)
+        v.check(0 <= item.ttl_s <= self.hold_max_ttl_s, "ttl_seconds", f"must be between 0 and {self.hold_max_ttl_s}")
+        check_key(v, item.idempotency_key)
+        v.check(len(item.key_id) <= 64, "key_id", "at most 64 characters")
+        v.check(item.key_cap >= 0, "key_spend_cap_micros", "must not be negative")
+        v.raise_if_any()
+
+    def hold_expiry(self, item: HoldIn, now: datetime) -> datetime:
+        return now + timedelta(seconds=item.ttl_s or self.hold_ttl_s)
+
+    async def hold_batch(self, items: list[HoldIn]) -> list[HoldResult | Exception]:
+        """Place many holds in one transaction (see `batch`); one outcome per item. A batch of
+        one takes the single hold's path."""
+        from .batch import BatchHolder
+
+        if len(items) == 1:
+            item = items[0]
+            try:
+                return [await self.hold(item.account_id, item.amount, item.ttl_s, item.idempotency_key,
+                                        item.key_id, item.key_cap)]  # fmt: skip
+            except DomainError as error:
+                return [error]
+        return await BatchHolder(self).run(items)
 
     async def _once(
         self,
@@ -330,9 +376,7 @@ class Billing:
         values = {"key_id": key_id, "spent": 0, "held": amount, "b_cap": cap}
         reserved = (await conn.execute(store.hot(conn).key_reserve, values)).scalar_one_or_none()
         if reserved is None or (cap and amount > cap):
-            raise FailedPrecondition(
-                "the API key's spend limit is reached", reason="key_spend_limit", openai_code="insufficient_quota"
-            )
+            raise key_spend_limit()
 
     async def _resolve_key_spend(self, conn: AsyncConnection, key_id: str, held: int, spent: int) -> None:
         if key_id:

@@ -19,7 +19,7 @@ from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgu
 
 from .cards import CardTopups
 from .chain import ChainDeposits
-from .domain import Billing, SettleIn, UsageIn, UsageQuery
+from .domain import Billing, HoldIn, HoldResult, SettleIn, UsageIn, UsageQuery
 from .participant import usage_record
 
 
@@ -47,6 +47,29 @@ def usage_in(usage: billing_pb2.Usage) -> UsageIn:
         latency_ms=usage.latency_ms,
         started_at=when(usage.started_at),
         tokens_estimated=usage.tokens_estimated,
+    )
+
+
+def check_batch_size(count: int) -> None:
+    if not 0 < count <= 1000:
+        raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
+
+
+def hold_in(request: Any) -> HoldIn:
+    return HoldIn(
+        request.account_id,
+        request.amount_micros,
+        request.ttl_seconds,
+        request.idempotency_key,
+        request.key_id,
+        request.key_spend_cap_micros,
+    )
+
+
+def hold_response(r: HoldResult) -> billing_pb2.HoldResponse:
+    expires = stamp(datetime.fromisoformat(r.expires_at))
+    return billing_pb2.HoldResponse(
+        hold_id=r.hold_id, amount_micros=r.amount_micros, expires_at=expires, balance_micros=r.balance_micros
     )
 
 
@@ -101,25 +124,31 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self.retention_days = retention_days
 
     async def Hold(self, request: Any, context: Any) -> billing_pb2.HoldResponse:
+        item = hold_in(request)
         r = await self.billing.hold(
-            request.account_id,
-            request.amount_micros,
-            request.ttl_seconds,
-            request.idempotency_key,
-            request.key_id,
-            request.key_spend_cap_micros,
+            item.account_id, item.amount, item.ttl_s, item.idempotency_key, item.key_id, item.key_cap
         )
-        expires = stamp(datetime.fromisoformat(r.expires_at))
-        return billing_pb2.HoldResponse(
-            hold_id=r.hold_id, amount_micros=r.amount_micros, expires_at=expires, balance_micros=r.balance_micros
-        )
+        return hold_response(r)
+
+    async def HoldBatch(self, request: Any, context: Any) -> billing_pb2.HoldBatchResponse:
+        check_batch_size(len(request.items))
+        results = await self.billing.hold_batch([hold_in(item) for item in request.items])
+        items = []
+        for result in results:
+            if isinstance(result, DomainError):
+                error = {"error_code": result.code.name, "error_message": result.full_message()}
+                items.append(billing_pb2.HoldBatchItem(**error, error_reason=result.reason))
+            elif isinstance(result, Exception):
+                items.append(billing_pb2.HoldBatchItem(error_code="INTERNAL", error_message="internal error"))
+            else:
+                items.append(billing_pb2.HoldBatchItem(result=hold_response(result)))
+        return billing_pb2.HoldBatchResponse(items=items)
 
     async def Settle(self, request: Any, context: Any) -> billing_pb2.SettleResponse:
         return billing_pb2.SettleResponse(**vars(await self.billing.settle(settle_in(request))))
 
     async def SettleBatch(self, request: Any, context: Any) -> billing_pb2.SettleBatchResponse:
-        if not 0 < len(request.items) <= 1000:
-            raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
+        check_batch_size(len(request.items))
         results = await self.billing.settle_batch([settle_in(item) for item in request.items])
         items = []
         for result in results:

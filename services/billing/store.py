@@ -599,3 +599,33 @@ async def insert_rows(conn: AsyncConnection, model: type[SQLModel], rows: list[d
     raw = await conn.get_raw_connection()
     records = [tuple(row[c] for c in columns) for row in rows]
     await raw.driver_connection.copy_records_to_table(table.name, records=records, columns=columns)  # type: ignore[union-attr]
+
+
+async def ensure_holds_accounts(conn: AsyncConnection, account_ids: list[str]) -> None:
+    """Create the holds ledger rows a batch of holds will credit, in id order (the order every
+    path locks ledger rows in), so that `lock_balances` can lock them all."""
+    rows = [{"id": holds_account(a), "kind": "holds", "account_id": a, "balance": 0} for a in sorted(set(account_ids))]
+    if rows:
+        await conn.execute(insert_ignore(conn, LedgerAccount, ["id"]), rows)
+
+
+async def lock_key_spend(conn: AsyncConnection, key_ids: list[str]) -> dict[str, tuple[int, int]]:
+    """{key: (spent, held)} of these API keys, rows created if missing and locked in id order
+    (after the ledger rows, as the single hold locks them)."""
+    keys = sorted(set(key_ids))
+    if not keys:
+        return {}
+    table = KeySpend.__table__  # type: ignore[attr-defined]
+    await conn.execute(insert_ignore(conn, KeySpend, ["key_id"]), [{"key_id": k, "spent": 0, "held": 0} for k in keys])
+    query = select(table.c.key_id, table.c.spent, table.c.held).where(table.c.key_id.in_(keys))
+    rows = (await conn.execute(query.order_by(table.c.key_id).with_for_update())).all()
+    return {k: (int(spent), int(held)) for k, spent, held in rows}
+
+
+async def add_key_held(conn: AsyncConnection, held: dict[str, int]) -> None:
+    """Add to the held amount of key-spend rows locked by `lock_key_spend`."""
+    changes = [{"k": k, "h": v} for k, v in sorted(held.items()) if v]
+    if changes:
+        table = KeySpend.__table__  # type: ignore[attr-defined]
+        stmt = update(table).where(table.c.key_id == bindparam("k")).values(held=table.c.held + bindparam("h"))
+        await conn.execute(stmt, changes)

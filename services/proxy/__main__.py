@@ -87,7 +87,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_rpc_timeout_s,
         settings.proxy_price_refresh_s,
         settings.proxy_hold_ttl_s,
-        settings.proxy_settle_batch,
+        settings.proxy_billing_batch,
         metadata,
     )
     redis = make_redis(settings.redis_url) if settings.redis_url else None

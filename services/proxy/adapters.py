@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -147,20 +148,34 @@ class PriceCache:
             await asyncio.sleep(self._refresh_s)
 
 
-class SettleBatcher:
-    """Coalesces concurrent settles into SettleBatch calls; falls back to Settle if absent."""
+class Coalescer:
+    """Coalesces concurrent calls of one billing RPC into calls of its batch twin (Hold into
+    HoldBatch, Settle into SettleBatch): whatever queued while the last batch was in flight
+    goes out together, so a quiet proxy sends batches of one at once and a busy one sends
+    few large ones. Each caller gets its own item's result or error, only after billing
+    answered the batch (after its commit). Falls back to the single RPC if billing has no
+    batch RPC."""
 
     def __init__(
-        self, stub: billing_pb2_grpc.BillingServiceStub, timeout_s: float, enabled: bool, metadata: Metadata = ()
+        self,
+        single: Any,
+        batch: Any,
+        batch_request: Callable[[list[Any]], Any],
+        timeout_s: float,
+        enabled: bool,
+        metadata: Metadata = (),
     ) -> None:
-        self._stub = stub
+        self._single_rpc = single
+        self._batch_rpc = batch
+        self._batch_request = batch_request
         self._timeout = timeout_s
         self._enabled = enabled
         self._md = metadata
-        self._queue: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
         self._draining = False
 
-    async def settle(self, request: billing_pb2.SettleRequest) -> billing_pb2.SettleResponse:
+    async def call(self, request: Any) -> Any:
+        """The reply to `request`; raises DomainError (a failed call or a refused item)."""
         if not self._enabled:
             return await self._single(request)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
@@ -170,9 +185,9 @@ class SettleBatcher:
             asyncio.get_running_loop().create_task(self._drain())
         return await future
 
-    async def _single(self, request: billing_pb2.SettleRequest) -> billing_pb2.SettleResponse:
+    async def _single(self, request: Any) -> Any:
         try:
-            return await self._stub.Settle(request, timeout=self._timeout, metadata=self._md)
+            return await self._single_rpc(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
 
@@ -184,28 +199,27 @@ class SettleBatcher:
         finally:
             self._draining = False
 
-    async def _send(self, batch: list[tuple[billing_pb2.SettleRequest, asyncio.Future[Any]]]) -> None:
+    async def _send(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
         try:
-            reply = await self._stub.SettleBatch(
-                billing_pb2.SettleBatchRequest(items=[request for request, _ in batch]),
-                timeout=self._timeout,
-                metadata=self._md,
+            reply = await self._batch_rpc(
+                self._batch_request([request for request, _ in batch]), timeout=self._timeout, metadata=self._md
             )
         except grpc.aio.AioRpcError as error:
             if error.code() == grpc.StatusCode.UNIMPLEMENTED:
                 self._enabled = False
-                await asyncio.gather(*(self._settle_one(request, future) for request, future in batch))
+                await asyncio.gather(*(self._call_one(request, future) for request, future in batch))
                 return
             for _, future in batch:
                 _resolve(future, error=domain_error(error, "billing"))
             return
         for (_, future), item in zip(batch, reply.items, strict=False):
             if item.error_code:
-                _resolve(future, error=domain_error_from_code(item.error_code, item.error_message, "billing"))
+                reason = getattr(item, "error_reason", "")
+                _resolve(future, error=domain_error_from_code(item.error_code, item.error_message, "billing", reason))
             else:
                 _resolve(future, result=item.result)
 
-    async def _settle_one(self, request: billing_pb2.SettleRequest, future: asyncio.Future[Any]) -> None:
+    async def _call_one(self, request: Any, future: asyncio.Future[Any]) -> None:
         try:
             _resolve(future, result=await self._single(request))
         except DomainError as error:
@@ -238,7 +252,9 @@ class RemoteLedger:
         self._ttl = hold_ttl_s
         self._md = metadata
         self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
-        self._settles = SettleBatcher(self._stub, timeout_s, batch, metadata)
+        stub = self._stub
+        self._holds = Coalescer(stub.Hold, stub.HoldBatch, hold_batch, timeout_s, batch, metadata)
+        self._settles = Coalescer(stub.Settle, stub.SettleBatch, settle_batch, timeout_s, batch, metadata)
         self.outbox: SettleOutbox | None = None
 
     async def price(self, model: str) -> Price | None:
@@ -254,9 +270,9 @@ class RemoteLedger:
             key_spend_cap_micros=grant.spend_cap_micros,
         )
         try:
-            reply = await self._stub.Hold(request, timeout=self._timeout, metadata=self._md)
-        except grpc.aio.AioRpcError as error:
-            raise hold_error(domain_error(error, "billing")) from None
+            reply = await self._holds.call(request)
+        except DomainError as error:
+            raise hold_error(error) from None
         return reply.hold_id
 
     async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int:
@@ -264,14 +280,14 @@ class RemoteLedger:
             hold_id=hold_id, actual_micros=0, usage=usage_proto(usage), idempotency_key=f"{idempotency_key}:settle"
         )
         if self.outbox is None:
-            reply = await self._settles.settle(request)
+            reply = await self._settles.call(request)
         else:
-            reply = await self.outbox.settle(request, self._settles.settle)
+            reply = await self.outbox.settle(request, self._settles.call)
         return reply.charged_micros
 
     async def resend(self, request: billing_pb2.SettleRequest) -> Any:
         """A settle replayed from the outbox, exactly as it was first sent."""
-        return await self._settles.settle(request)
+        return await self._settles.call(request)
 
     async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None:
         request = billing_pb2.ReleaseRequest(
@@ -281,6 +297,14 @@ class RemoteLedger:
             await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
+
+
+def hold_batch(items: list[billing_pb2.HoldRequest]) -> billing_pb2.HoldBatchRequest:
+    return billing_pb2.HoldBatchRequest(items=items)
+
+
+def settle_batch(items: list[billing_pb2.SettleRequest]) -> billing_pb2.SettleBatchRequest:
+    return billing_pb2.SettleBatchRequest(items=items)
 
 
 def key_error(error: DomainError) -> DomainError:

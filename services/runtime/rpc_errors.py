@@ -78,10 +78,10 @@ def domain_error(error: grpc.aio.AioRpcError, service: str) -> DomainError:
     return kind(message, field_violations=violations, reason=reason, retry_after_s=retry_after)
 
 
-def domain_error_from_code(code_name: str, message: str, service: str) -> DomainError:
+def domain_error_from_code(code_name: str, message: str, service: str, reason: str = "") -> DomainError:
     """The DomainError for a status given by name (batch items report errors this way)."""
     code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
     kind = _PASSED_ON.get(code)
     if kind is None:
         return Unavailable(f"the {service} service is not available", reason=f"{service}_unavailable")
-    return kind(message or kind.__name__)
+    return kind(message or kind.__name__, reason=reason)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from services.billing.domain import Billing, SettleIn, UsageIn
+from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn
 from services.runtime.errors import FailedPrecondition
 
 from .ledger_checks import assert_invariants
@@ -76,4 +76,19 @@ async def test_same_key_hold_and_settle_concurrently_apply_once(billing: Billing
     settled = await asyncio.gather(*(billing.settle(settle) for _ in range(20)))
     assert len({s.usage_id for s in settled}) == 1
     assert (await billing.balance("dup2")).balance_micros == 9600
+    await assert_invariants(billing.engine)
+
+
+async def test_500_holds_in_concurrent_batches_and_singles_on_one_account_never_overdraw(billing: Billing) -> None:
+    await billing.grant("hot-b", 100_000, "fund", "fund")  # room for exactly 100 holds of 1000
+    batches = [billing.hold_batch([HoldIn("hot-b", 1000, 0, f"b{b}-{i}") for i in range(50)]) for b in range(8)]
+    singles = [billing.hold("hot-b", 1000, 0, f"s{i}") for i in range(100)]
+    outcomes = await asyncio.gather(*batches, *singles, return_exceptions=True)
+    flat = [r for group in outcomes[:8] for r in group] + list(outcomes[8:])  # type: ignore[union-attr]
+    granted = [r for r in flat if not isinstance(r, BaseException)]
+    refused = [r for r in flat if isinstance(r, BaseException)]
+    assert (len(granted), len(refused)) == (100, 400)
+    assert all(isinstance(r, FailedPrecondition) and r.reason == "insufficient_credit" for r in refused)
+    balance = await billing.balance("hot-b")
+    assert (balance.balance_micros, balance.held_micros) == (0, 100_000)
     await assert_invariants(billing.engine)

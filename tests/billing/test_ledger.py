@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from services.billing.domain import Billing, SettleIn, UsageIn, UsageQuery
+from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn, UsageQuery
 from services.billing.store import Code, Hold, UsageDailyAnonymous, UsageRow
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -381,3 +381,38 @@ async def test_settle_batch_matches_single_settles_and_is_idempotent(billing: Bi
         await billing.hold("batch1", 10 * USD - 749, 0, "cap1", key_id="key-b", key_cap=10 * USD)
     assert caught.value.reason == "key_spend_limit"
     assert (await billing.hold("batch1", 10 * USD - 750, 0, "cap2", key_id="key-b", key_cap=10 * USD)).hold_id
+
+
+async def test_hold_batch_matches_single_holds_and_is_idempotent(billing: Billing) -> None:
+    await funded(billing, "hb1", 2 * USD)
+    await funded(billing, "hb2", USD)
+    items = [
+        HoldIn("hb1", USD, 0, "hb-a", key_id="key-hb", key_cap=int(1.5 * USD)),
+        HoldIn("hb2", 600_000, 0, "hb-b"),
+        HoldIn("hb2", 600_000, 0, "hb-c"),  # 400k left after hb-b: insufficient credit
+        HoldIn("hb1", 600_000, 0, "hb-d", key_id="key-hb", key_cap=int(1.5 * USD)),  # over the key's cap
+        HoldIn("hb1", 0, 0, "hb-e"),  # bad input
+        HoldIn("hb2", 400_000, 0, "hb-f"),  # exactly what is left
+        HoldIn("hb2", 600_000, 0, "hb-b"),  # a repeat of hb-b within the batch
+        HoldIn("hb2", 1, 0, "hb-b"),  # the same key with other parameters
+    ]
+    results = await billing.hold_batch(items)
+    assert [type(r).__name__ for r in results] == [
+        "HoldResult", "HoldResult", "FailedPrecondition", "FailedPrecondition", "InvalidArgument", "HoldResult",
+        "HoldResult", "AlreadyExists",
+    ]  # fmt: skip
+    assert (results[2].reason, results[3].reason) == ("insufficient_credit", "key_spend_limit")
+    assert [r.balance_micros for r in (results[0], results[1], results[5])] == [USD, 400_000, 0]
+    assert results[6] == results[1]
+    assert (await billing.balance("hb2")).held_micros == USD
+    again = await billing.hold_batch(items[:2])
+    assert again == results[:2]  # replays return the first results
+    with pytest.raises(AlreadyExists):
+        await billing.hold("hb1", 2, 0, "hb-a")  # a batch's key binds the single path too
+    assert await billing.hold("hb1", USD, 0, "hb-a", key_id="key-hb", key_cap=int(1.5 * USD)) == results[0]
+    await billing.grant("hb2", USD, "more", "more-hb2")
+    retried = await billing.hold_batch([items[2], HoldIn("hb2", 1, 0, "hb-g")])
+    assert [r.amount_micros for r in retried] == [600_000, 1]  # hb-c's key was given back, not burnt
+    settled = await billing.settle(SettleIn(results[0].hold_id, 0, usage(key_id="key-hb"), "hb-s"))
+    assert settled.charged_micros == 750  # batch holds settle like any other
+    await assert_invariants(billing.engine)

@@ -175,6 +175,26 @@ async def test_settle_batch_commits_good_items_and_reports_bad_ones(stub) -> Non
     assert (balance.balance_micros, balance.held_micros) == (USD - 300, 0)
 
 
+async def test_hold_batch_places_what_fits_and_reports_the_rest_with_reasons(stub) -> None:
+    await grant(stub, "bob", 2500, "g-bob")
+    items = [billing_pb2.HoldRequest(account_id="bob", amount_micros=1000, idempotency_key=f"hb{i}") for i in range(3)]
+    items.append(billing_pb2.HoldRequest(account_id="bob", amount_micros=-1, idempotency_key="hbx"))
+    reply = await stub.HoldBatch(billing_pb2.HoldBatchRequest(items=items), metadata=as_service())
+    assert [(i.error_code, i.error_reason) for i in reply.items] == [
+        ("", ""), ("", ""), ("FAILED_PRECONDITION", "insufficient_credit"), ("INVALID_ARGUMENT", ""),
+    ]  # fmt: skip
+    assert [i.result.balance_micros for i in reply.items[:2]] == [1500, 500]
+    assert reply.items[0].result.expires_at.seconds > 0
+    balance = await stub.AdminGetBalance(billing_pb2.AdminGetBalanceRequest(account_id="bob"), metadata=bearer(ADMIN))
+    assert (balance.balance_micros, balance.held_micros) == (500, 2000)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.HoldBatch(billing_pb2.HoldBatchRequest(items=items))  # no service credential
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.HoldBatch(billing_pb2.HoldBatchRequest(), metadata=as_service())
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
 async def test_codes_statement_and_webhook_over_grpc(stub, standin: tuple[str, StandIn]) -> None:
     codes = await stub.CreateCodes(
         billing_pb2.CreateCodesRequest(amount_micros=3 * USD, count=2, idempotency_key="c"), metadata=bearer(ADMIN)

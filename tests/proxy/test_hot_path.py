@@ -248,6 +248,25 @@ async def test_empty_balance_is_insufficient_quota(live: Mesh) -> None:
     assert await user.balance() == (0, 0)
 
 
+async def test_concurrent_calls_coalesce_holds_and_settles_and_charge_each_exactly(live: Mesh) -> None:
+    """40 calls at once from two users: their holds and settles reach billing in batches
+    (HoldBatch, SettleBatch); each paid call is charged its own price, the unpaid user's
+    calls are refused with insufficient_quota alone, and no hold is left."""
+    payer, broke = await live.user(), await live.user(credit_micros=0)
+    before, _ = await payer.balance()
+    bodies = [chat_body(f"question number {i}", max_tokens=20 + i) for i in range(30)]
+    calls = [payer.chat(body) for body in bodies] + [broke.chat(chat_body()) for _ in range(10)]
+    outcomes = await asyncio.gather(*calls, return_exceptions=True)
+    replies = [json.loads(messages[0].data) for messages in outcomes[:30]]  # type: ignore[index]
+    expected = sum(cost(r["usage"]["prompt_tokens"], r["usage"]["completion_tokens"]) for r in replies)
+    assert before - await payer.settled_balance() == expected
+    assert len(await payer.usage()) == 30
+    for refused in outcomes[30:]:
+        assert isinstance(refused, grpc.aio.AioRpcError)
+        assert json.loads(trailers(refused)["gm-error-json"])["error"]["code"] == "insufficient_quota"
+    assert await broke.balance() == (0, 0)
+
+
 async def test_malformed_body_is_400_naming_the_field(live: Mesh) -> None:
     user = await live.user()
     with pytest.raises(grpc.aio.AioRpcError) as caught:

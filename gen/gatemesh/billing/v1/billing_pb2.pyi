@@ -35,6 +35,30 @@ class SettleBatchResponse(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[SettleBatchItem]
     def __init__(self, items: _Optional[_Iterable[_Union[SettleBatchItem, _Mapping]]] = ...) -> None: ...
 
+class HoldBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[HoldRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[HoldRequest, _Mapping]]] = ...) -> None: ...
+
+class HoldBatchItem(_message.Message):
+    __slots__ = ("result", "error_code", "error_message", "error_reason")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    result: HoldResponse
+    error_code: str
+    error_message: str
+    error_reason: str
+    def __init__(self, result: _Optional[_Union[HoldResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
+
+class HoldBatchResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[HoldBatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[HoldBatchItem, _Mapping]]] = ...) -> None: ...
+
 class RunRetentionSweepRequest(_message.Message):
     __slots__ = ("retention_days",)
     RETENTION_DAYS_FIELD_NUMBER: _ClassVar[int]

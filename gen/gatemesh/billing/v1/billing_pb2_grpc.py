@@ -137,6 +137,11 @@ class BillingServiceStub:
                 request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.FromString,
                 _registered_method=True)
+        self.HoldBatch = channel.unary_unary(
+                '/gatemesh.billing.v1.BillingService/HoldBatch',
+                request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.FromString,
+                _registered_method=True)
         self.RunRetentionSweep = channel.unary_unary(
                 '/gatemesh.billing.v1.BillingService/RunRetentionSweep',
                 request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepRequest.SerializeToString,
@@ -291,6 +296,15 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def HoldBatch(self, request, context):
+        """Place many holds in one transaction: the proxy coalesces concurrent calls into it.
+        Each item succeeds or fails on its own (insufficient credit, a key's spend limit);
+        nothing is acknowledged before the commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunRetentionSweep(self, request, context):
         """Retention (P5.2): roll usage records older than the retention period into anonymous
         daily aggregates and delete them; the privacy service or the built-in sweeper calls it.
@@ -401,6 +415,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.SettleBatch,
                     request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.FromString,
                     response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.SerializeToString,
+            ),
+            'HoldBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.HoldBatch,
+                    request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.FromString,
+                    response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.SerializeToString,
             ),
             'RunRetentionSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.RunRetentionSweep,
@@ -950,6 +969,33 @@ class BillingService:
             '/gatemesh.billing.v1.BillingService/SettleBatch',
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchRequest.SerializeToString,
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.SettleBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def HoldBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.billing.v1.BillingService/HoldBatch',
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.SerializeToString,
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
