@@ -9,7 +9,9 @@ caching, and measures VerifyKey from a client in this process:
   OpenTelemetry server interceptor costs;
 - redis only: no in-process cache, one Redis GET per call;
 - uncached: no cache at all, one PostgreSQL query per call;
-- cached + rate limit: cached, plus the atomic Redis Lua script per call.
+- cached + rate limit: cached, plus the atomic Redis Lua script per call;
+- floor: a bare grpc.aio server answering the standard health check (`bench.floor_server`),
+  no interceptors, no I/O: what any Python gRPC call costs on this machine.
 
 Each at concurrency 1 (a blocking client: the least client overhead) and 64 (one
 `grpc.aio` channel, as the proxy calls): p50, p99, calls per second, server CPU per call.
@@ -28,9 +30,11 @@ import time
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 from redis.asyncio import Redis
 
 from bench.stats import Result, print_table, process_cpu_seconds
@@ -44,6 +48,7 @@ REDIS = os.environ.get("GATEMESH_TEST_REDIS", "redis://127.0.0.1:6379") + "/8"
 SERVICE_TOKEN = secrets.token_urlsafe(24)
 SERVICE = ((SERVICE_TOKEN_HEADER, SERVICE_TOKEN),)
 
+FLOOR = "floor: bare grpc.aio health check"
 VARIANTS = {
     "cached": {},
     "cached, tracing off": {"OTEL_SDK_DISABLED": "true"},
@@ -77,6 +82,22 @@ def auth_process(name: str, database_url: str, data_dir: Path, extra: dict[str, 
         log.close()
 
 
+@contextmanager
+def floor_process(data_dir: Path) -> Iterator[tuple[str, int]]:
+    """`bench.floor_server`: a bare grpc.aio server (health service only, no interceptors)."""
+    port = free_port()
+    log = open(data_dir / "floor.log", "wb")  # noqa: SIM115
+    command = [sys.executable, "-m", "bench.floor_server", str(port)]
+    process = subprocess.Popen(command, stdout=log, stderr=log, cwd=ROOT)
+    try:
+        wait_healthy(f"127.0.0.1:{port}", process)
+        yield f"127.0.0.1:{port}", process.pid
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+        log.close()
+
+
 async def make_key(address: str) -> str:
     async with grpc.aio.insecure_channel(address) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
@@ -94,11 +115,18 @@ async def make_key(address: str) -> str:
         return created.api_key
 
 
-def measure_sequential(name: str, address: str, pid: int, request: auth_pb2.VerifyKeyRequest, calls: int) -> Result:
+def method_of(channel: Any, request: Any) -> Any:
+    """The stub method that takes `request`: VerifyKey, or Health.Check for the floor."""
+    if isinstance(request, health_pb2.HealthCheckRequest):
+        return health_pb2_grpc.HealthStub(channel).Check
+    return auth_pb2_grpc.AuthServiceStub(channel).VerifyKey
+
+
+def measure_sequential(name: str, address: str, pid: int, request: Any, calls: int) -> Result:
     """Concurrency 1 with a blocking client: the least client overhead, so the figure is
     the server and the transport."""
     with grpc.insecure_channel(address) as channel:
-        verify = auth_pb2_grpc.AuthServiceStub(channel).VerifyKey
+        verify = method_of(channel, request)
         for _ in range(200):  # warm up: connection, caches, code paths
             verify(request, metadata=SERVICE)
         latencies: list[float] = []
@@ -113,12 +141,10 @@ def measure_sequential(name: str, address: str, pid: int, request: auth_pb2.Veri
     return Result(name, 1, latencies, wall, cpu * 1000 / calls)
 
 
-async def measure_concurrent(
-    name: str, address: str, pid: int, request: auth_pb2.VerifyKeyRequest, calls: int, concurrency: int
-) -> Result:
+async def measure_concurrent(name: str, address: str, pid: int, request: Any, calls: int, concurrency: int) -> Result:
     """Many calls in flight from one grpc.aio channel, as the proxy makes them."""
     async with grpc.aio.insecure_channel(address) as channel:
-        verify = auth_pb2_grpc.AuthServiceStub(channel).VerifyKey
+        verify = method_of(channel, request)
         for _ in range(200):
             await verify(request, metadata=SERVICE)
         latencies: list[float] = []
@@ -137,9 +163,7 @@ async def measure_concurrent(
     return Result(name, concurrency, latencies, wall, cpu * 1000 / len(latencies))
 
 
-async def measure(
-    name: str, address: str, pid: int, request: auth_pb2.VerifyKeyRequest, calls: int, concurrency: int
-) -> Result:
+async def measure(name: str, address: str, pid: int, request: Any, calls: int, concurrency: int) -> Result:
     if concurrency == 1:
         return await asyncio.to_thread(measure_sequential, name, address, pid, request, calls)
     return await measure_concurrent(name, address, pid, request, calls, concurrency)
@@ -157,10 +181,12 @@ async def run(calls: int, data_dir: Path) -> list[Result]:
                 name: stack.enter_context(auth_process(name, database_url, data_dir, extra))
                 for name, extra in VARIANTS.items()
             }
+            floor = stack.enter_context(floor_process(data_dir))
             key = await make_key(servers["cached"][0])
             plain = auth_pb2.VerifyKeyRequest(api_key=key, model="bench-model")
             limited = auth_pb2.VerifyKeyRequest(api_key=key, consume_rate_limit=True, estimated_tokens=100)
             for concurrency in (1, 64):
+                results.append(await measure(FLOOR, *floor, health_pb2.HealthCheckRequest(), calls, concurrency))
                 for name, (address, pid) in servers.items():
                     n = calls if name != "uncached" else calls // 2
                     results.append(await measure(name, address, pid, plain, n, concurrency))

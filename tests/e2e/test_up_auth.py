@@ -1,5 +1,6 @@
 """End to end: `gatemesh up` as a real process on embedded defaults (SQLite, in-process
-cache), driven with the generated stubs and the `gatemesh` operator CLI."""
+cache), driven with the generated stubs, the `gatemesh` operator CLI and the `openai` SDK
+through the edge: the local mesh a newcomer starts with `make up` bills a call exactly."""
 
 from __future__ import annotations
 
@@ -13,10 +14,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
+import openai
 import pytest
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER
+from tests.e2e.edge_mesh import fake_upstream
 from tests.support import ROOT, free_port, wait_healthy
 
 pytestmark = pytest.mark.e2e
@@ -25,9 +28,21 @@ GATEMESH = str(Path(sys.executable).parent / "gatemesh")
 PASSWORD = "a long enough password"
 
 
+MODEL = "gm-local"
+# Whole micro-units per token: 3 per input token, 5 per output token.
+PRICES = {MODEL: {"input_per_mtok_usd": 3, "output_per_mtok_usd": 5}}
+
+
 @pytest.fixture
-def mesh(tmp_path: Path) -> Iterator[dict[str, str]]:
-    """A running `gatemesh up`; yields the environment that finds it."""
+def upstream(tmp_path: Path) -> Iterator[str]:
+    with fake_upstream(tmp_path / "upstream.log") as url:
+        yield url
+
+
+@pytest.fixture
+def mesh(tmp_path: Path, upstream: str) -> Iterator[dict[str, str]]:
+    """A running `gatemesh up` on embedded defaults; yields the environment that finds it."""
+    providers = [{"name": "local", "base_url": f"{upstream}/v1", "models": [MODEL], "timeout_s": 10}]
     env = {
         **os.environ,
         "GATEMESH_DATA_DIR": str(tmp_path / "data"),
@@ -37,8 +52,11 @@ def mesh(tmp_path: Path) -> Iterator[dict[str, str]]:
         "GATEMESH_PRIVACY_ADDR": f"127.0.0.1:{free_port()}",
         "GATEMESH_EDGE_PORT": str(free_port()),
         "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "8192",
+        "GATEMESH_PROVIDERS": json.dumps(providers),
+        "GATEMESH_PRICES": json.dumps(PRICES),
     }
-    env.pop("GATEMESH_CONFIG", None)
+    for name in ("CONFIG", "REDIS_URL", "AUTH_DATABASE_URL", "BILLING_DATABASE_URL", "PROXY_DATABASE_URL"):
+        env.pop(f"GATEMESH_{name}", None)
     log_path = tmp_path / "up.log"
     with open(log_path, "wb") as log:
         process = subprocess.Popen([GATEMESH, "up"], env=env, stdout=log, stderr=log, cwd=ROOT)
@@ -125,3 +143,23 @@ def test_cli_says_when_the_mesh_is_down(tmp_path: Path) -> None:
     result = cli(env, "keys", "list", "--email", "a@example.com")
     assert result.returncode == 3
     assert "gatemesh up" in result.stderr
+
+
+def test_a_paid_call_through_the_edge_on_embedded_defaults(mesh: dict[str, str], upstream: str) -> None:
+    """SQLite and the in-process cache: sign-up by the CLI, credit, a key, one chat call with
+    the openai SDK through the edge, and the balance down by exactly the call's price."""
+    assert cli(mesh, "accounts", "create", "--email", "local@example.com", "--password", PASSWORD).returncode == 0
+    assert cli(mesh, "credits", "grant", "--email", "local@example.com", "--usd", "1").returncode == 0
+    key = cli(mesh, "keys", "create", "--email", "local@example.com").stdout.strip().splitlines()[-1]
+    client = openai.OpenAI(base_url=f"http://127.0.0.1:{mesh['GATEMESH_EDGE_PORT']}/v1", api_key=key)
+    reply = client.chat.completions.create(model=MODEL, messages=[{"role": "user", "content": "hi there"}])
+    assert reply.choices[0].message.content
+    price = 3 * reply.usage.prompt_tokens + 5 * reply.usage.completion_tokens
+    expected = f"{(1_000_000 - price) / 1_000_000:.6f}"
+    for _ in range(100):  # the settle runs just after the answer
+        balance = cli(mesh, "credits", "balance", "--email", "local@example.com")
+        if expected in balance.stdout:
+            break
+        time.sleep(0.1)
+    assert expected in balance.stdout, balance.stdout
+    assert (Path(mesh["GATEMESH_DATA_DIR"]) / "billing.db").exists()  # the embedded default was used
