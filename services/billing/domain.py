@@ -290,10 +290,13 @@ class Billing:
     ) -> HoldResult:
         item = HoldIn(account_id, amount, ttl_s, idempotency_key, key_id, key_cap)
         self.validate_hold(item)
+        one_statement = self.engine.dialect.name == "postgresql"
 
         async def work(conn: AsyncConnection) -> HoldResult:
             hold_id, now = new_id(), self.clock()
             expires = self.hold_expiry(item, now)
+            if one_statement:
+                return await self._hold_in_one_statement(conn, item, hold_id, now, expires)
             legs = [(store.wallet(account_id), -amount), (store.holds_account(account_id), amount)]
             await conn.execute(
                 store.hot(conn).hold,
@@ -308,7 +311,29 @@ class Billing:
                 await self._reserve_key_spend(conn, key_id, amount, key_cap)
             return HoldResult(hold_id, amount, iso(expires), after[store.wallet(account_id)])
 
-        return await self._once("hold", idempotency_key, item.params(), work, lambda first: HoldResult(**first))
+        load = lambda first: HoldResult(**first)  # noqa: E731
+        return await self._once("hold", idempotency_key, item.params(), work, load, one_statement)
+
+    async def _hold_in_one_statement(
+        self, conn: AsyncConnection, item: HoldIn, hold_id: str, now: datetime, expires: datetime
+    ) -> HoldResult:
+        """The hold on PostgreSQL: one round trip instead of seven (see `store.HOLD_PG`); it
+        stores the idempotency key with the result itself. Any refusal raises, so that `_once`
+        rolls the transaction back."""
+        values = {
+            "holds": store.holds_account(item.account_id), "wallet": store.wallet(item.account_id),
+            "account": item.account_id, "amount": item.amount, "key_id": item.key_id, "cap": item.key_cap,
+            "hold_id": hold_id, "transfer_id": new_id(), "now": now, "expires": expires, "expires_iso": iso(expires),
+            "key": item.idempotency_key, "params_hash": store.params_hash(item.params()), "created": utcnow(),
+        }  # fmt: skip
+        row = (await conn.execute(store.HOLD_PG, values)).one()
+        if row.balance is None:
+            raise insufficient_credit()
+        if item.key_id and (not row.reserved or (item.key_cap and item.amount > item.key_cap)):
+            raise key_spend_limit()
+        if not row.recorded:
+            raise _KeyTaken
+        return HoldResult(hold_id, item.amount, iso(expires), int(row.balance))
 
     def validate_hold(self, item: HoldIn) -> None:
         v = Violations()
@@ -344,15 +369,19 @@ class Billing:
         params: dict[str, Any],
         work: Callable[[AsyncConnection], Awaitable[Any]],
         load: Callable[[dict[str, Any]], Any],
+        key_stored_by_work: bool = False,
     ) -> Any:
         """Run a mutation once per idempotency key, with the key stored in the same statement
-        as its result, after the work (one statement instead of claim + finish). A repeat
+        as its result, after the work (one statement instead of claim + finish), or by the
+        work itself (`key_stored_by_work`: it raises `_KeyTaken` when the key was taken). A repeat
         either fails in its work (the hold is settled, the credit is spent) or finds the key
         taken when it stores it; both roll back and return the stored first result. A
         concurrent repeat waits on the key's unique index until the first commits."""
         try:
             async with self.engine.begin() as conn:
                 result = await work(conn)
+                if key_stored_by_work:
+                    return result
                 if not await store.record_key(conn, scope, key, params, vars(result)):
                     raise _KeyTaken
                 return result

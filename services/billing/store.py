@@ -629,3 +629,59 @@ async def add_key_held(conn: AsyncConnection, held: dict[str, int]) -> None:
         table = KeySpend.__table__  # type: ignore[attr-defined]
         stmt = update(table).where(table.c.key_id == bindparam("k")).values(held=table.c.held + bindparam("h"))
         await conn.execute(stmt, changes)
+
+
+# A whole hold in one statement, for PostgreSQL (the single hold's path; SQLite runs the same
+# steps one statement each). The holds account is credited first and the wallet debited only
+# after it (the debit's WHERE reads `credit`), so rows are locked in the one order every path
+# uses (`holds:<a>` before `wallet:<a>`), then the key's spend row. Every later step reads
+# `debit`, so nothing is written when the wallet cannot cover the amount, except the holds
+# account's credit: the caller rolls the transaction back on any refusal (no debit, the key's
+# cap, the idempotency key taken by an earlier request).
+HOLD_PG = text(
+    """
+WITH credit AS (
+    INSERT INTO ledger_accounts (id, kind, account_id, balance)
+    VALUES (CAST(:holds AS VARCHAR), 'holds', CAST(:account AS VARCHAR), CAST(:amount AS BIGINT))
+    ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance
+    RETURNING balance
+), debit AS (
+    UPDATE ledger_accounts SET balance = balance - CAST(:amount AS BIGINT)
+    WHERE id = CAST(:wallet AS VARCHAR) AND balance >= CAST(:amount AS BIGINT) AND EXISTS (SELECT 1 FROM credit)
+    RETURNING balance
+), hold AS (
+    INSERT INTO holds (id, account_id, key_id, amount, status, created_at, expires_at)
+    SELECT CAST(:hold_id AS VARCHAR), CAST(:account AS VARCHAR), CAST(:key_id AS VARCHAR), CAST(:amount AS BIGINT),
+           'open', CAST(:now AS TIMESTAMP), CAST(:expires AS TIMESTAMP)
+    FROM debit
+), transfer AS (
+    INSERT INTO transfers (id, kind, account_id, reference, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), 'hold', CAST(:account AS VARCHAR), CAST(:hold_id AS VARCHAR),
+           CAST(:amount AS BIGINT), CAST(:now AS TIMESTAMP)
+    FROM debit
+), legs AS (
+    INSERT INTO entries (transfer_id, ledger_account, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), leg.account, leg.amount, CAST(:now AS TIMESTAMP)
+    FROM debit, (VALUES (CAST(:wallet AS VARCHAR), -CAST(:amount AS BIGINT)),
+                        (CAST(:holds AS VARCHAR), CAST(:amount AS BIGINT))) AS leg(account, amount)
+), spend AS (
+    INSERT INTO key_spend (key_id, spent, held)
+    SELECT CAST(:key_id AS VARCHAR), 0, CAST(:amount AS BIGINT) FROM debit WHERE CAST(:key_id AS VARCHAR) <> ''
+    ON CONFLICT (key_id) DO UPDATE SET held = key_spend.held + excluded.held
+    WHERE CAST(:cap AS BIGINT) = 0 OR key_spend.spent + key_spend.held + excluded.held <= CAST(:cap AS BIGINT)
+    RETURNING key_id
+), recorded AS (
+    INSERT INTO idempotency (scope, key, params_hash, result, created_at)
+    SELECT 'hold', CAST(:key AS VARCHAR), CAST(:params_hash AS VARCHAR),
+           json_build_object('hold_id', CAST(:hold_id AS VARCHAR), 'amount_micros', CAST(:amount AS BIGINT),
+                             'expires_at', CAST(:expires_iso AS VARCHAR), 'balance_micros', debit.balance)::text,
+           CAST(:created AS TIMESTAMP)
+    FROM debit
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT balance FROM debit) AS balance,
+       (SELECT count(*) FROM spend) AS reserved,
+       (SELECT count(*) FROM recorded) AS recorded
+"""
+)
