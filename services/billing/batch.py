@@ -1,28 +1,28 @@
 """Set-based holds and settles: many in one transaction and a fixed number of statements.
 
-`BatchHolder` places many holds the same way: it claims their keys, locks the wallets and
-holds accounts they touch (in id order), then the API keys' spend rows (in id order, after
-the ledger rows, as a single hold does), decides each hold in Python against running
-balances and caps exactly as a single hold would (insufficient credit or a key's spend
-limit fails that item alone), and writes the holds, transfers, entries, balances and key
-spend in one statement each. Replies only after the commit, like the settles.
+Both kinds share `run_batch`: validate every item, claim all idempotency keys in one
+INSERT (a key stored earlier replays its first result), decide the fresh items, give back
+the keys of items that failed on their own, store the others' results. The reply is sent
+only after the commit: an item reported done is durable, and an item of a batch that fails
+as a whole was not acknowledged, so the caller retries it with the same idempotency key.
+Items that fail on their own (unknown hold, already resolved, insufficient credit, a key's
+spend limit, bad input, reused key) are reported per item and change nothing.
 
-Settles:
-
-A batch claims all its idempotency keys in one INSERT, locks its holds (in id order) and
-then the wallets and holds accounts it touches (in id order, so concurrent batches and
-single settles never deadlock), computes every item in Python exactly as a single settle
-would (a running wallet balance decides what an amount above a hold can take), and writes
-the transfers, entries, usage records, hold states, balances and results in one statement
-each. The reply is sent only after the commit: an item reported settled is durable, and an
-item in a batch that fails as a whole was not acknowledged, so the caller retries it with
-the same idempotency key. Items that fail on their own (unknown hold, already resolved, bad
-input, reused key) are reported per item and change nothing; their keys are given back.
+Settles (`BatchSettler`) lock their holds in id order, then the wallets and holds accounts
+they touch in id order, compute every item in Python exactly as a single settle would (a
+running wallet balance decides what an amount above a hold can take), and write the
+transfers, entries, usage records, hold states, balances and key spend in one statement
+each. Holds (`BatchHolder`) create missing holds accounts, lock the ledger rows in id
+order, then the API keys' spend rows in id order (the single hold's order), decide each
+hold against running balances and caps, and write holds, transfers, entries, balances and
+key spend the same way. Because every path locks in these orders, batches and single
+operations never deadlock.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from sqlalchemy import bindparam, update
@@ -51,10 +51,52 @@ def settle_params(item: SettleIn) -> dict[str, Any]:
     return {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
 
 
-def reused_key(scope: str = "settle") -> AlreadyExists:
+def reused_key(scope: str) -> AlreadyExists:
     return AlreadyExists(
         f"idempotency key already used for a different {scope} request", reason="idempotency_key_reused"
     )
+
+
+async def run_batch(
+    billing: Billing,
+    scope: str,
+    items: list[Any],
+    validate: Callable[[Any], None],
+    params_of: Callable[[Any], dict[str, Any]],
+    result_type: type,
+    decide: Callable[[Any, list[int], dict[int, Any]], Awaitable[None]],
+) -> list[Any]:
+    """What holds and settles in batches share, in one transaction: validate each item;
+    claim the items' idempotency keys (a key stored earlier replays its first result, or is
+    refused for other parameters); let `decide` work out and write the fresh items (filling
+    `results` by index); give back the keys of the items that failed; store the others'
+    results with their keys; answer repeats of a key within the batch like its first item."""
+    results: dict[int, Any] = {}
+    firsts: dict[str, int] = {}
+    for i, item in enumerate(items):
+        try:
+            validate(item)
+        except DomainError as error:
+            results[i] = error
+            continue
+        firsts.setdefault(item.idempotency_key, i)
+    async with billing.engine.begin() as conn:
+        params = {k: params_of(items[i]) for k, i in firsts.items()}
+        fresh, stored = await store.claim_keys(conn, scope, params)
+        for key, (digest, result) in stored.items():
+            same = digest == store.params_hash(params[key])
+            results[firsts[key]] = result_type(**json.loads(result)) if same else reused_key(scope)
+        work = [firsts[k] for k in firsts if k in fresh]
+        await decide(conn, work, results)
+        failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
+        await store.unclaim_keys(conn, scope, failed)
+        done = {items[i].idempotency_key: vars(results[i]) for i in work if not isinstance(results[i], Exception)}
+        await store.finish_keys(conn, scope, done)
+    for i, item in enumerate(items):  # repeats of a key within the batch
+        first = firsts.get(item.idempotency_key)
+        if i not in results and first is not None:
+            results[i] = results[first] if params_of(item) == params_of(items[first]) else reused_key(scope)
+    return [results[i] for i in range(len(items))]
 
 
 class BatchSettler:
@@ -62,35 +104,13 @@ class BatchSettler:
         self.billing = billing
 
     async def run(self, items: list[SettleIn]) -> list[Outcome]:
-        results: dict[int, Outcome] = {}
-        firsts: dict[str, int] = {}
-        for i, item in enumerate(items):
-            try:
-                self.billing.validate_settle(item)
-            except DomainError as error:
-                results[i] = error
-                continue
-            firsts.setdefault(item.idempotency_key, i)
-        async with self.billing.engine.begin() as conn:
-            params = {k: settle_params(items[i]) for k, i in firsts.items()}
-            fresh, stored = await store.claim_keys(conn, "settle", params)
-            for key, (digest, result) in stored.items():
-                same = digest == store.params_hash(params[key])
-                results[firsts[key]] = SettleResult(**json.loads(result)) if same else reused_key()
-            work = [firsts[k] for k in firsts if k in fresh]
+        async def decide(conn: Any, work: list[int], results: dict[int, Any]) -> None:
             writer = _Writer(self.billing)
             await writer.plan(conn, items, work, results)
             await writer.write(conn)
-            failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
-            await store.unclaim_keys(conn, "settle", failed)
-            done = {items[i].idempotency_key: vars(results[i]) for i in work if isinstance(results[i], SettleResult)}
-            await store.finish_keys(conn, "settle", done)
-        for i, item in enumerate(items):  # repeats of a key within the batch
-            first = firsts.get(item.idempotency_key)
-            if i not in results and first is not None:
-                same = settle_params(item) == settle_params(items[first])
-                results[i] = results[first] if same else reused_key()
-        return [results[i] for i in range(len(items))]
+
+        billing = self.billing
+        return await run_batch(billing, "settle", items, billing.validate_settle, settle_params, SettleResult, decide)
 
 
 class _Writer:
@@ -186,32 +206,11 @@ class BatchHolder:
         self.billing = billing
 
     async def run(self, items: list[HoldIn]) -> list[HoldOutcome]:
-        results: dict[int, HoldOutcome] = {}
-        firsts: dict[str, int] = {}
-        for i, item in enumerate(items):
-            try:
-                self.billing.validate_hold(item)
-            except DomainError as error:
-                results[i] = error
-                continue
-            firsts.setdefault(item.idempotency_key, i)
-        async with self.billing.engine.begin() as conn:
-            params = {k: items[i].params() for k, i in firsts.items()}
-            fresh, stored = await store.claim_keys(conn, "hold", params)
-            for key, (digest, result) in stored.items():
-                same = digest == store.params_hash(params[key])
-                results[firsts[key]] = HoldResult(**json.loads(result)) if same else reused_key("hold")
-            work = [firsts[k] for k in firsts if k in fresh]
+        async def decide(conn: Any, work: list[int], results: dict[int, Any]) -> None:
             await _HoldWriter(self.billing).run(conn, items, work, results)
-            failed = [items[i].idempotency_key for i in work if isinstance(results[i], Exception)]
-            await store.unclaim_keys(conn, "hold", failed)
-            done = {items[i].idempotency_key: vars(results[i]) for i in work if isinstance(results[i], HoldResult)}
-            await store.finish_keys(conn, "hold", done)
-        for i, item in enumerate(items):  # repeats of a key within the batch
-            first = firsts.get(item.idempotency_key)
-            if i not in results and first is not None:
-                results[i] = results[first] if item.params() == items[first].params() else reused_key("hold")
-        return [results[i] for i in range(len(items))]
+
+        billing = self.billing
+        return await run_batch(billing, "hold", items, billing.validate_hold, HoldIn.params, HoldResult, decide)
 
 
 class _HoldWriter:

@@ -7,6 +7,7 @@ status with details; no method returns an empty message on failure.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -53,6 +54,16 @@ def usage_in(usage: billing_pb2.Usage) -> UsageIn:
 def check_batch_size(count: int) -> None:
     if not 0 < count <= 1000:
         raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
+
+
+def batch_item(item_type: Any, result: Any, response_of: Callable[[Any], Any]) -> Any:
+    """One outcome of a batch as its proto item: the response, or the error a single call
+    would have raised (status name, message, reason); an unexpected error says no more."""
+    if isinstance(result, DomainError):
+        return item_type(error_code=result.code.name, error_message=result.full_message(), error_reason=result.reason)
+    if isinstance(result, Exception):
+        return item_type(error_code="INTERNAL", error_message="internal error")
+    return item_type(result=response_of(result))
 
 
 def hold_in(request: Any) -> HoldIn:
@@ -133,16 +144,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def HoldBatch(self, request: Any, context: Any) -> billing_pb2.HoldBatchResponse:
         check_batch_size(len(request.items))
         results = await self.billing.hold_batch([hold_in(item) for item in request.items])
-        items = []
-        for result in results:
-            if isinstance(result, DomainError):
-                error = {"error_code": result.code.name, "error_message": result.full_message()}
-                items.append(billing_pb2.HoldBatchItem(**error, error_reason=result.reason))
-            elif isinstance(result, Exception):
-                items.append(billing_pb2.HoldBatchItem(error_code="INTERNAL", error_message="internal error"))
-            else:
-                items.append(billing_pb2.HoldBatchItem(result=hold_response(result)))
-        return billing_pb2.HoldBatchResponse(items=items)
+        return billing_pb2.HoldBatchResponse(
+            items=[batch_item(billing_pb2.HoldBatchItem, r, hold_response) for r in results]
+        )
 
     async def Settle(self, request: Any, context: Any) -> billing_pb2.SettleResponse:
         return billing_pb2.SettleResponse(**vars(await self.billing.settle(settle_in(request))))
@@ -150,16 +154,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def SettleBatch(self, request: Any, context: Any) -> billing_pb2.SettleBatchResponse:
         check_batch_size(len(request.items))
         results = await self.billing.settle_batch([settle_in(item) for item in request.items])
-        items = []
-        for result in results:
-            if isinstance(result, DomainError):
-                items.append(
-                    billing_pb2.SettleBatchItem(error_code=result.code.name, error_message=result.full_message())
-                )
-            elif isinstance(result, Exception):
-                items.append(billing_pb2.SettleBatchItem(error_code="INTERNAL", error_message="internal error"))
-            else:
-                items.append(billing_pb2.SettleBatchItem(result=billing_pb2.SettleResponse(**vars(result))))
+        items = [
+            batch_item(billing_pb2.SettleBatchItem, r, lambda r: billing_pb2.SettleResponse(**vars(r))) for r in results
+        ]
         return billing_pb2.SettleBatchResponse(items=items)
 
     async def Release(self, request: Any, context: Any) -> billing_pb2.ReleaseResponse:

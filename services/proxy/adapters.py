@@ -236,7 +236,7 @@ def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseExcepti
 
 
 class RemoteLedger:
-    """Ledger over billing's Hold, Settle(Batch), Release and ListPrices."""
+    """Ledger over billing's Hold(Batch), Settle(Batch), Release and ListPrices."""
 
     def __init__(
         self,

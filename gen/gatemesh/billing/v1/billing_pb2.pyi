@@ -20,14 +20,16 @@ class SettleBatchRequest(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[SettleRequest, _Mapping]]] = ...) -> None: ...
 
 class SettleBatchItem(_message.Message):
-    __slots__ = ("result", "error_code", "error_message")
+    __slots__ = ("result", "error_code", "error_message", "error_reason")
     RESULT_FIELD_NUMBER: _ClassVar[int]
     ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
     ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
     result: SettleResponse
     error_code: str
     error_message: str
-    def __init__(self, result: _Optional[_Union[SettleResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ...) -> None: ...
+    error_reason: str
+    def __init__(self, result: _Optional[_Union[SettleResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
 
 class SettleBatchResponse(_message.Message):
     __slots__ = ("items",)
