@@ -311,8 +311,9 @@ class Billing:
                 await self._reserve_key_spend(conn, key_id, amount, key_cap)
             return HoldResult(hold_id, amount, iso(expires), after[store.wallet(account_id)])
 
-        load = lambda first: HoldResult(**first)  # noqa: E731
-        return await self._once("hold", idempotency_key, item.params(), work, load, one_statement)
+        return await self._once(
+            "hold", idempotency_key, item.params(), work, lambda first: HoldResult(**first), one_statement
+        )
 
     async def _hold_in_one_statement(
         self, conn: AsyncConnection, item: HoldIn, hold_id: str, now: datetime, expires: datetime

@@ -200,6 +200,9 @@ class Coalescer:
             self._draining = False
 
     async def _send(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        if not self._enabled:  # queued before billing turned out to lack the batch RPC
+            await asyncio.gather(*(self._call_one(request, future) for request, future in batch))
+            return
         try:
             reply = await self._batch_rpc(
                 self._batch_request([request for request, _ in batch]), timeout=self._timeout, metadata=self._md
