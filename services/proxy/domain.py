@@ -450,7 +450,7 @@ class StreamRelay:
         try:
             yield self.first
             try:
-                async for data in self.response.content.iter_any():
+                async for data in upstream_chunks(self.response):
                     out = self.state.feed(data)
                     if out:
                         yield out
@@ -495,6 +495,21 @@ async def with_retries(
                 raise
             await asyncio.sleep(delay_s)
             delay_s = min(delay_s * 2, max_delay_s)
+
+
+async def upstream_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body of a streamed upstream answer as it arrives. When the upstream cuts the
+    stream, aiohttp raises before handing out bytes it had already received (its reader
+    checks for the error first); those bytes are yielded before the error is raised, so the
+    client gets, and is charged for, everything the upstream sent before the cut."""
+    try:
+        async for data in response.content.iter_any():
+            yield data
+    except aiohttp.ClientPayloadError:
+        rest = response.content._read_nowait(-1)  # no public call returns them once failed
+        if rest:
+            yield rest
+        raise
 
 
 async def read_json(response: aiohttp.ClientResponse) -> tuple[bytes, Any]:

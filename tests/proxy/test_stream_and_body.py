@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+from collections.abc import Callable
 
+import aiohttp
 import pytest
 
-from services.proxy.domain import parse_object, upstream_chat_body, validate_chat
+from services.proxy.domain import parse_object, upstream_chat_body, upstream_chunks, validate_chat
 from services.proxy.router import Route
 from services.proxy.sse import StreamState
 from services.runtime.errors import InvalidArgument
@@ -19,6 +22,7 @@ def event(payload: dict) -> bytes:
 CONTENT = event({"choices": [{"index": 0, "delta": {"content": " hi"}}], "usage": None})
 USAGE = event({"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 1}})
 DONE = b"data: [DONE]\n\n"
+BODY = {"model": "gm-test", "messages": [{"role": "user", "content": "say hello please"}]}
 
 
 def test_usage_chunk_hidden_from_a_client_that_did_not_ask() -> None:
@@ -114,3 +118,16 @@ def test_crlf_separated_events_are_split_inspected_and_forwarded() -> None:
     assert out == CONTENT + CONTENT + DONE
     assert state.usage == {"prompt_tokens": 5, "completion_tokens": 1}
     assert state.done and state.output_text() == " hi hi"
+
+
+async def test_bytes_received_before_an_upstream_cut_reach_the_relay(upstreams: Callable[[str], str]) -> None:
+    """aiohttp raises on a cut stream before handing out what it had already buffered; those
+    events must still be relayed and counted (the cut used to drop them under load)."""
+    body = {**BODY, "stream": True, "fake_mode": "cut", "fake_cut_after": 3}
+    received = b""
+    async with aiohttp.ClientSession() as session, session.post(f"{upstreams('')}/chat/completions", json=body) as r:
+        await asyncio.sleep(0.5)  # three events and the cut arrive before anything is read
+        with pytest.raises(aiohttp.ClientPayloadError):
+            async for data in upstream_chunks(r):
+                received += data
+    assert received.count(b"data: ") == 3
