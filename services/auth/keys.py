@@ -121,7 +121,7 @@ def check_key_format(v: Violations, name: str, api_key: str) -> None:
 
 
 def invalid_key(message: str = "invalid API key") -> Unauthenticated:
-    return Unauthenticated(message, openai_code="invalid_api_key")
+    return Unauthenticated(message, reason="invalid_api_key", openai_code="invalid_api_key")
 
 
 class Keys:
@@ -262,7 +262,10 @@ class Keys:
         entry = await self.entry(api_key)
         if model and entry.allowed_models and model not in entry.allowed_models:
             raise PermissionDenied(
-                "this API key may not use this model", openai_code="model_not_allowed", param="model"
+                "this API key may not use this model",
+                reason="model_not_allowed",
+                openai_code="model_not_allowed",
+                param="model",
             )
         if not consume:
             return Verified(entry)
@@ -274,6 +277,7 @@ class Keys:
             raise ResourceExhausted(
                 "rate limit reached for this API key; retry later",
                 retry_after_s=decision.retry_after_s,
+                reason="rate_limit_exceeded",
                 openai_code="rate_limit_exceeded",
             )
         return Verified(entry, decision.remaining_requests, decision.remaining_tokens)

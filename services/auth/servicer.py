@@ -7,6 +7,7 @@ each method's declared access by the runtime.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ import grpc
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
 from services.runtime.access import Authenticator, principal
-from services.runtime.errors import Violations
+from services.runtime.errors import InvalidArgument, Violations, batch_item
 
 from .domain import Accounts, Origin, dashboard
 from .keys import Keys, KeySpec
@@ -194,6 +195,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     # internal ---------------------------------------------------------------------------
 
     async def VerifyKey(self, request: Any, context: Any) -> auth_pb2.VerifyKeyResponse:
+        return await self._verify(request)
+
+    async def VerifyKeyBatch(self, request: Any, context: Any) -> auth_pb2.VerifyKeyBatchResponse:
+        """Each item verified as VerifyKey would, concurrently; one outcome per item."""
+        if not 0 < len(request.items) <= 1000:
+            raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
+        outcomes = await asyncio.gather(*(self._verify(item) for item in request.items), return_exceptions=True)
+        return auth_pb2.VerifyKeyBatchResponse(
+            items=[batch_item(auth_pb2.VerifyKeyBatchItem, outcome, lambda reply: reply) for outcome in outcomes]
+        )
+
+    async def _verify(self, request: Any) -> auth_pb2.VerifyKeyResponse:
         check_sizes(request, "api_key", "model")
         verified = await self.keys.verify(
             request.api_key, request.model, request.consume_rate_limit, request.estimated_tokens

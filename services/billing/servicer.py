@@ -7,7 +7,6 @@ status with details; no method returns an empty message on failure.
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.access import principal
-from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, Unauthenticated
+from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated, batch_item
 
 from .cards import CardTopups
 from .chain import ChainDeposits
@@ -54,16 +53,6 @@ def usage_in(usage: billing_pb2.Usage) -> UsageIn:
 def check_batch_size(count: int) -> None:
     if not 0 < count <= 1000:
         raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
-
-
-def batch_item(item_type: Any, result: Any, response_of: Callable[[Any], Any]) -> Any:
-    """One outcome of a batch as its proto item: the response, or the error a single call
-    would have raised (status name, message, reason); an unexpected error says no more."""
-    if isinstance(result, DomainError):
-        return item_type(error_code=result.code.name, error_message=result.full_message(), error_reason=result.reason)
-    if isinstance(result, Exception):
-        return item_type(error_code="INTERNAL", error_message="internal error")
-    return item_type(result=response_of(result))
 
 
 def hold_in(request: Any) -> HoldIn:

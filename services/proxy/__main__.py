@@ -87,7 +87,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_rpc_timeout_s,
         settings.proxy_price_refresh_s,
         settings.proxy_hold_ttl_s,
-        settings.proxy_billing_batch,
+        settings.proxy_batch_calls,
         metadata,
     )
     redis = make_redis(settings.redis_url) if settings.redis_url else None
@@ -96,7 +96,12 @@ async def build(settings: ProxySettings) -> ProxyApp:
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
     gateway.gatekeeper = RemoteGatekeeper(
-        auth_channel, settings.proxy_rpc_timeout_s, gateway.tasks, settings.proxy_report_tokens_s, metadata
+        auth_channel,
+        settings.proxy_rpc_timeout_s,
+        gateway.tasks,
+        settings.proxy_report_tokens_s,
+        metadata,
+        settings.proxy_batch_calls,
     )
     participant = ProxyParticipant(engine, writer)
 

@@ -25,7 +25,7 @@ from google.protobuf import timestamp_pb2
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, ResourceExhausted, Unauthenticated
-from services.runtime.rpc_errors import domain_error, domain_error_from_code
+from services.runtime.rpc_errors import batch_item_error, domain_error
 
 from .domain import CallUsage, KeyGrant, Price, Tasks
 from .outbox import SettleOutbox
@@ -37,7 +37,7 @@ Metadata = tuple[tuple[str, str], ...]
 
 
 class RemoteGatekeeper:
-    """Gatekeeper over auth's VerifyKey and ReportTokens."""
+    """Gatekeeper over auth's VerifyKey (coalesced into VerifyKeyBatch) and ReportTokens."""
 
     def __init__(
         self,
@@ -46,11 +46,14 @@ class RemoteGatekeeper:
         tasks: Tasks,
         report_every_s: float = 0.5,
         metadata: Metadata = (),
+        batch: bool = True,
     ) -> None:
         self._stub = auth_pb2_grpc.AuthServiceStub(channel)
         self._timeout = timeout_s
         self._md = metadata
         self._tasks = tasks
+        stub = self._stub
+        self._verify = Coalescer(stub.VerifyKey, stub.VerifyKeyBatch, verify_batch, timeout_s, batch, metadata, "auth")
         self._report_every_s = report_every_s
         self._pending: dict[str, int] = {}
         self._flushing = False
@@ -60,9 +63,9 @@ class RemoteGatekeeper:
             api_key=api_key, model=model, consume_rate_limit=consume, estimated_tokens=estimated_tokens
         )
         try:
-            reply = await self._stub.VerifyKey(request, timeout=self._timeout, metadata=self._md)
-        except grpc.aio.AioRpcError as error:
-            raise key_error(domain_error(error, "auth")) from None
+            reply = await self._verify.call(request)
+        except DomainError as error:
+            raise key_error(error) from None
         return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
 
     def report_tokens(self, key_id: str, delta: int) -> None:
@@ -149,12 +152,13 @@ class PriceCache:
 
 
 class Coalescer:
-    """Coalesces concurrent calls of one billing RPC into calls of its batch twin (Hold into
-    HoldBatch, Settle into SettleBatch): whatever queued while the last batch was in flight
-    goes out together, so a quiet proxy sends batches of one at once and a busy one sends
-    few large ones. Each caller gets its own item's result or error, only after billing
-    answered the batch (after its commit). Falls back to the single RPC if billing has no
-    batch RPC."""
+    """Coalesces concurrent calls of one RPC into calls of its batch twin (VerifyKey into
+    VerifyKeyBatch, Hold into HoldBatch, Settle into SettleBatch): whatever queued while the
+    last batch was in flight goes out together, so a quiet proxy sends batches of one at
+    once and a busy one sends few large ones. Each caller gets its own item's result or the
+    error its single call would have raised, only once the service answered the batch (for
+    billing, after its commit). Falls back to the single RPC if the service has no batch
+    RPC."""
 
     def __init__(
         self,
@@ -164,7 +168,9 @@ class Coalescer:
         timeout_s: float,
         enabled: bool,
         metadata: Metadata = (),
+        service: str = "billing",
     ) -> None:
+        self._service = service
         self._single_rpc = single
         self._batch_rpc = batch
         self._batch_request = batch_request
@@ -189,7 +195,7 @@ class Coalescer:
         try:
             return await self._single_rpc(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
-            raise domain_error(error, "billing") from None
+            raise domain_error(error, self._service) from None
 
     async def _drain(self) -> None:
         try:
@@ -213,12 +219,11 @@ class Coalescer:
                 await asyncio.gather(*(self._call_one(request, future) for request, future in batch))
                 return
             for _, future in batch:
-                _resolve(future, error=domain_error(error, "billing"))
+                _resolve(future, error=domain_error(error, self._service))
             return
         for (_, future), item in zip(batch, reply.items, strict=False):
             if item.error_code:
-                reason = getattr(item, "error_reason", "")
-                _resolve(future, error=domain_error_from_code(item.error_code, item.error_message, "billing", reason))
+                _resolve(future, error=batch_item_error(item, self._service))
             else:
                 _resolve(future, result=item.result)
 
@@ -300,6 +305,10 @@ class RemoteLedger:
             await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
+
+
+def verify_batch(items: list[auth_pb2.VerifyKeyRequest]) -> auth_pb2.VerifyKeyBatchRequest:
+    return auth_pb2.VerifyKeyBatchRequest(items=items)
 
 
 def hold_batch(items: list[billing_pb2.HoldRequest]) -> billing_pb2.HoldBatchRequest:

@@ -48,8 +48,8 @@ class ProxySettings(GatemeshSettings):
     proxy_log_queue_max: int = Field(100_000, ge=1, description="Buffered rows before new ones are dropped.")
     proxy_log_retention_days: int = Field(365, ge=1, description="Request metadata is deleted after this (P5.2).")
     proxy_report_tokens_s: float = Field(0.5, gt=0, description="Interval of batched ReportTokens corrections.")
-    proxy_billing_batch: bool = Field(
-        True, description="Coalesce concurrent holds and settles into HoldBatch and SettleBatch calls."
+    proxy_batch_calls: bool = Field(
+        True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )
     proxy_outbox_stale_s: float = Field(
         30.0, gt=0, description="Settles unconfirmed this long are replayed from the Redis outbox (needs redis_url)."

@@ -12,8 +12,9 @@ was sent.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import grpc
 from google.protobuf import duration_pb2
@@ -216,3 +217,21 @@ class Violations:
 def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
     """The google.rpc.Status of a failed call, for clients that want the field violations."""
     return rpc_status.from_call(error)  # type: ignore[arg-type]
+
+
+def batch_item(item_type: Any, outcome: Any, response_of: Callable[[Any], Any]) -> Any:
+    """One outcome of a batch RPC (HoldBatch, SettleBatch, VerifyKeyBatch) as its proto item:
+    the response, or what a single call would have raised (status name, message, reason and,
+    where the item has the field, the retry delay); an unexpected error says no more."""
+    if isinstance(outcome, DomainError):
+        error = {
+            "error_code": outcome.code.name,
+            "error_message": outcome.full_message(),
+            "error_reason": outcome.reason,
+        }
+        if outcome.retry_after_s and "retry_after_seconds" in item_type.DESCRIPTOR.fields_by_name:
+            error["retry_after_seconds"] = outcome.retry_after_s
+        return item_type(**error)
+    if isinstance(outcome, Exception):
+        return item_type(error_code="INTERNAL", error_message="internal error")
+    return item_type(result=response_of(outcome))

@@ -9,6 +9,8 @@ callee's internal message.
 
 from __future__ import annotations
 
+from typing import Any
+
 import grpc
 from google.rpc import error_details_pb2
 
@@ -78,10 +80,12 @@ def domain_error(error: grpc.aio.AioRpcError, service: str) -> DomainError:
     return kind(message, field_violations=violations, reason=reason, retry_after_s=retry_after)
 
 
-def domain_error_from_code(code_name: str, message: str, service: str, reason: str = "") -> DomainError:
-    """The DomainError for a status given by name (batch items report errors this way)."""
-    code = getattr(grpc.StatusCode, code_name, grpc.StatusCode.UNKNOWN)
+def batch_item_error(item: Any, service: str) -> DomainError:
+    """The DomainError a failed item of a batch RPC stands for (see `errors.batch_item`): the
+    one the single call would have raised, down to its reason and retry delay."""
+    code = getattr(grpc.StatusCode, item.error_code, grpc.StatusCode.UNKNOWN)
     kind = _PASSED_ON.get(code)
     if kind is None:
         return Unavailable(f"the {service} service is not available", reason=f"{service}_unavailable")
-    return kind(message or kind.__name__, reason=reason)
+    retry_after = getattr(item, "retry_after_seconds", 0) or None
+    return kind(item.error_message or kind.__name__, reason=item.error_reason, retry_after_s=retry_after)

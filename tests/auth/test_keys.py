@@ -308,3 +308,33 @@ async def test_an_expired_key_cannot_be_rotated_into_a_live_one(auth) -> None:
     await asyncio.sleep(1.1)
     error = await refused(auth.stub.RotateApiKey(auth_pb2.RotateApiKeyRequest(key_id=key_id), metadata=md))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+
+
+async def test_verify_key_batch_answers_each_item_as_verify_key_would(auth) -> None:
+    """The proxy coalesces concurrent VerifyKey calls into VerifyKeyBatch: every item gets the
+    response, or the status, reason and retry delay, that a single VerifyKey would give."""
+    _, _, key = await auth.user_with_key(allowed_models=["small-model"], limits={"requests_per_minute": 2})
+    await same_minute(auth)
+    items = [
+        verify(key, model="small-model", consume_rate_limit=True),
+        verify(key, model="big-model"),
+        verify("gm-" + "x" * 43),
+        verify("sk-not-ours"),
+        verify(key, consume_rate_limit=True),
+        verify(key, consume_rate_limit=True),  # the third request this minute: over the limit of 2
+    ]
+    reply = await auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=items), metadata=SERVICE)
+    outcomes = [(i.error_code, i.error_reason) for i in reply.items]
+    assert outcomes[:4] == [
+        ("", ""), ("PERMISSION_DENIED", "model_not_allowed"), ("UNAUTHENTICATED", "invalid_api_key"),
+        ("INVALID_ARGUMENT", ""),
+    ]  # fmt: skip
+    assert sorted(outcomes[4:]) == [("", ""), ("RESOURCE_EXHAUSTED", "rate_limit_exceeded")]
+    limited = next(i for i in reply.items[4:] if i.error_code)
+    assert 1 <= limited.retry_after_seconds <= 60
+    assert reply.items[0].result.key_id and reply.items[0].result.remaining_requests == 1
+    assert (await refused(auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=items)))).code() == (
+        grpc.StatusCode.UNAUTHENTICATED
+    )  # an internal RPC: refused without the service credential
+    empty = await refused(auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(), metadata=SERVICE))
+    assert empty.code() == grpc.StatusCode.INVALID_ARGUMENT

@@ -216,6 +216,7 @@ async def test_model_outside_the_allowlist_is_403_and_listing_shows_only_allowed
         await user.chat(chat_body())
     assert caught.value.code() == grpc.StatusCode.PERMISSION_DENIED
     assert trailers(caught.value)["gm-http-status"] == "403"
+    assert json.loads(trailers(caught.value)["gm-error-json"])["error"]["code"] == "model_not_allowed"
     assert await user.settled_balance() == before
     listed = json.loads((await live.proxy.ListModels(proxy_pb2.ListModelsRequest(), metadata=user.metadata)).data)
     assert [m["id"] for m in listed["data"]] == ["gm-other"]
@@ -235,6 +236,7 @@ async def test_rate_limit_is_429_with_retry_after(live: Mesh) -> None:
     meta = trailers(caught.value)
     assert meta["gm-http-status"] == "429"
     assert int(meta["retry-after"]) >= 1
+    assert json.loads(meta["gm-error-json"])["error"]["code"] == "rate_limit_exceeded"
 
 
 async def test_empty_balance_is_insufficient_quota(live: Mesh) -> None:

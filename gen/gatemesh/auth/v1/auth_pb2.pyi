@@ -429,6 +429,32 @@ class VerifyKeyResponse(_message.Message):
     analytics_opt_out: bool
     def __init__(self, account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., spend_cap_micros: _Optional[int] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remaining_requests: _Optional[int] = ..., remaining_tokens: _Optional[int] = ..., analytics_opt_out: _Optional[bool] = ...) -> None: ...
 
+class VerifyKeyBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[VerifyKeyRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[VerifyKeyRequest, _Mapping]]] = ...) -> None: ...
+
+class VerifyKeyBatchItem(_message.Message):
+    __slots__ = ("result", "error_code", "error_message", "error_reason", "retry_after_seconds")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    RETRY_AFTER_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    result: VerifyKeyResponse
+    error_code: str
+    error_message: str
+    error_reason: str
+    retry_after_seconds: int
+    def __init__(self, result: _Optional[_Union[VerifyKeyResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ..., retry_after_seconds: _Optional[int] = ...) -> None: ...
+
+class VerifyKeyBatchResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[VerifyKeyBatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[VerifyKeyBatchItem, _Mapping]]] = ...) -> None: ...
+
 class ReportTokensRequest(_message.Message):
     __slots__ = ("key_id", "token_delta")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]

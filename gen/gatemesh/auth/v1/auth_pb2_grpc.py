@@ -130,6 +130,11 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyResponse.FromString,
                 _registered_method=True)
+        self.VerifyKeyBatch = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/VerifyKeyBatch',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.FromString,
+                _registered_method=True)
         self.ReportTokens = channel.unary_unary(
                 '/gatemesh.auth.v1.AuthService/ReportTokens',
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ReportTokensRequest.SerializeToString,
@@ -277,6 +282,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def VerifyKeyBatch(self, request, context):
+        """Verify many keys in one call: the proxy coalesces concurrent calls into it. Each item
+        succeeds or fails on its own, exactly as VerifyKey would (rate limits included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def ReportTokens(self, request, context):
         """After a call: correct the tokens-per-minute window by actual minus estimated tokens.
         """
@@ -396,6 +409,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyKey,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyResponse.SerializeToString,
+            ),
+            'VerifyKeyBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.VerifyKeyBatch,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.SerializeToString,
             ),
             'ReportTokens': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportTokens,
@@ -927,6 +945,33 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/VerifyKey',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def VerifyKeyBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/VerifyKeyBatch',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
