@@ -14,6 +14,7 @@ billing's insufficient credit becomes OpenAI's `insufficient_quota` (429).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import time
 from collections.abc import Callable
@@ -24,7 +25,14 @@ from google.protobuf import timestamp_pb2
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
-from services.runtime.errors import DomainError, FailedPrecondition, InvalidArgument, ResourceExhausted, Unauthenticated
+from services.runtime.errors import (
+    DomainError,
+    FailedPrecondition,
+    InvalidArgument,
+    ResourceExhausted,
+    Unauthenticated,
+    Unavailable,
+)
 from services.runtime.rpc_errors import batch_item_error, domain_error
 
 from .domain import CallUsage, KeyGrant, Price, Tasks
@@ -177,7 +185,7 @@ class Coalescer:
         self._timeout = timeout_s
         self._enabled = enabled
         self._md = metadata
-        self._queue: list[tuple[Any, asyncio.Future[Any]]] = []
+        self._queue: list[tuple[Any, asyncio.Future[Any], contextvars.Context]] = []
         self._draining = False
 
     async def call(self, request: Any) -> Any:
@@ -185,7 +193,7 @@ class Coalescer:
         if not self._enabled:
             return await self._single(request)
         future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
-        self._queue.append((request, future))
+        self._queue.append((request, future, contextvars.copy_context()))
         if not self._draining:
             self._draining = True
             asyncio.get_running_loop().create_task(self._drain())
@@ -200,8 +208,17 @@ class Coalescer:
     async def _drain(self) -> None:
         try:
             while self._queue:
-                batch, self._queue = self._queue[:500], self._queue[500:]
-                await self._send(batch)
+                queued, self._queue = self._queue[:500], self._queue[500:]
+                batch = [(request, future) for request, future, _ in queued]
+                # Run in the context of the call that opened this batch, so that the batch RPC's
+                # spans join that call's trace (not the trace of whichever call started the drain).
+                send = asyncio.get_running_loop().create_task(self._send(batch), context=queued[0][2])
+                try:
+                    await send
+                except Exception as error:  # whatever went wrong, no caller may be left waiting
+                    log.error("%s batch failed (%s)", self._service, type(error).__name__)
+                    for _, future in batch:
+                        _resolve(future, error=Unavailable(f"the {self._service} service is not available"))
         finally:
             self._draining = False
 

@@ -5,6 +5,7 @@ SettleBatch are exercised end to end in `test_hot_path.py`)."""
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from typing import Any
 
 import grpc
@@ -12,6 +13,8 @@ import grpc
 from gatemesh.billing.v1 import billing_pb2
 from services.proxy.adapters import Coalescer, hold_batch
 from services.runtime.errors import FailedPrecondition, Unavailable
+
+CALLER: contextvars.ContextVar[str] = contextvars.ContextVar("caller", default="")
 
 
 def rpc_error(code: grpc.StatusCode) -> grpc.aio.AioRpcError:
@@ -95,3 +98,38 @@ async def test_coalescing_switched_off_sends_single_calls() -> None:
     coalescer = Coalescer(billing.single, billing.batch, hold_batch, timeout_s=1, enabled=False)
     await asyncio.gather(*(coalescer.call(r) for r in holds(4)))
     assert (billing.batches, billing.singles) == ([], 4)
+
+
+async def test_an_unexpected_failure_of_a_batch_leaves_no_caller_waiting() -> None:
+    async def broken(request: Any, **_: Any) -> Any:
+        raise RuntimeError("a bug in the batch path")
+
+    billing = Billing()
+    coalescer = Coalescer(billing.single, broken, hold_batch, timeout_s=1, enabled=True)
+    outcomes = await asyncio.wait_for(
+        asyncio.gather(*(coalescer.call(r) for r in holds(3)), return_exceptions=True), timeout=5
+    )
+    assert all(isinstance(o, Unavailable) for o in outcomes)
+
+
+async def test_the_batch_rpc_runs_in_the_context_of_the_call_that_opened_the_batch() -> None:
+    """So that its spans join that call's trace (OpenTelemetry keeps the current span in a
+    context variable)."""
+    seen: list[str] = []
+    billing = Billing()
+
+    async def batch(request: billing_pb2.HoldBatchRequest, **kw: Any) -> billing_pb2.HoldBatchResponse:
+        seen.append(CALLER.get())
+        return await billing.batch(request, **kw)
+
+    coalescer = Coalescer(billing.single, batch, hold_batch, timeout_s=1, enabled=True)
+
+    async def call_as(name: str, request: billing_pb2.HoldRequest) -> Any:
+        CALLER.set(name)
+        return await coalescer.call(request)
+
+    first = asyncio.create_task(call_as("first", holds(1)[0]))
+    await asyncio.sleep(0.002)  # its batch is in flight
+    await asyncio.gather(call_as("second", holds(2)[1]), call_as("third", holds(3)[2]))
+    await first
+    assert seen == ["first", "second"]
