@@ -33,7 +33,7 @@ from sqlalchemy import (
     UniqueConstraint,
     and_,
     bindparam,
-    delete,
+    cast,
     func,
     select,
     text,
@@ -44,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
-from services.runtime.errors import AlreadyExists
+from services.runtime.errors import Aborted, AlreadyExists
 
 SYSTEM_PREFIX = "system:"
 
@@ -508,43 +508,60 @@ def all_of(conditions: list[Any]) -> Any:
     return and_(*conditions) if conditions else True
 
 
-async def claim_keys(
-    conn: AsyncConnection, scope: str, params: dict[str, dict[str, Any]]
-) -> tuple[set[str], dict[str, tuple[str, str]]]:
-    """`claim_key` for many keys in two statements: (keys now claimed, {other key: (params
-    hash, stored result)})."""
-    if not params:
-        return set(), {}
-    now = utcnow()
-    rows = [
-        {"scope": scope, "key": k, "params_hash": params_hash(p), "result": "", "created_at": now}
-        for k, p in params.items()
-    ]
+def among(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
+    """`column IN values`. On PostgreSQL as `IN (SELECT unnest(array))`: one parameter however
+    many values (a batch's thousand ids would otherwise be a thousand parameters to send and
+    parse), probed one by one through the column's index. Not `= ANY(array)`: once the driver's
+    prepared statement gets a generic plan, PostgreSQL may scan the table comparing each row
+    with every element (seen: 200 ms for 1,000 keys in a table of 24,000)."""
+    if conn.dialect.name == "postgresql":
+        return column.in_(select(func.unnest(cast(list(values), postgresql.ARRAY(column.type)))))
+    return column.in_(list(values))
+
+
+async def stored_keys(conn: AsyncConnection, scope: str, keys: list[str]) -> dict[str, tuple[str, str]]:
+    """{key: (params hash, stored result)} of those of these keys stored earlier."""
+    if not keys:
+        return {}
     table = Idempotency.__table__  # type: ignore[attr-defined]
-    fresh = set((await conn.execute(hot(conn).claim_many, rows)).scalars())  # executemany, compiled once
-    taken = [k for k in params if k not in fresh]
-    stored: dict[str, tuple[str, str]] = {}
-    if taken:
-        query = select(table.c.key, table.c.params_hash, table.c.result).where(
-            table.c.scope == scope, table.c.key.in_(taken)
-        )
-        stored = {k: (h, r) for k, h, r in (await conn.execute(query)).all()}
-    return fresh, stored
+    query = select(table.c.key, table.c.params_hash, table.c.result)
+    rows = await conn.execute(query.where(table.c.scope == scope, among(conn, table.c.key, keys)))
+    return {k: (h, r) for k, h, r in rows.all()}
 
 
-async def finish_keys(conn: AsyncConnection, scope: str, results: dict[str, dict[str, Any]]) -> None:
-    if not results:
+async def record_keys(conn: AsyncConnection, scope: str, done: list[tuple[str, str, dict[str, Any]]]) -> None:
+    """Store (key, params hash, result) triples in one statement. A key that a concurrent
+    request stored since `stored_keys` looked raises Aborted: the caller's transaction rolls
+    back and its caller retries, to find that key's result."""
+    if not done:
         return
-    table = Idempotency.__table__  # type: ignore[attr-defined]
-    stmt = update(table).where(table.c.scope == scope, table.c.key == bindparam("k")).values(result=bindparam("r"))
-    await conn.execute(stmt, [{"k": k, "r": json.dumps(r, default=str)} for k, r in results.items()])
+    now = utcnow()
+    if conn.dialect.name == "postgresql":
+        params = {"scope": scope, "now": now, "keys": [k for k, _, _ in done], "hashes": [h for _, h, _ in done],
+                  "results": [json.dumps(r, default=str) for _, _, r in done]}  # fmt: skip
+        stored = (await conn.execute(RECORD_KEYS_PG, params)).scalar_one()
+    else:
+        rows = [
+            {"scope": scope, "key": k, "params_hash": h, "result": json.dumps(r, default=str), "created_at": now}
+            for k, h, r in done
+        ]
+        stored = len((await conn.execute(hot(conn).claim_many, rows)).all())
+    if stored != len(done):
+        raise Aborted("a concurrent request with one of these idempotency keys is in progress; retry")
 
 
-async def unclaim_keys(conn: AsyncConnection, scope: str, keys: list[str]) -> None:
-    """Give back keys claimed by requests that failed, so that a retry can succeed."""
-    if keys:
-        table = Idempotency.__table__  # type: ignore[attr-defined]
-        await conn.execute(delete(table).where(table.c.scope == scope, table.c.key.in_(keys)))
+RECORD_KEYS_PG = text(
+    """
+WITH stored AS (
+    INSERT INTO idempotency (scope, key, params_hash, result, created_at)
+    SELECT CAST(:scope AS VARCHAR), k, h, r, CAST(:now AS TIMESTAMP)
+    FROM unnest(CAST(:keys AS VARCHAR[]), CAST(:hashes AS VARCHAR[]), CAST(:results AS VARCHAR[])) AS u(k, h, r)
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING 1
+)
+SELECT count(*) FROM stored
+"""
+)
 
 
 async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, Any]:
@@ -552,7 +569,7 @@ async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, An
     if not hold_ids:
         return {}
     table = Hold.__table__  # type: ignore[attr-defined]
-    query = select(table).where(table.c.id.in_(sorted(set(hold_ids)))).order_by(table.c.id).with_for_update()
+    query = select(table).where(among(conn, table.c.id, sorted(set(hold_ids)))).order_by(table.c.id).with_for_update()
     return {row.id: row for row in (await conn.execute(query)).all()}
 
 
@@ -562,11 +579,17 @@ async def lock_balances(conn: AsyncConnection, ledger_accounts: list[str]) -> di
     table = LedgerAccount.__table__  # type: ignore[attr-defined]
     query = (
         select(table.c.id, table.c.balance)
-        .where(table.c.id.in_(sorted(set(ledger_accounts))))
+        .where(among(conn, table.c.id, sorted(set(ledger_accounts))))
         .order_by(table.c.id)
         .with_for_update()
     )
     return {k: int(v) for k, v in (await conn.execute(query)).all()}
+
+
+async def lock_persons(conn: AsyncConnection, account_ids: Sequence[str]) -> dict[str, int]:
+    """`lock_balances` of these accounts' wallets and holds accounts."""
+    accounts = set(account_ids)
+    return await lock_balances(conn, [wallet(a) for a in accounts] + [holds_account(a) for a in accounts])
 
 
 async def add_balances(conn: AsyncConnection, deltas: dict[str, int]) -> None:
@@ -576,6 +599,25 @@ async def add_balances(conn: AsyncConnection, deltas: dict[str, int]) -> None:
         table = LedgerAccount.__table__  # type: ignore[attr-defined]
         stmt = update(table).where(table.c.id == bindparam("i")).values(balance=table.c.balance + bindparam("d"))
         await conn.execute(stmt, changes)
+
+
+async def set_hold_status(conn: AsyncConnection, hold_ids: list[str], status: str) -> None:
+    """Mark holds locked by `lock_holds` resolved, in one statement."""
+    if hold_ids:
+        table = Hold.__table__  # type: ignore[attr-defined]
+        await conn.execute(update(table).where(among(conn, table.c.id, hold_ids)).values(status=status))
+
+
+async def resolve_key_spend(conn: AsyncConnection, changes: dict[str, tuple[int, int]]) -> None:
+    """Move settled holds' amounts out of their keys' held amount: {key: (held, spent)}."""
+    if changes:
+        table = KeySpend.__table__  # type: ignore[attr-defined]
+        stmt = (
+            update(table)
+            .where(table.c.key_id == bindparam("k"))
+            .values(held=table.c.held - bindparam("h"), spent=table.c.spent + bindparam("s"))
+        )
+        await conn.execute(stmt, [{"k": k, "h": h, "s": s} for k, (h, s) in sorted(changes.items())])
 
 
 COPY_MIN_ROWS = 64

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn
 from services.runtime.errors import FailedPrecondition
@@ -91,4 +92,49 @@ async def test_500_holds_in_concurrent_batches_and_singles_on_one_account_never_
     assert all(isinstance(r, FailedPrecondition) and r.reason == "insufficient_credit" for r in refused)
     balance = await billing.balance("hot-b")
     assert (balance.balance_micros, balance.held_micros) == (0, 100_000)
+    await assert_invariants(billing.engine)
+
+
+async def test_settle_batches_race_holds_settles_and_releases_without_deadlock_or_drift(billing: Billing) -> None:
+    """Settle batches within their holds (which lock the ledger rows only at the end), a batch
+    with items above their hold (which locks them first), a concurrent replay of a batch,
+    single settles, releases and new holds race on two accounts and one API key: nothing
+    deadlocks, each hold resolves once, the replay answers like the first, every balance an
+    item reports is its batch's running balance, and the ledger adds up."""
+    accounts = ["race-a", "race-b"]
+    for account in accounts:
+        await billing.grant(account, 1_000_000, "fund", f"fund-{account}")
+    placed = await billing.hold_batch(
+        [HoldIn(accounts[i % 2], 1000, 0, f"rh{i}", key_id="race-key", key_cap=10**9) for i in range(200)]
+    )
+    holds = [h.hold_id for h in placed]  # type: ignore[union-attr]
+
+    def settle(i: int, actual: int) -> SettleIn:
+        return SettleIn(holds[i], actual, UsageIn("gpt-4o-mini"), f"rs{i}")
+
+    within = [[settle(i, 600) for i in range(b * 40, b * 40 + 40)] for b in range(3)]
+    above = [settle(i, 1500 if i % 2 else 600) for i in range(120, 160)]
+    work = [billing.settle_batch(batch) for batch in (*within, above, within[0])]
+    work += [billing.settle(settle(i, 300)) for i in range(160, 180)]
+    work += [billing.release(holds[i], f"rr{i}") for i in range(180, 200)]
+    work += [billing.hold(accounts[i % 2], 500, 0, f"rn{i}", key_id="race-key", key_cap=10**9) for i in range(40)]
+    outcomes = await asyncio.gather(*work, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    errors += [r for o in outcomes[:5] if isinstance(o, list) for r in o if isinstance(r, BaseException)]
+    assert errors == [], [repr(e)[:300] for e in errors[:3]]
+    assert outcomes[4] == outcomes[0]  # the concurrent replay of the first batch
+    for batch in outcomes[:3]:
+        for account_results in (batch[0::2], batch[1::2]):  # type: ignore[index]
+            steps = {b.balance_micros - a.balance_micros for a, b in itertools.pairwise(account_results)}
+            assert steps == {400}  # 1000 held, 600 charged: each item adds 400 to its wallet
+    charged = (
+        sum(r.charged_micros for batch in outcomes[:4] for r in batch)
+        + sum(  # type: ignore[union-attr]
+            r.charged_micros
+            for r in outcomes[5:25]  # type: ignore[union-attr]
+        )
+    )
+    balances = [await billing.balance(a) for a in accounts]
+    assert sum(b.held_micros for b in balances) == 40 * 500  # only the new holds are open
+    assert sum(b.balance_micros for b in balances) == 2_000_000 - charged - 40 * 500
     await assert_invariants(billing.engine)
