@@ -55,8 +55,11 @@ HoldOutcome = HoldResult | Exception
 class BatchWork(Protocol):
     """What one kind of batch does inside `run_batch`'s transaction."""
 
+    def validate(self, item: Any) -> None:
+        """Check one item (a DomainError fails that item alone)."""
+
     async def lock(self, conn: Any, items: Sequence[Any]) -> None:
-        """Lock (in the fixed order) every row the items may touch."""
+        """Lock (in the fixed order) every row the valid items may touch."""
 
     def decide(self, item: Any) -> Any:
         """The outcome of one fresh item, against the locked rows as the batch left them."""
@@ -79,7 +82,6 @@ async def run_batch(
     billing: Billing,
     scope: str,
     items: list[Any],
-    validate: Callable[[Any], None],
     params_of: Callable[[Any], dict[str, Any]],
     result_type: type,
     work: BatchWork,
@@ -92,7 +94,7 @@ async def run_batch(
     firsts: dict[str, int] = {}  # in the order of first appearance: items are decided in order
     for i, item in enumerate(items):
         try:
-            validate(item)
+            work.validate(item)
         except DomainError as error:
             results[i] = error
             continue
@@ -168,7 +170,7 @@ class BatchSettler:
     async def run(self, items: list[SettleIn]) -> list[Outcome]:
         billing = self.billing
         work = _SettleWork(billing)
-        return await run_batch(billing, "settle", items, billing.validate_settle, settle_params, SettleResult, work)
+        return await run_batch(billing, "settle", items, settle_params, SettleResult, work)
 
 
 class _SettleWork:
@@ -196,12 +198,14 @@ class _SettleWork:
         self.usage: list[dict[str, Any]] = []
         self.key_spend: dict[str, tuple[int, int]] = {}
 
+    def validate(self, item: SettleIn) -> None:
+        self.costs[id(item)] = self.billing.validate_settle(item)
+
     async def lock(self, conn: Any, items: Sequence[SettleIn]) -> None:
         self.holds = await store.lock_holds(conn, [item.hold_id for item in items])
         for item in items:
             hold = self.holds.get(item.hold_id)
-            cost = self.costs[id(item)] = item.actual_micros or self.billing.price_usage(item.usage)
-            if hold is not None and cost > hold.amount and self.balances is None:
+            if hold is not None and self.costs[id(item)] > hold.amount and self.balances is None:
                 self.balances = await self._lock_ledger(conn)
 
     async def _lock_ledger(self, conn: Any) -> dict[str, int]:
@@ -264,7 +268,7 @@ class BatchHolder:
     async def run(self, items: list[HoldIn]) -> list[HoldOutcome]:
         billing = self.billing
         work = _HoldWork(billing)
-        return await run_batch(billing, "hold", items, billing.validate_hold, HoldIn.params, HoldResult, work)
+        return await run_batch(billing, "hold", items, HoldIn.params, HoldResult, work)
 
 
 class _HoldWork:
@@ -278,6 +282,9 @@ class _HoldWork:
         self.holds: list[dict[str, Any]] = []
         self.postings = Postings("hold", self.now)
         self.key_held: dict[str, int] = {}
+
+    def validate(self, item: HoldIn) -> None:
+        self.billing.validate_hold(item)
 
     async def lock(self, conn: Any, items: Sequence[HoldIn]) -> None:
         accounts = [item.account_id for item in items]

@@ -110,7 +110,13 @@ class UsageIn:
         v.check(len(self.status) <= 32, f"{prefix}.status", "at most 32 characters")
 
     def params(self) -> dict[str, Any]:
-        return dict(vars(self))  # flat: cheaper than asdict's deep copy
+        """What an idempotency key is bound to. Flat (cheaper than asdict's deep copy), the
+        time already as the text `json.dumps(default=str)` made of it before: the same hash,
+        without the encoder calling back into Python."""
+        params = dict(vars(self))
+        if self.started_at is not None:
+            params["started_at"] = str(self.started_at)
+        return params
 
 
 @dataclass
@@ -412,15 +418,15 @@ class Billing:
         if key_id:
             await conn.execute(store.hot(conn).key_resolve, {"b_key": key_id, "b_held": held, "b_spent": spent})
 
-    def validate_settle(self, item: SettleIn, prefix: str = "") -> None:
+    def validate_settle(self, item: SettleIn, prefix: str = "") -> int:
+        """Check a settle; its cost (the actual amount given, or the usage priced)."""
         v = Violations()
         v.check(bool(item.hold_id), f"{prefix}hold_id", "required")
         v.check(0 <= item.actual_micros <= MAX_MICROS, f"{prefix}actual_micros", "must not be negative")
         check_key(v, item.idempotency_key)
         item.usage.validate(v, f"{prefix}usage")
         v.raise_if_any()
-        if item.actual_micros == 0:
-            self.price_usage(item.usage)
+        return item.actual_micros or self.price_usage(item.usage)
 
     def price_usage(self, usage: UsageIn) -> int:
         """The cost of a call at the price in force when it started."""
@@ -432,11 +438,11 @@ class Billing:
         return cost
 
     async def settle(self, item: SettleIn) -> SettleResult:
-        self.validate_settle(item)
+        cost = self.validate_settle(item)
         params = {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
 
         async def work(conn: AsyncConnection) -> SettleResult:
-            return await self._settle(conn, item)
+            return await self._settle(conn, item, cost)
 
         return await self._once("settle", item.idempotency_key, params, work, lambda first: SettleResult(**first))
 
@@ -452,9 +458,8 @@ class Billing:
                 return [error]
         return await BatchSettler(self).run(items)
 
-    async def _settle(self, conn: AsyncConnection, item: SettleIn) -> SettleResult:
+    async def _settle(self, conn: AsyncConnection, item: SettleIn, cost: int) -> SettleResult:
         hold = await self._take_open_hold(conn, item.hold_id, "settled")
-        cost = item.actual_micros or self.price_usage(item.usage)
         account = hold.account_id
         from_hold = min(cost, hold.amount)
         extra = cost - from_hold

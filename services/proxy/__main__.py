@@ -22,7 +22,7 @@ from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER
 from services.runtime.cache import make_redis
-from services.runtime.clients import channel_options, client_credentials, service_channel
+from services.runtime.clients import client_credentials, client_options, service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.server import ServiceSpec, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
@@ -65,7 +65,7 @@ def hot_path_channel(target: str, settings: ProxySettings) -> tuple[grpc.aio.Cha
     sent as per-call metadata."""
     if traces_exported():
         return service_channel(target, settings), ()
-    options, credentials = channel_options(settings), client_credentials(settings)
+    options, credentials = client_options(settings), client_credentials(settings)
     if credentials is None:
         channel = grpc.aio.insecure_channel(target, options=options)
     else:

@@ -1,7 +1,9 @@
 """gRPC channels from one service to another: pooled, traced, authenticated.
 
 A channel is made once per target and reused for every call (HTTP/2 multiplexes calls
-over it). Every call carries the service credential; TLS (mutual when a CA is configured)
+over it). A target may list several instances of a service scaled out (gRPC's
+`ipv4:127.0.0.1:50052,127.0.0.1:50062`): the channel connects to each and spreads calls
+over them round-robin, skipping an instance that is down. Every call carries the service credential; TLS (mutual when a CA is configured)
 is used when the settings name certificates.
 """
 
@@ -38,7 +40,8 @@ class _MetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryS
         return await continuation(self._details(details), request)
 
 
-def channel_options(settings: GatemeshSettings) -> list[tuple[str, int]]:
+def channel_options(settings: GatemeshSettings) -> list[tuple[str, Any]]:
+    """Message limits and keepalives, for servers and clients alike."""
     size = settings.grpc_max_message_bytes
     return [
         ("grpc.max_send_message_length", size),
@@ -48,6 +51,11 @@ def channel_options(settings: GatemeshSettings) -> list[tuple[str, int]]:
         ("grpc.http2.max_pings_without_data", 0),
         ("grpc.keepalive_permit_without_calls", 1),
     ]
+
+
+def client_options(settings: GatemeshSettings) -> list[tuple[str, Any]]:
+    """A client's channel options: calls spread round-robin over the target's instances."""
+    return [*channel_options(settings), ("grpc.lb_policy_name", "round_robin")]
 
 
 def client_credentials(settings: GatemeshSettings) -> grpc.ChannelCredentials | None:
@@ -73,5 +81,5 @@ def service_channel(target: str, settings: GatemeshSettings, credential: str | N
     interceptors = [*tracing, _MetadataInterceptor(metadata)]
     creds = client_credentials(settings)
     if creds is None:
-        return grpc.aio.insecure_channel(target, options=channel_options(settings), interceptors=interceptors)
-    return grpc.aio.secure_channel(target, creds, options=channel_options(settings), interceptors=interceptors)
+        return grpc.aio.insecure_channel(target, options=client_options(settings), interceptors=interceptors)
+    return grpc.aio.secure_channel(target, creds, options=client_options(settings), interceptors=interceptors)

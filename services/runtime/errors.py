@@ -223,6 +223,8 @@ def batch_item(item_type: Any, outcome: Any, response_of: Callable[[Any], Any]) 
     """One outcome of a batch RPC (HoldBatch, SettleBatch, VerifyKeyBatch) as its proto item:
     the response, or what a single call would have raised (status name, message, reason and,
     where the item has the field, the retry delay); an unexpected error says no more."""
+    if not isinstance(outcome, Exception):  # the common case first: batches are mostly successes
+        return item_type(result=response_of(outcome))
     if isinstance(outcome, DomainError):
         error = {
             "error_code": outcome.code.name,
@@ -232,6 +234,4 @@ def batch_item(item_type: Any, outcome: Any, response_of: Callable[[Any], Any]) 
         if outcome.retry_after_s and "retry_after_seconds" in item_type.DESCRIPTOR.fields_by_name:
             error["retry_after_seconds"] = outcome.retry_after_s
         return item_type(**error)
-    if isinstance(outcome, Exception):
-        return item_type(error_code="INTERNAL", error_message="internal error")
-    return item_type(result=response_of(outcome))
+    return item_type(error_code="INTERNAL", error_message="internal error")

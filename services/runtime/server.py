@@ -105,7 +105,8 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
     await server.start()
     for name in ["", *spec.service_names]:
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in spec.background]
+    jobs = spec.background if settings.run_background else []
+    tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
     log.info("%s listening on %s (port %d)", spec.name, address, port)
 
     stop = asyncio.Event()

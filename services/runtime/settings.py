@@ -77,6 +77,11 @@ class GatemeshSettings(BaseSettings):
     log_level: str = Field("INFO", description="Python logging level.")
     grpc_max_message_bytes: int = Field(16 * 1024 * 1024, description="gRPC send/receive limit.")
     shutdown_grace_s: float = Field(10.0, description="Seconds in-flight calls get on SIGTERM.")
+    run_background: bool = Field(
+        True,
+        description="Run this service's background jobs (sweepers, watchers); false on extra instances of a"
+        " service scaled out, which then only answer calls.",
+    )
 
     @classmethod
     def settings_customise_sources(
