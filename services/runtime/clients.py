@@ -3,8 +3,9 @@
 A channel is made once per target and reused for every call (HTTP/2 multiplexes calls
 over it). A target may list several instances of a service scaled out (gRPC's
 `ipv4:127.0.0.1:50052,127.0.0.1:50062`): the channel connects to each and spreads calls
-over them round-robin, skipping an instance that is down. Every call carries the service credential; TLS (mutual when a CA is configured)
-is used when the settings name certificates.
+over them round-robin, skipping an instance that is down. Every call carries the service
+credential; TLS (mutual when a CA is configured) is used when the settings name
+certificates.
 """
 
 from __future__ import annotations
