@@ -686,6 +686,70 @@ async def add_key_held(conn: AsyncConnection, held: dict[str, int]) -> None:
 # `debit`, so nothing is written when the wallet cannot cover the amount, except the holds
 # account's credit: the caller rolls the transaction back on any refusal (no debit, the key's
 # cap, the idempotency key taken by an earlier request).
+# A whole settle within its hold in one statement, for PostgreSQL (the single settle's path
+# when the cost does not exceed the hold; above it, and on SQLite, the settle runs step by
+# step). `taken` resolves the open hold (its row lock first); the holds account is debited,
+# then the wallet credited (`wallet` reads `held`), then the key's spend row (`spend` reads
+# `wallet`): the one lock order of every path. Everything else reads `taken`, so nothing is
+# written when the hold is not open or its amount is below the cost: the caller then takes
+# the step path in the same transaction, which raises the right error or charges above the
+# hold. The idempotency key is stored last, with the result; a key taken meanwhile by a
+# concurrent request shows as `recorded` 0 and the caller rolls back.
+SETTLE_PG = text(
+    """
+WITH taken AS (
+    UPDATE holds SET status = 'settled'
+    WHERE id = CAST(:hold_id AS VARCHAR) AND status = 'open' AND amount >= CAST(:cost AS BIGINT)
+    RETURNING account_id, key_id, amount
+), held AS (
+    UPDATE ledger_accounts l SET balance = l.balance - t.amount
+    FROM taken t WHERE l.id = CAST(:holds_prefix AS VARCHAR) || t.account_id
+    RETURNING l.balance
+), wallet AS (
+    UPDATE ledger_accounts l SET balance = l.balance + t.amount - CAST(:cost AS BIGINT)
+    FROM taken t WHERE l.id = CAST(:wallet_prefix AS VARCHAR) || t.account_id AND EXISTS (SELECT 1 FROM held)
+    RETURNING l.balance
+), usage AS (
+    INSERT INTO usage_records (id, account_id, key_id, model, provider, input_tokens, output_tokens, cost_micros,
+                               shortfall_micros, status, latency_ms, tokens_estimated, created_at)
+    SELECT CAST(:usage_id AS VARCHAR), t.account_id, CAST(:u_key_id AS VARCHAR), CAST(:model AS VARCHAR),
+           CAST(:provider AS VARCHAR), CAST(:input_tokens AS BIGINT), CAST(:output_tokens AS BIGINT),
+           CAST(:cost AS BIGINT), 0, CAST(:status AS VARCHAR), CAST(:latency_ms AS BIGINT),
+           CAST(:tokens_estimated AS BOOLEAN), CAST(:created AS TIMESTAMP)
+    FROM taken t
+), transfer AS (
+    INSERT INTO transfers (id, kind, account_id, reference, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), 'usage', t.account_id, CAST(:hold_id AS VARCHAR), CAST(:cost AS BIGINT),
+           CAST(:now AS TIMESTAMP)
+    FROM taken t
+), legs AS (
+    INSERT INTO entries (transfer_id, ledger_account, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), leg.account, leg.amount, CAST(:now AS TIMESTAMP)
+    FROM taken t, LATERAL (VALUES (CAST(:holds_prefix AS VARCHAR) || t.account_id, -t.amount),
+                                  (CAST(:wallet_prefix AS VARCHAR) || t.account_id, t.amount - CAST(:cost AS BIGINT)),
+                                  (CAST(:revenue AS VARCHAR), CAST(:cost AS BIGINT))) AS leg(account, amount)
+    WHERE leg.amount <> 0
+), spend AS (
+    UPDATE key_spend s SET held = s.held - t.amount, spent = s.spent + CAST(:cost AS BIGINT)
+    FROM taken t, wallet WHERE s.key_id = t.key_id AND t.key_id <> ''
+), recorded AS (
+    INSERT INTO idempotency (scope, key, params_hash, result, created_at)
+    SELECT 'settle', CAST(:key AS VARCHAR), CAST(:params_hash AS VARCHAR),
+           json_build_object('charged_micros', CAST(:cost AS BIGINT),
+                             'released_micros', t.amount - CAST(:cost AS BIGINT), 'shortfall_micros', 0,
+                             'usage_id', CAST(:usage_id AS VARCHAR), 'balance_micros', wallet.balance)::text,
+           CAST(:key_created AS TIMESTAMP)
+    FROM taken t, wallet
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT amount FROM taken) AS amount,
+       (SELECT balance FROM wallet) AS balance,
+       (SELECT count(*) FROM recorded) AS recorded
+"""
+)
+
+
 HOLD_PG = text(
     """
 WITH credit AS (

@@ -416,3 +416,33 @@ async def test_hold_batch_matches_single_holds_and_is_idempotent(billing: Billin
     settled = await billing.settle(SettleIn(results[0].hold_id, 0, usage(key_id="key-hb"), "hb-s"))
     assert settled.charged_micros == 750  # batch holds settle like any other
     await assert_invariants(billing.engine)
+
+
+async def test_single_settle_within_and_above_the_hold_matches_and_replays(billing: Billing) -> None:
+    """A settle within its hold runs as one statement on PostgreSQL; one above its hold, or
+    on a hold no longer open, runs step by step. Both charge, release, record usage, move the
+    key's spend and store the key with the result alike; replays return the first result, the
+    key with other parameters is refused, and a settled hold cannot be settled again."""
+    await funded(billing, "one1", 2 * USD)
+    within = await billing.hold("one1", 1000, 0, "oh1", key_id="key-one", key_cap=USD)
+    above = await billing.hold("one1", 1000, 0, "oh2", key_id="key-one", key_cap=USD)
+    first = await billing.settle(SettleIn(within.hold_id, 400, usage(key_id="key-one"), "os1"))
+    assert (first.charged_micros, first.released_micros, first.shortfall_micros) == (400, 600, 0)
+    assert first.balance_micros == 2 * USD - 1000 - 400  # the other hold is still held
+    second = await billing.settle(SettleIn(above.hold_id, 1500, usage(key_id="key-one"), "os2"))
+    assert (second.charged_micros, second.released_micros, second.shortfall_micros) == (1500, 0, 0)
+    assert second.balance_micros == 2 * USD - 1900
+    assert await billing.settle(SettleIn(within.hold_id, 400, usage(key_id="key-one"), "os1")) == first
+    assert await billing.settle(SettleIn(above.hold_id, 1500, usage(key_id="key-one"), "os2")) == second
+    with pytest.raises(AlreadyExists):
+        await billing.settle(SettleIn(within.hold_id, 401, usage(key_id="key-one"), "os1"))
+    with pytest.raises(FailedPrecondition):
+        await billing.settle(SettleIn(within.hold_id, 400, usage(key_id="key-one"), "os3"))
+    records = (await billing.list_usage(UsageQuery("one1"))).records
+    assert sorted((r.cost_micros, r.key_id) for r in records) == [(400, "key-one"), (1500, "key-one")]
+    assert (await billing.balance("one1")).held_micros == 0
+    # The key's spend is 1900 and nothing of it is held: the cap leaves exactly USD - 1900.
+    with pytest.raises(FailedPrecondition):
+        await billing.hold("one1", USD - 1899, 0, "oh3", key_id="key-one", key_cap=USD)
+    assert (await billing.hold("one1", USD - 1900, 0, "oh4", key_id="key-one", key_cap=USD)).hold_id
+    await assert_invariants(billing.engine)
