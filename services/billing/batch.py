@@ -48,6 +48,10 @@ from .domain import (
 )
 from .store import Entry, Hold, Transfer, UsageRow
 
+USAGE_COLUMNS = (
+    "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros",
+    "shortfall_micros", "status", "latency_ms", "tokens_estimated", "created_at",
+)  # fmt: skip
 Outcome = SettleResult | Exception
 HoldOutcome = HoldResult | Exception
 
@@ -111,7 +115,7 @@ async def run_batch(
                 results[i] = work.decide(items[i])
         await work.write(conn)
         done = [
-            (k, hashes[k], vars(results[i]))
+            (k, hashes[k], results[i])
             for k, i in firsts.items()
             if k not in stored and not isinstance(results[i], Exception)
         ]
@@ -195,7 +199,7 @@ class _SettleWork:
         self.seen: set[str] = set()
         self.settled: list[str] = []
         self.postings = Postings("usage", self.now)
-        self.usage: list[dict[str, Any]] = []
+        self.usage: list[tuple[Any, ...]] = []  # in USAGE_COLUMNS order
         self.key_spend: dict[str, tuple[int, int]] = {}
 
     def validate(self, item: SettleIn) -> None:
@@ -233,11 +237,9 @@ class _SettleWork:
         self.postings.add(account, legs, charged)
         usage_id, u = new_id(), item.usage
         self.usage.append(
-            {"id": usage_id, "account_id": account, "key_id": u.key_id, "model": u.model, "provider": u.provider,
-             "input_tokens": u.input_tokens, "output_tokens": u.output_tokens, "cost_micros": charged,
-             "shortfall_micros": extra - taken, "status": u.status, "latency_ms": u.latency_ms,
-             "tokens_estimated": u.tokens_estimated,
-             "created_at": store.naive(u.started_at) if u.started_at else self.now}
+            (usage_id, account, u.key_id, u.model, u.provider, u.input_tokens, u.output_tokens, charged,
+             extra - taken, u.status, u.latency_ms, u.tokens_estimated,
+             store.naive(u.started_at) if u.started_at else self.now)
         )  # fmt: skip
         self.settled.append(hold.id)
         if hold.key_id:
@@ -250,7 +252,7 @@ class _SettleWork:
         return result
 
     async def write(self, conn: Any) -> None:
-        await store.insert_rows(conn, UsageRow, self.usage)
+        await store.insert_rows(conn, UsageRow, self.usage, USAGE_COLUMNS)
         await self.postings.insert(conn)
         await store.set_hold_status(conn, self.settled, "settled")
         running = dict(await self._lock_ledger(conn)) if self.moves else {}  # the ledger's locks, from here
