@@ -9,6 +9,10 @@ when billing has answered it for good. Every proxy replays, at start and then ev
 safe because every settle carries its idempotency key, so billing applies it once however
 often it arrives; a replay that meets a settled hold gets the stored result.
 
+Writes from concurrent calls are combined: whatever entries were added or removed while the
+last write was in flight go to Redis together in one pipeline (one round trip per batch of
+calls instead of two per call), and an add still returns only once its entry is stored.
+
 Only with a Redis server: the in-process substitute of the local default dies with the
 process it would have to outlive, so there the outbox is off.
 
@@ -41,20 +45,46 @@ class SettleOutbox:
     def __init__(self, redis: Redis, stale_s: float) -> None:
         self._redis = redis
         self._stale_s = stale_s
+        self._pending: list[tuple[str, bytes | None, asyncio.Future[None]]] = []  # (field, value or removal)
+        self._writing = False
 
     async def add(self, request: billing_pb2.SettleRequest) -> None:
-        """Write (or refresh) the entry. Redis being down must not stop the settle itself."""
+        """Write (or refresh) the entry; returns once it is stored. Redis being down must
+        not stop the settle itself."""
         value = f"{time.time():.3f}:".encode() + request.SerializeToString()
-        try:
-            await self._redis.hset(OUTBOX_KEY, request.idempotency_key, value)
-        except Exception as error:
-            log.error("settle outbox write failed (%s)", type(error).__name__)
+        await self._write(request.idempotency_key, value)
 
     async def remove(self, idempotency_key: str) -> None:
+        await self._write(idempotency_key, None)  # a failed removal is replayed later, harmlessly
+
+    async def _write(self, field: str, value: bytes | None) -> None:
+        done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._pending.append((field, value, done))
+        if not self._writing:
+            self._writing = True
+            asyncio.get_running_loop().create_task(self._flush())
+        await done
+
+    async def _flush(self) -> None:
+        """Write what is pending, one pipeline at a time, until nothing is."""
         try:
-            await self._redis.hdel(OUTBOX_KEY, idempotency_key)
-        except Exception as error:  # the entry is replayed later, harmlessly
-            log.error("settle outbox removal failed (%s)", type(error).__name__)
+            while self._pending:
+                batch, self._pending = self._pending, []
+                try:
+                    async with self._redis.pipeline(transaction=False) as pipe:
+                        for field, value, _ in batch:  # in order: a removal after its add stays a removal
+                            if value is None:
+                                pipe.hdel(OUTBOX_KEY, field)
+                            else:
+                                pipe.hset(OUTBOX_KEY, field, value)
+                        await pipe.execute()
+                except Exception as error:
+                    log.error("settle outbox write failed (%s)", type(error).__name__)
+                for _, _, done in batch:
+                    if not done.done():
+                        done.set_result(None)
+        finally:
+            self._writing = False
 
     async def settle(self, request: billing_pb2.SettleRequest, send: Send) -> Any:
         """Send a settle with its entry in place until billing has answered it for good."""
