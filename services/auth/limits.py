@@ -63,6 +63,7 @@ class RateLimiter:
     """Requests and tokens per minute per key, atomic in Redis."""
 
     def __init__(self, redis: Redis) -> None:
+        self._redis = redis
         self._consume = redis.register_script(CONSUME)
         self._adjust = redis.register_script(ADJUST)
 
@@ -73,6 +74,15 @@ class RateLimiter:
     async def consume(self, key_id: str, rpm: int, tpm: int, tokens: int) -> Decision:
         allowed, reset, left_r, left_t = await self._consume(keys=self._keys(key_id), args=[rpm, tpm, tokens])
         return Decision(bool(allowed), max(1, int(reset)), max(0, int(left_r)), max(0, int(left_t)))
+
+    async def consume_many(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
+        """`consume` for (key id, rpm, tpm, tokens) requests in one pipeline: one round trip,
+        each script still atomic and run in order."""
+        async with self._redis.pipeline(transaction=False) as pipe:
+            for key_id, rpm, tpm, tokens in requests:
+                await self._consume(keys=self._keys(key_id), args=[rpm, tpm, tokens], client=pipe)
+            replies = await pipe.execute()
+        return [Decision(bool(a), max(1, int(reset)), max(0, int(r)), max(0, int(t))) for a, reset, r, t in replies]
 
     async def adjust_tokens(self, key_id: str, delta: int) -> None:
         if delta:

@@ -318,6 +318,7 @@ async def test_verify_key_batch_answers_each_item_as_verify_key_would(auth) -> N
     items = [
         verify(key, model="small-model", consume_rate_limit=True),
         verify(key, model="big-model"),
+        verify(key, model="m" * 5000),  # refused before the key is even looked at
         verify("gm-" + "x" * 43),
         verify("sk-not-ours"),
         verify(key, consume_rate_limit=True),
@@ -325,12 +326,13 @@ async def test_verify_key_batch_answers_each_item_as_verify_key_would(auth) -> N
     ]
     reply = await auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=items), metadata=SERVICE)
     outcomes = [(i.error_code, i.error_reason) for i in reply.items]
-    assert outcomes[:4] == [
-        ("", ""), ("PERMISSION_DENIED", "model_not_allowed"), ("UNAUTHENTICATED", "invalid_api_key"),
-        ("INVALID_ARGUMENT", ""),
+    assert outcomes[:5] == [
+        ("", ""), ("PERMISSION_DENIED", "model_not_allowed"), ("INVALID_ARGUMENT", ""),
+        ("UNAUTHENTICATED", "invalid_api_key"), ("INVALID_ARGUMENT", ""),
     ]  # fmt: skip
-    assert sorted(outcomes[4:]) == [("", ""), ("RESOURCE_EXHAUSTED", "rate_limit_exceeded")]
-    limited = next(i for i in reply.items[4:] if i.error_code)
+    # The rate limits are taken in item order (one Redis round trip for the batch).
+    assert outcomes[5:] == [("", ""), ("RESOURCE_EXHAUSTED", "rate_limit_exceeded")]
+    limited = reply.items[6]
     assert 1 <= limited.retry_after_seconds <= 60
     assert reply.items[0].result.key_id and reply.items[0].result.remaining_requests == 1
     assert (await refused(auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=items)))).code() == (
