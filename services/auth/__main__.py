@@ -21,7 +21,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.cache import make_redis
 from services.runtime.db import make_engine, migrate
-from services.runtime.server import ServiceSpec, serve
+from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
 from .credentials import local_authenticator
@@ -138,4 +138,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

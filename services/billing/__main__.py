@@ -21,7 +21,7 @@ from services.runtime.authn import remote_authenticator
 from services.runtime.clients import service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.errors import Unavailable
-from services.runtime.server import ServiceSpec, serve
+from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
 from .cards import CardTopups
@@ -150,4 +150,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)

@@ -24,7 +24,7 @@ from services.runtime.access import SERVICE_TOKEN_HEADER
 from services.runtime.cache import make_redis
 from services.runtime.clients import client_credentials, client_options, service_channel
 from services.runtime.db import make_engine, migrate
-from services.runtime.server import ServiceSpec, serve
+from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
 from . import store
@@ -151,4 +151,4 @@ async def main() -> None:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    run(main)
