@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select, update
 
 from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn, UsageQuery
-from services.billing.store import Code, Hold, UsageDailyAnonymous, UsageRow
+from services.billing.store import Code, Hold, Transfer, UsageDailyAnonymous, UsageRow
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
 from .conftest import OptOuts, at
@@ -445,4 +445,29 @@ async def test_single_settle_within_and_above_the_hold_matches_and_replays(billi
     with pytest.raises(FailedPrecondition):
         await billing.hold("one1", USD - 1899, 0, "oh3", key_id="key-one", key_cap=USD)
     assert (await billing.hold("one1", USD - 1900, 0, "oh4", key_id="key-one", key_cap=USD)).hold_id
+    await assert_invariants(billing.engine)
+
+
+async def test_batches_post_one_transfer_per_account_and_statements_add_up(billing: Billing) -> None:
+    """A hold batch and a settle batch each post one transfer per account whose entries sum
+    the calls' legs; the statement shows the batch's usage as one line per account, and its
+    opening balance plus its lines is its closing balance."""
+    billing.clock = lambda: datetime(2026, 11, 2, 9, 0)
+    for account in ("post1", "post2"):
+        await funded(billing, account, USD)
+    placed = await billing.hold_batch([HoldIn(("post1", "post2")[i % 2], 10_000, 0, f"ph{i}") for i in range(6)])
+    holds = [h.hold_id for h in placed]  # type: ignore[union-attr]
+    settles = [SettleIn(h, 1000 * (i + 1), usage(), f"ps{i}") for i, h in enumerate(holds)]
+    settled = await billing.settle_batch(settles)
+    charged = {"post1": 1000 + 3000 + 5000, "post2": 2000 + 4000 + 6000}
+    assert [r.charged_micros for r in settled] == [1000, 2000, 3000, 4000, 5000, 6000]  # type: ignore[union-attr]
+    async with billing.engine.connect() as conn:
+        kinds = (await conn.execute(select(Transfer.kind, func.count()).group_by(Transfer.kind))).all()
+    assert sorted(kinds) == [("grant", 2), ("hold", 2), ("usage", 2)]  # per account, not per call
+    for account, amount in charged.items():
+        statement = await billing.statement(account, "2026-11")
+        lines = [(e.kind, e.amount_micros) for e in statement.entries]
+        assert ("usage", -amount) in lines and len([k for k, _ in lines if k == "usage"]) == 1
+        assert statement.opening_balance_micros + sum(a for _, a in lines) == statement.closing_balance_micros
+        assert statement.closing_balance_micros == USD - amount == (await billing.balance(account)).balance_micros
     await assert_invariants(billing.engine)
