@@ -207,10 +207,9 @@ class _SettleWork:
 
     async def lock(self, conn: Any, items: Sequence[SettleIn]) -> None:
         self.holds = await store.lock_holds(conn, [item.hold_id for item in items])
-        for item in items:
-            hold = self.holds.get(item.hold_id)
-            if hold is not None and self.costs[id(item)] > hold.amount and self.balances is None:
-                self.balances = await self._lock_ledger(conn)
+        holds = [(self.holds.get(item.hold_id), self.costs[id(item)]) for item in items]
+        if any(hold is not None and cost > hold.amount for hold, cost in holds):  # above a hold: lock now
+            self.balances = await self._lock_ledger(conn)
 
     async def _lock_ledger(self, conn: Any) -> dict[str, int]:
         return await store.lock_persons(conn, [h.account_id for h in self.holds.values()])
@@ -255,7 +254,7 @@ class _SettleWork:
         await store.insert_rows(conn, UsageRow, self.usage, USAGE_COLUMNS)
         await self.postings.insert(conn)
         await store.set_hold_status(conn, self.settled, "settled")
-        running = dict(await self._lock_ledger(conn)) if self.moves else {}  # the ledger's locks, from here
+        running = await self._lock_ledger(conn) if self.moves else {}  # the ledger's locks, from here
         for result, wallet, change in self.moves:
             running[wallet] = running.get(wallet, 0) + change
             result.balance_micros = running[wallet]
