@@ -72,10 +72,6 @@ class BatchWork(Protocol):
         """Write what the decided items changed."""
 
 
-def settle_params(item: SettleIn) -> dict[str, Any]:
-    return {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
-
-
 def reused_key(scope: str) -> AlreadyExists:
     return AlreadyExists(
         f"idempotency key already used for a different {scope} request", reason="idempotency_key_reused"
@@ -174,7 +170,7 @@ class BatchSettler:
     async def run(self, items: list[SettleIn]) -> list[Outcome]:
         billing = self.billing
         work = _SettleWork(billing)
-        return await run_batch(billing, "settle", items, settle_params, SettleResult, work)
+        return await run_batch(billing, "settle", items, SettleIn.params, SettleResult, work)
 
 
 class _SettleWork:

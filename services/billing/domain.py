@@ -159,6 +159,10 @@ class SettleIn:
     usage: UsageIn
     idempotency_key: str
 
+    def params(self) -> dict[str, Any]:
+        """What its idempotency key is bound to."""
+        return {"hold": self.hold_id, "actual": self.actual_micros, "usage": self.usage.params()}
+
 
 @dataclass
 class ReleaseResult:
@@ -439,8 +443,7 @@ class Billing:
 
     async def settle(self, item: SettleIn) -> SettleResult:
         cost = self.validate_settle(item)
-        params = {"hold": item.hold_id, "actual": item.actual_micros, "usage": item.usage.params()}
-
+        params = item.params()
         one_statement = self.engine.dialect.name == "postgresql"
 
         async def work(conn: AsyncConnection) -> SettleResult:
