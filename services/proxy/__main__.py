@@ -29,7 +29,7 @@ from services.runtime.telemetry import setup_logging, setup_telemetry, traces_ex
 
 from . import store
 from .adapters import Metadata, RemoteGatekeeper, RemoteLedger
-from .domain import Gateway, Limits
+from .domain import Gateway, KnownKeys, Limits
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router
@@ -94,7 +94,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
     if redis is not None:
         ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
-    gateway = Gateway(router, None, ledger, writer, TokenCounter(settings.proxy_tokenizer), limits)  # type: ignore[arg-type]
+    counter = TokenCounter(settings.proxy_tokenizer)
+    known_keys = KnownKeys(settings.proxy_known_keys)
+    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys)  # type: ignore[arg-type]
     gateway.gatekeeper = RemoteGatekeeper(
         auth_channel,
         settings.proxy_rpc_timeout_s,

@@ -314,10 +314,12 @@ class RemoteLedger:
         """A settle replayed from the outbox, exactly as it was first sent."""
         return await self._settles.call(request)
 
-    async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None:
-        request = billing_pb2.ReleaseRequest(
-            hold_id=hold_id, idempotency_key=f"{idempotency_key}:release", usage=usage_proto(usage)
-        )
+    async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None:
+        """Release a hold; with the call's usage (recorded at no cost), or with none for a
+        hold whose call never started."""
+        request = billing_pb2.ReleaseRequest(hold_id=hold_id, idempotency_key=f"{idempotency_key}:release")
+        if usage is not None:
+            request.usage.CopyFrom(usage_proto(usage))
         try:
             await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:

@@ -18,6 +18,7 @@ Nothing here logs or stores content.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
@@ -59,6 +60,39 @@ class KeyGrant:
     key_id: str
     spend_cap_micros: int = 0
     allowed_models: tuple[str, ...] = ()
+
+    def hold_terms(self) -> tuple[str, str, int]:
+        """What a hold placed for this key depends on."""
+        return self.account_id, self.key_id, self.spend_cap_micros
+
+
+class KnownKeys:
+    """The grants of keys this proxy has seen verified, by a digest of the key (never the key
+    itself), so that the next call's hold can be placed while auth verifies it again. Only
+    a hint: every call is still verified, and a refusal forgets the key. Bounded: the oldest
+    entry makes room."""
+
+    def __init__(self, max_entries: int = 10_000) -> None:
+        self._grants: dict[bytes, KeyGrant] = {}
+        self._max = max_entries
+
+    @staticmethod
+    def _digest(api_key: str) -> bytes:
+        return hashlib.blake2b(api_key.encode(), digest_size=16).digest()
+
+    def get(self, api_key: str) -> KeyGrant | None:
+        return self._grants.get(self._digest(api_key)) if self._max else None
+
+    def put(self, api_key: str, grant: KeyGrant) -> None:
+        if not self._max:
+            return
+        digest = self._digest(api_key)
+        if digest not in self._grants and len(self._grants) >= self._max:
+            del self._grants[next(iter(self._grants))]
+        self._grants[digest] = grant
+
+    def forget(self, api_key: str) -> None:
+        self._grants.pop(self._digest(api_key), None)
 
 
 @dataclass(frozen=True)
@@ -126,7 +160,7 @@ class Ledger(Protocol):
 
     async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int: ...
 
-    async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None: ...
+    async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None: ...
 
 
 class RequestLog(Protocol):
@@ -187,8 +221,10 @@ class Gateway:
         request_log: RequestLog,
         counter: TokenCounter,
         limits: Limits,
+        known_keys: KnownKeys | None = None,
     ) -> None:
         self.router = router
+        self.known_keys = known_keys or KnownKeys()
         self.gatekeeper = gatekeeper
         self.ledger = ledger
         self.request_log = request_log
@@ -250,18 +286,60 @@ class Gateway:
     async def _admit(
         self, api_key: str, route: Route, prompt: int, max_output: int, endpoint: str, stream: bool
     ) -> MeteredCall:
-        """Verify the key, take the rate limit and hold the largest possible cost."""
+        """Verify the key, take the rate limit and hold the largest possible cost. For a key
+        this proxy has seen verified, the hold is placed while auth verifies (see
+        `_admit_concurrently`); for a new key, and after any refusal, one after the other."""
         estimate = prompt + max_output
+        price = await self.ledger.price(route.model)
+        known = self.known_keys.get(api_key) if price is not None else None
+        if price is not None and known is not None:
+            cost = max(1, price.cost(prompt, max_output))
+            return await self._admit_concurrently(api_key, known, route, prompt, estimate, cost, endpoint, stream)
         grant = await self.gatekeeper.verify(api_key, route.public_model, True, estimate)
-        try:
-            price = await self.ledger.price(route.model)
-            if price is None:
-                raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
-        except BaseException:
+        if price is None:
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
-            raise
+            raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
+        self.known_keys.put(api_key, grant)
         call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
-        call.hold_id = await call.place_hold(max(1, price.cost(prompt, max_output)))
+        await call.place_hold(max(1, price.cost(prompt, max_output)))
+        return call
+
+    async def _admit_concurrently(
+        self, api_key: str, known: KeyGrant, route: Route, prompt: int, estimate: int, cost: int, endpoint: str,
+        stream: bool,
+    ) -> MeteredCall:  # fmt: skip
+        """Verify and hold at once: the call waits for the slower of the two instead of their
+        sum. The hold is placed for the account and spend cap the key had when last verified;
+        if auth refuses the key (or it changed meanwhile), that hold is released unused and
+        nothing is charged or logged, exactly as if auth had refused before any hold. The
+        key is then forgotten, so a refused key (say a client hammering past its rate limit)
+        places no further holds until it passes auth again."""
+        call = MeteredCall(self, known, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        call.tokens_taken = False
+        verify = self.tasks.spawn(self.gatekeeper.verify(api_key, route.public_model, True, estimate))
+        hold = call.hold_task(cost)
+        try:
+            await asyncio.wait((verify, hold))
+        except asyncio.CancelledError:
+            self.tasks.spawn(call.abandon_admission(verify, hold))
+            raise
+        if verify.exception() is not None:
+            self.known_keys.forget(api_key)
+            call.discard(hold)
+            raise verify.exception()  # type: ignore[misc]
+        grant: KeyGrant = verify.result()
+        call.tokens_taken = True
+        if hold.exception() is not None:
+            self.gatekeeper.report_tokens(grant.key_id, -estimate)
+            raise hold.exception()  # type: ignore[misc]
+        call.hold_id = hold.result()
+        if grant.hold_terms() == known.hold_terms():
+            self.known_keys.put(api_key, grant)
+            return call
+        self.known_keys.put(api_key, grant)  # the key's spend cap changed: hold again under the new one
+        call.discard(hold)
+        call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        await call.place_hold(cost)
         return call
 
     def _chat_output(self, model: str, reply: dict[str, Any]) -> int:
@@ -305,34 +383,63 @@ class MeteredCall:
         self.started_at = datetime.now(UTC)
         self._started = time.monotonic()
         self._done: asyncio.Task[Any] | None = None
+        self.tokens_taken = True  # auth counted the estimate against the key's tokens per minute
 
     @property
     def finished(self) -> bool:
         return self._done is not None
 
-    async def place_hold(self, amount_micros: int) -> str:
-        """Hold the amount. The hold runs as its own task: if this call is cancelled while
-        billing is placing it, the hold is released as soon as billing's reply arrives,
-        instead of staying open until it expires."""
-        gateway = self.gateway
-        place = gateway.ledger.hold
-        retry_until = time.monotonic() + HOLD_RETRY_S  # billing's transient failures, before any byte is sent
-        hold = gateway.tasks.spawn(with_retries(lambda: place(self.grant, amount_micros, self.request_id), retry_until))
+    def hold_task(self, amount_micros: int) -> asyncio.Task[str]:
+        """Place the hold in a task of its own (retried while billing is briefly away,
+        before any byte is sent): if the call is cancelled meanwhile, the task still ends
+        and its hold can be released as soon as billing's reply arrives, instead of staying
+        open until it expires."""
+        place, grant, request_id = self.gateway.ledger.hold, self.grant, self.request_id
+        retry_until = time.monotonic() + HOLD_RETRY_S
+        return self.gateway.tasks.spawn(with_retries(lambda: place(grant, amount_micros, request_id), retry_until))
+
+    async def place_hold(self, amount_micros: int) -> None:
+        """Hold the amount (after the key was verified and its tokens taken)."""
+        hold = self.hold_task(amount_micros)
         try:
-            return await asyncio.shield(hold)
+            self.hold_id = await asyncio.shield(hold)
         except asyncio.CancelledError:
             hold.add_done_callback(self._abandoned_hold)
             raise
         except BaseException:
-            gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
             raise
 
     def _abandoned_hold(self, hold: asyncio.Task[Any]) -> None:
         if hold.cancelled() or hold.exception() is not None:
-            self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            if self.tokens_taken:
+                self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
             return
         self.hold_id = hold.result()
         self.release(499, "client_disconnected")
+
+    async def abandon_admission(self, verify: asyncio.Task[KeyGrant], hold: asyncio.Task[str]) -> None:
+        """The client left while its key was verified and its hold placed at once: once both
+        answered, release the hold and give back the tokens auth took, if it took them."""
+        await asyncio.wait((verify, hold))
+        if verify.cancelled() or verify.exception() is not None:
+            self.discard(hold)
+            return
+        self.tokens_taken = True
+        self._abandoned_hold(hold)
+
+    def discard(self, hold: asyncio.Task[str]) -> None:
+        """Release a hold placed for a call that never started (auth refused it): no usage
+        record, no request-log row, no tokens to give back."""
+        if self._done is None and not hold.cancelled() and hold.exception() is None:
+            self._done = self.gateway.tasks.spawn(self._discard(hold.result()))
+
+    async def _discard(self, hold_id: str) -> None:
+        release = self.gateway.ledger.release
+        try:
+            await with_retries(lambda: release(hold_id, None, self.request_id), self._until())
+        except DomainError as error:
+            log.warning("release of unused hold %s failed: %s", self.request_id, error.message)
 
     async def guard(self, upstream: Awaitable[Any]) -> Any:
         """Await the upstream call; on any failure release the hold, then re-raise."""
@@ -405,7 +512,9 @@ class MeteredCall:
 
     def _after(self, usage: CallUsage, status_code: int, charged: int) -> None:
         gateway = self.gateway
-        gateway.gatekeeper.report_tokens(self.grant.key_id, usage.input_tokens + usage.output_tokens - self.estimate)
+        if self.tokens_taken:
+            used = usage.input_tokens + usage.output_tokens
+            gateway.gatekeeper.report_tokens(self.grant.key_id, used - self.estimate)
         gateway.request_log.record(
             LogEntry(
                 request_id=self.request_id,

@@ -10,8 +10,9 @@ safe because every settle carries its idempotency key, so billing applies it onc
 often it arrives; a replay that meets a settled hold gets the stored result.
 
 Writes from concurrent calls are combined: whatever entries were added or removed while the
-last write was in flight go to Redis together in one pipeline (one round trip per batch of
-calls instead of two per call), and an add still returns only once its entry is stored.
+last write was in flight go to Redis together, as one HSET and one HDEL in one pipeline
+(one round trip and two commands per batch of calls instead of two of each per call), and
+an add still returns only once its entry is stored.
 
 Only with a Redis server: the in-process substitute of the local default dies with the
 process it would have to outlive, so there the outbox is off.
@@ -71,13 +72,7 @@ class SettleOutbox:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    async with self._redis.pipeline(transaction=False) as pipe:
-                        for field, value, _ in batch:  # in order: a removal after its add stays a removal
-                            if value is None:
-                                pipe.hdel(OUTBOX_KEY, field)
-                            else:
-                                pipe.hset(OUTBOX_KEY, field, value)
-                        await pipe.execute()
+                    await self._store(batch)
                 except Exception as error:
                     log.error("settle outbox write failed (%s)", type(error).__name__)
                 for _, _, done in batch:
@@ -85,6 +80,19 @@ class SettleOutbox:
                         done.set_result(None)
         finally:
             self._writing = False
+
+    async def _store(self, batch: list[tuple[str, bytes | None, asyncio.Future[None]]]) -> None:
+        """One HSET of the entries added and one HDEL of those removed: within a batch the
+        last write of a field wins (an add then its removal is a removal)."""
+        final = {field: value for field, value, _ in batch}
+        added = {field: value for field, value in final.items() if value is not None}
+        removed = [field for field, value in final.items() if value is None]
+        async with self._redis.pipeline(transaction=False) as pipe:
+            if added:
+                pipe.hset(OUTBOX_KEY, mapping=added)
+            if removed:
+                pipe.hdel(OUTBOX_KEY, *removed)
+            await pipe.execute()
 
     async def settle(self, request: billing_pb2.SettleRequest, send: Send) -> Any:
         """Send a settle with its entry in place until billing has answered it for good."""

@@ -48,6 +48,12 @@ class ProxySettings(GatemeshSettings):
     proxy_log_queue_max: int = Field(100_000, ge=1, description="Buffered rows before new ones are dropped.")
     proxy_log_retention_days: int = Field(365, ge=1, description="Request metadata is deleted after this (P5.2).")
     proxy_report_tokens_s: float = Field(0.5, gt=0, description="Interval of batched ReportTokens corrections.")
+    proxy_known_keys: int = Field(
+        10_000,
+        ge=0,
+        description="Keys remembered as verified, whose next hold is placed while auth verifies them again; "
+        "0 always waits for auth first.",
+    )
     proxy_batch_calls: bool = Field(
         True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )

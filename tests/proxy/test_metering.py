@@ -18,17 +18,30 @@ from services.proxy.router import Router
 from services.proxy.settings import ProviderConfig
 from services.proxy.tokens import TokenCounter
 from services.proxy.upstream import CircuitBreaker, Provider
-from services.runtime.errors import Unavailable
+from services.runtime.errors import PermissionDenied, ResourceExhausted, Unavailable
 
 BODY = {"model": "m", "messages": [{"role": "user", "content": "say hello please"}], "max_tokens": 16}
 
 
 @dataclass
 class Gatekeeper:
+    """Auth stand-in: `verify_gate` delays verdicts, `refusal` refuses the key, `grant` is what
+    a verified key may do; `events` (shared with the ledger) records the order of calls."""
+
     reported: list[int] = field(default_factory=list)
+    verify_gate: asyncio.Event | None = None
+    refusal: Exception | None = None
+    grant: KeyGrant = field(default_factory=lambda: KeyGrant("acct", "key"))
+    events: list[str] = field(default_factory=list)
 
     async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
-        return KeyGrant("acct", "key")
+        self.events.append("verify")
+        if self.verify_gate is not None:
+            await self.verify_gate.wait()
+        self.events.append("verified")
+        if self.refusal is not None:
+            raise self.refusal
+        return self.grant
 
     def report_tokens(self, key_id: str, delta: int) -> None:
         self.reported.append(delta)
@@ -43,15 +56,22 @@ class Ledger:
     settle_failures: int = 0
     holds: list[str] = field(default_factory=list)
     settled: list[tuple[str, CallUsage]] = field(default_factory=list)
-    released: list[tuple[str, CallUsage]] = field(default_factory=list)
+    released: list[tuple[str, CallUsage | None]] = field(default_factory=list)
     settle_attempts: int = 0
+    hold_refusal: Exception | None = None
+    events: list[str] = field(default_factory=list)
+    held_for: list[KeyGrant] = field(default_factory=list)
 
     async def price(self, model: str) -> Price | None:
         return Price(1_000_000, 2_000_000)
 
     async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str:
+        self.events.append("hold")
         if self.hold_gate is not None:
             await self.hold_gate.wait()
+        if self.hold_refusal is not None:
+            raise self.hold_refusal
+        self.held_for.append(grant)
         self.holds.append(f"hold-{idempotency_key}")
         return self.holds[-1]
 
@@ -65,7 +85,7 @@ class Ledger:
         self.settled.append((hold_id, usage))
         return usage.input_tokens + 2 * usage.output_tokens
 
-    async def release(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> None:
+    async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None:
         self.released.append((hold_id, usage))
 
 
@@ -82,6 +102,7 @@ async def parts(upstreams: Callable[[str], str]) -> AsyncIterator[tuple[Gateway,
     config = ProviderConfig(name="up", base_url=upstreams(""), models=["m"])
     router = Router([Provider(config, CircuitBreaker(5, 30))], {}, 0.0)
     ledger, gatekeeper, log = Ledger(), Gatekeeper(), RequestLog()
+    ledger.events = gatekeeper.events
     gateway = Gateway(router, gatekeeper, ledger, log, TokenCounter(), Limits())
     yield gateway, ledger, gatekeeper, log
     await gateway.tasks.drain()
@@ -150,3 +171,110 @@ async def test_stream_ends_without_waiting_for_the_settle_and_is_settled_once(pa
     await gateway.tasks.drain()
     assert len(ledger.settled) == 1 and ledger.settle_attempts == 1
     assert ledger.settled[0][1].output_tokens == 8 and ledger.settled[0][1].status == "ok"
+
+
+# ---------------------------------------------------------------- admission of a known key
+
+
+def estimate() -> int:
+    return TokenCounter().prompt_tokens("m", BODY) + 16
+
+
+async def known_key(gateway: Gateway, ledger: Ledger, gatekeeper: Gatekeeper, log: RequestLog) -> None:
+    """One call that lets the proxy learn the key; the stand-ins' records start afresh."""
+    await gateway.chat("gm-key", json.dumps(BODY).encode())
+    await until(lambda: bool(log.entries))
+    gatekeeper.events.clear()
+    gatekeeper.reported.clear()
+    ledger.holds.clear()
+    ledger.settled.clear()
+    ledger.held_for.clear()
+    log.entries.clear()
+
+
+async def test_first_call_of_a_key_is_verified_before_its_hold(parts: Any) -> None:
+    gateway, _, gatekeeper, _ = parts
+    await gateway.chat("gm-key", json.dumps(BODY).encode())
+    assert gatekeeper.events[:3] == ["verify", "verified", "hold"]
+
+
+async def test_known_key_is_held_while_auth_verifies_it(parts: Any) -> None:
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    gatekeeper.verify_gate = asyncio.Event()
+    call = asyncio.ensure_future(gateway.chat("gm-key", json.dumps(BODY).encode()))
+    await until(lambda: bool(ledger.holds))  # the hold is placed while the key is still with auth
+    assert gatekeeper.events == ["verify", "hold"] and not call.done()
+    gatekeeper.verify_gate.set()
+    reply = await call
+    assert json.loads(reply.body)["usage"]["completion_tokens"] == 8
+    await until(lambda: bool(log.entries))
+    assert [hold for hold, _ in ledger.settled] == ledger.holds and not ledger.released
+
+
+async def test_known_key_refused_by_auth_releases_its_hold_unused(parts: Any) -> None:
+    """A key revoked after its last call: the hold placed meanwhile is released with no
+    usage recorded, nothing is logged or charged, no tokens are given back that auth never
+    took, and the next call waits for auth before holding anything."""
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    gatekeeper.refusal = PermissionDenied("the key was revoked")
+    with pytest.raises(PermissionDenied):
+        await gateway.chat("gm-key", json.dumps(BODY).encode())
+    await until(lambda: bool(ledger.released))
+    assert ledger.released == [(ledger.holds[0], None)]
+    assert not ledger.settled and not log.entries and not gatekeeper.reported
+    gatekeeper.events.clear()
+    with pytest.raises(PermissionDenied):
+        await gateway.chat("gm-key", json.dumps(BODY).encode())
+    assert gatekeeper.events == ["verify", "verified"] and len(ledger.holds) == 1
+
+
+async def test_known_key_over_its_rate_limit_places_no_more_holds(parts: Any) -> None:
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    gatekeeper.refusal = ResourceExhausted("rate limit reached", retry_after_s=3)
+    for _ in range(5):
+        with pytest.raises(ResourceExhausted):
+            await gateway.chat("gm-key", json.dumps(BODY).encode())
+    await gateway.tasks.drain()
+    assert len(ledger.holds) == 1 and [usage for _, usage in ledger.released] == [None]
+
+
+async def test_known_key_whose_spend_cap_changed_is_held_again_under_the_new_cap(parts: Any) -> None:
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    gatekeeper.grant = KeyGrant("acct", "key", spend_cap_micros=500)
+    await gateway.chat("gm-key", json.dumps(BODY).encode())
+    await until(lambda: bool(log.entries))
+    first, second = ledger.holds
+    assert [grant.spend_cap_micros for grant in ledger.held_for] == [0, 500]
+    assert ledger.released == [(first, None)]
+    assert [hold for hold, _ in ledger.settled] == [second]
+    assert len(log.entries) == 1 and log.entries[0].outcome == "ok"
+
+
+async def test_known_key_without_credit_gets_its_tokens_back(parts: Any) -> None:
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    ledger.hold_refusal = ResourceExhausted("insufficient credit", openai_code="insufficient_quota")
+    with pytest.raises(ResourceExhausted):
+        await gateway.chat("gm-key", json.dumps(BODY).encode())
+    assert gatekeeper.reported == [-estimate()]
+    assert not ledger.holds and not ledger.released and not log.entries
+
+
+async def test_client_leaving_during_concurrent_admission_releases_the_hold_once_both_answer(parts: Any) -> None:
+    gateway, ledger, gatekeeper, log = parts
+    await known_key(gateway, ledger, gatekeeper, log)
+    gatekeeper.verify_gate = asyncio.Event()
+    call = asyncio.ensure_future(gateway.chat("gm-key", json.dumps(BODY).encode()))
+    await until(lambda: bool(ledger.holds))
+    call.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await call
+    assert not ledger.released  # auth has not answered yet
+    gatekeeper.verify_gate.set()
+    await until(lambda: bool(log.entries))
+    assert [(hold, usage.status) for hold, usage in ledger.released] == [(ledger.holds[0], "client_disconnected")]
+    assert gatekeeper.reported == [-estimate()] and not ledger.settled
