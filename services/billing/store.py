@@ -372,6 +372,19 @@ def _hot(dialect: str) -> SimpleNamespace:
         key_resolve=update(spend)
         .where(spend.c.key_id == bindparam("b_key"))
         .values(held=spend.c.held - bindparam("b_held"), spent=spend.c.spent + bindparam("b_spent")),
+        # The batches' statements: a list of ids goes as one parameter, `ids` (see `among`).
+        keys_stored=select(keys.c.key, keys.c.params_hash, keys.c.result).where(
+            keys.c.scope == bindparam("scope"), among(dialect, keys.c.key)
+        ),
+        lock_holds=select(holds).where(among(dialect, holds.c.id)).order_by(holds.c.id).with_for_update(),
+        lock_balances=select(accounts.c.id, accounts.c.balance)
+        .where(among(dialect, accounts.c.id))
+        .order_by(accounts.c.id)
+        .with_for_update(),
+        add_balance=update(accounts)
+        .where(accounts.c.id == bindparam("b_id"))
+        .values(balance=accounts.c.balance + bindparam("b_delta")),
+        hold_status=update(holds).where(among(dialect, holds.c.id)).values(status=bindparam("b_status")),
     )
 
 
@@ -515,24 +528,23 @@ def all_of(conditions: list[Any]) -> Any:
     return and_(*conditions) if conditions else True
 
 
-def among(conn: AsyncConnection, column: Any, values: Sequence[Any]) -> Any:
-    """`column IN values`. On PostgreSQL as `IN (SELECT unnest(array))`: one parameter however
-    many values (a batch's thousand ids would otherwise be a thousand parameters to send and
-    parse), probed one by one through the column's index. Not `= ANY(array)`: once the driver's
-    prepared statement gets a generic plan, PostgreSQL may scan the table comparing each row
-    with every element (seen: 200 ms for 1,000 keys in a table of 24,000)."""
-    if conn.dialect.name == "postgresql":
-        return column.in_(select(func.unnest(cast(list(values), postgresql.ARRAY(column.type)))))
-    return column.in_(list(values))
+def among(dialect: str, column: Any) -> Any:
+    """`column IN :ids`, for a statement built once and given a list of values as `ids`. On
+    PostgreSQL as `IN (SELECT unnest(array))`: one parameter however many values (a batch's
+    thousand ids would otherwise be a thousand parameters to send and parse), probed one by
+    one through the column's index. Not `= ANY(array)`: once the driver's prepared statement
+    gets a generic plan, PostgreSQL may scan the table comparing each row with every element
+    (seen: 200 ms for 1,000 keys in a table of 24,000)."""
+    if dialect == "postgresql":
+        return column.in_(select(func.unnest(cast(bindparam("ids"), postgresql.ARRAY(column.type)))))
+    return column.in_(bindparam("ids", expanding=True))
 
 
 async def stored_keys(conn: AsyncConnection, scope: str, keys: list[str]) -> dict[str, tuple[str, str]]:
     """{key: (params hash, stored result)} of those of these keys stored earlier."""
     if not keys:
         return {}
-    table = Idempotency.__table__  # type: ignore[attr-defined]
-    query = select(table.c.key, table.c.params_hash, table.c.result)
-    rows = await conn.execute(query.where(table.c.scope == scope, among(conn, table.c.key, keys)))
+    rows = await conn.execute(hot(conn).keys_stored, {"scope": scope, "ids": keys})
     return {k: (h, r) for k, h, r in rows.all()}
 
 
@@ -593,22 +605,15 @@ async def lock_holds(conn: AsyncConnection, hold_ids: list[str]) -> dict[str, An
     """The holds with these ids, row-locked in id order (a fixed order: no deadlocks)."""
     if not hold_ids:
         return {}
-    table = Hold.__table__  # type: ignore[attr-defined]
-    query = select(table).where(among(conn, table.c.id, sorted(set(hold_ids)))).order_by(table.c.id).with_for_update()
-    return {row.id: row for row in (await conn.execute(query)).all()}
+    rows = await conn.execute(hot(conn).lock_holds, {"ids": sorted(set(hold_ids))})
+    return {row.id: row for row in rows.all()}
 
 
 async def lock_balances(conn: AsyncConnection, ledger_accounts: list[str]) -> dict[str, int]:
     if not ledger_accounts:
         return {}
-    table = LedgerAccount.__table__  # type: ignore[attr-defined]
-    query = (
-        select(table.c.id, table.c.balance)
-        .where(among(conn, table.c.id, sorted(set(ledger_accounts))))
-        .order_by(table.c.id)
-        .with_for_update()
-    )
-    return {k: int(v) for k, v in (await conn.execute(query)).all()}
+    rows = await conn.execute(hot(conn).lock_balances, {"ids": sorted(set(ledger_accounts))})
+    return {k: int(v) for k, v in rows.all()}
 
 
 async def lock_persons(conn: AsyncConnection, account_ids: Sequence[str]) -> dict[str, int]:
@@ -619,30 +624,22 @@ async def lock_persons(conn: AsyncConnection, account_ids: Sequence[str]) -> dic
 
 async def add_balances(conn: AsyncConnection, deltas: dict[str, int]) -> None:
     """Apply balance changes to rows locked by `lock_balances` (the CHECK still guards them)."""
-    changes = [{"i": k, "d": v} for k, v in sorted(deltas.items()) if v and not k.startswith(SYSTEM_PREFIX)]
+    changes = [{"b_id": k, "b_delta": v} for k, v in sorted(deltas.items()) if v and not k.startswith(SYSTEM_PREFIX)]
     if changes:
-        table = LedgerAccount.__table__  # type: ignore[attr-defined]
-        stmt = update(table).where(table.c.id == bindparam("i")).values(balance=table.c.balance + bindparam("d"))
-        await conn.execute(stmt, changes)
+        await conn.execute(hot(conn).add_balance, changes)
 
 
 async def set_hold_status(conn: AsyncConnection, hold_ids: list[str], status: str) -> None:
     """Mark holds locked by `lock_holds` resolved, in one statement."""
     if hold_ids:
-        table = Hold.__table__  # type: ignore[attr-defined]
-        await conn.execute(update(table).where(among(conn, table.c.id, hold_ids)).values(status=status))
+        await conn.execute(hot(conn).hold_status, {"ids": hold_ids, "b_status": status})
 
 
 async def resolve_key_spend(conn: AsyncConnection, changes: dict[str, tuple[int, int]]) -> None:
     """Move settled holds' amounts out of their keys' held amount: {key: (held, spent)}."""
     if changes:
-        table = KeySpend.__table__  # type: ignore[attr-defined]
-        stmt = (
-            update(table)
-            .where(table.c.key_id == bindparam("k"))
-            .values(held=table.c.held - bindparam("h"), spent=table.c.spent + bindparam("s"))
-        )
-        await conn.execute(stmt, [{"k": k, "h": h, "s": s} for k, (h, s) in sorted(changes.items())])
+        rows = [{"b_key": k, "b_held": h, "b_spent": s} for k, (h, s) in sorted(changes.items())]
+        await conn.execute(hot(conn).key_resolve, rows)
 
 
 COPY_MIN_ROWS = 64

@@ -8,13 +8,15 @@ without touching each other's tables.
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event
+from sqlalchemy import event, exc
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -29,12 +31,39 @@ def make_engine(url: str, pool_size: int = 10, max_overflow: int = 20) -> AsyncE
         engine = create_async_engine(url, connect_args={"timeout": 30})
         event.listen(engine.sync_engine, "connect", _sqlite_pragmas)
     else:
-        engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow, pool_pre_ping=True)
+        engine = create_async_engine(url, pool_size=pool_size, max_overflow=max_overflow)
+        ping_when_idle(engine)
     if traces_exported():
         from opentelemetry.instrumentation.sqlalchemy import SQLAlchemyInstrumentor
 
         SQLAlchemyInstrumentor().instrument(engine=engine.sync_engine)
     return engine
+
+
+PING_AFTER_IDLE_S = 10.0
+
+
+def ping_when_idle(engine: AsyncEngine, idle_s: float = PING_AFTER_IDLE_S) -> None:
+    """Check a pooled connection before use only if it sat idle for `idle_s`, replacing it
+    when the server dropped it (a restart, an idle timeout). SQLAlchemy's `pool_pre_ping`
+    checks at every checkout: with asyncpg that is three round trips (BEGIN, a query,
+    ROLLBACK) before each transaction, doubling a one-statement hold's. A connection
+    in steady use is known alive; one that dies while in use fails its statement, which
+    invalidates it and the pool's older connections, and the callers retry."""
+
+    @event.listens_for(engine.sync_engine, "checkin")
+    def _idle_from(_dbapi_connection: Any, record: Any) -> None:
+        record.info["idle_since"] = time.monotonic()
+
+    @event.listens_for(engine.sync_engine, "checkout")
+    def _ping_if_idle(dbapi_connection: Any, record: Any, _proxy: Any) -> None:
+        idle_since = record.info.get("idle_since")
+        if idle_since is None or time.monotonic() - idle_since < idle_s:
+            return
+        try:
+            dbapi_connection.ping()
+        except Exception as error:
+            raise exc.DisconnectionError("the pooled connection was dropped") from error
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

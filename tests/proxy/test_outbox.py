@@ -61,3 +61,21 @@ async def test_concurrent_settles_share_writes_and_each_entry_is_stored_before_i
     await checks.delete(OUTBOX_KEY)
     await redis.aclose()
     await checks.aclose()
+
+
+async def test_within_one_write_the_last_change_of_an_entry_wins() -> None:
+    """An add and a removal of one entry queued while no write was in flight go out in the
+    same write (one HSET, one HDEL): the later of the two decides whether the entry stays."""
+    redis = Redis.from_url(f"{REDIS_SERVER}/13")
+    await redis.delete(OUTBOX_KEY)
+    outbox = SettleOutbox(redis, stale_s=60)
+    added_then_removed = billing_pb2.SettleRequest(hold_id="h", idempotency_key="gone")
+    removed_then_added = billing_pb2.SettleRequest(hold_id="h", idempotency_key="kept")
+    await asyncio.gather(
+        outbox.add(added_then_removed),
+        outbox.remove("gone"),
+        outbox.remove("kept"),
+        outbox.add(removed_then_added),
+    )
+    assert await redis.hkeys(OUTBOX_KEY) == [b"kept"]
+    await redis.delete(OUTBOX_KEY)
