@@ -89,6 +89,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_hold_ttl_s,
         settings.proxy_batch_calls,
         metadata,
+        settings.proxy_settle_linger_s,
     )
     redis = make_redis(settings.redis_url) if settings.redis_url else None
     if redis is not None:

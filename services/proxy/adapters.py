@@ -163,10 +163,12 @@ class Coalescer:
     """Coalesces concurrent calls of one RPC into calls of its batch twin (VerifyKey into
     VerifyKeyBatch, Hold into HoldBatch, Settle into SettleBatch): whatever queued while the
     last batch was in flight goes out together, so a quiet proxy sends batches of one at
-    once and a busy one sends few large ones. Each caller gets its own item's result or the
-    error its single call would have raised, only once the service answered the batch (for
-    billing, after its commit). Falls back to the single RPC if the service has no batch
-    RPC."""
+    once and a busy one sends few large ones. With `linger_s` (settles, which no answer waits
+    for) a batch that would open alone waits that long for others first: at low concurrency
+    a few calls share one batch instead of one RPC and one billing transaction each. Each
+    caller gets its own item's result or the error its single call would have raised, only
+    once the service answered the batch (for billing, after its commit). Falls back to the
+    single RPC if the service has no batch RPC."""
 
     def __init__(
         self,
@@ -177,8 +179,10 @@ class Coalescer:
         enabled: bool,
         metadata: Metadata = (),
         service: str = "billing",
+        linger_s: float = 0.0,
     ) -> None:
         self._service = service
+        self._linger_s = linger_s
         self._single_rpc = single
         self._batch_rpc = batch
         self._batch_request = batch_request
@@ -207,6 +211,8 @@ class Coalescer:
 
     async def _drain(self) -> None:
         try:
+            if self._linger_s:  # off the response path (settles): wait for company instead of going alone
+                await asyncio.sleep(self._linger_s)
             while self._queue:
                 queued, self._queue = self._queue[:500], self._queue[500:]
                 batch = [(request, future) for request, future, _ in queued]
@@ -271,6 +277,7 @@ class RemoteLedger:
         hold_ttl_s: int,
         batch: bool,
         metadata: Metadata = (),
+        settle_linger_s: float = 0.0,
     ) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._timeout = timeout_s
@@ -279,7 +286,9 @@ class RemoteLedger:
         self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
         stub = self._stub
         self._holds = Coalescer(stub.Hold, stub.HoldBatch, hold_batch, timeout_s, batch, metadata)
-        self._settles = Coalescer(stub.Settle, stub.SettleBatch, settle_batch, timeout_s, batch, metadata)
+        self._settles = Coalescer(
+            stub.Settle, stub.SettleBatch, settle_batch, timeout_s, batch, metadata, linger_s=settle_linger_s
+        )
         self.outbox: SettleOutbox | None = None
 
     async def price(self, model: str) -> Price | None:

@@ -57,6 +57,12 @@ class ProxySettings(GatemeshSettings):
     proxy_batch_calls: bool = Field(
         True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )
+    proxy_settle_linger_s: float = Field(
+        0.05,
+        ge=0,
+        description="How long a settle that would go to billing alone waits for others to share its SettleBatch "
+        "(answers never wait for settles).",
+    )
     proxy_outbox_stale_s: float = Field(
         30.0, gt=0, description="Settles unconfirmed this long are replayed from the Redis outbox (needs redis_url)."
     )

@@ -72,6 +72,27 @@ async def test_concurrent_calls_go_out_together_and_each_gets_its_own_outcome() 
     assert ((await alone).hold_id, [r.hold_id for r in queued]) == ("k0", ["k1", "k2"])
 
 
+async def test_with_a_linger_calls_arriving_one_by_one_share_a_batch() -> None:
+    """Settles (linger_s > 0): calls that arrive a few milliseconds apart, none of them while a
+    batch is in flight, still go out together; without a linger each goes alone."""
+
+    async def one_by_one(coalescer: Coalescer) -> list[str]:
+        calls = []
+        for request in holds(4):
+            calls.append(asyncio.create_task(coalescer.call(request)))
+            await asyncio.sleep(0.02)  # longer than a batch takes: nothing is in flight when the next arrives
+        return [reply.hold_id for reply in await asyncio.gather(*calls)]
+
+    alone, lingering = Billing(), Billing()
+    assert await one_by_one(Coalescer(alone.single, alone.batch, hold_batch, timeout_s=1, enabled=True)) == [
+        "k0", "k1", "k2", "k3"
+    ]  # fmt: skip
+    assert alone.batches == [1, 1, 1, 1]
+    coalescer = Coalescer(lingering.single, lingering.batch, hold_batch, timeout_s=1, enabled=True, linger_s=0.2)
+    assert await one_by_one(coalescer) == ["k0", "k1", "k2", "k3"]
+    assert lingering.batches == [4]
+
+
 async def test_a_billing_without_the_batch_rpc_gets_single_calls_from_then_on() -> None:
     billing = Billing(batch_error=grpc.StatusCode.UNIMPLEMENTED)
     coalescer = Coalescer(billing.single, billing.batch, hold_batch, timeout_s=1, enabled=True)
