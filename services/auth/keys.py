@@ -20,6 +20,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Any
 
 from redis.exceptions import RedisError
 
@@ -273,7 +274,9 @@ class Keys:
     async def entry(self, api_key: str) -> KeyEntry:
         """The valid, unexpired key behind `api_key`, or Unauthenticated."""
         key_hash = self.hmac_of(api_key)
-        found = self.cache.local(key_hash) or await self.cache.lookup(key_hash, self._load)
+        return self._valid(self.cache.local(key_hash) or await self.cache.lookup(key_hash, self._load))
+
+    def _valid(self, found: Cached) -> KeyEntry:
         if isinstance(found, str):
             raise invalid_key()
         if found.expires_at and found.expires_at <= time.time():
@@ -293,11 +296,18 @@ class Keys:
 
     async def verify_many(self, requests: Sequence[VerifyIn]) -> list[Verified | Exception]:
         """`verify` for many requests, their rate limits taken in one Redis round trip (in
-        request order: two requests of one key count as they would one after the other)."""
-        outcomes: list[Verified | Exception] = list(
-            await asyncio.gather(*(self.checked(r.api_key, r.model, r.estimated_tokens) for r in requests),
-                                 return_exceptions=True)
-        )  # fmt: skip
+        request order: two requests of one key count as they would one after the other).
+        Keys in this process's cache are checked on the spot; only the others are looked up,
+        concurrently."""
+        outcomes: list[Any] = [self._checked_here(r) for r in requests]
+        elsewhere = [i for i, outcome in enumerate(outcomes) if outcome is None]
+        if elsewhere:
+            lookups = (requests[i] for i in elsewhere)
+            found = await asyncio.gather(
+                *(self.checked(r.api_key, r.model, r.estimated_tokens) for r in lookups), return_exceptions=True
+            )
+            for i, outcome in zip(elsewhere, found, strict=True):
+                outcomes[i] = outcome
         consumers = [i for i, r in enumerate(requests) if r.consume and isinstance(outcomes[i], KeyEntry)]
         entries = {i: outcomes[i] for i in consumers}
         for i, outcome in enumerate(outcomes):
@@ -307,7 +317,7 @@ class Keys:
             return outcomes
         try:
             decisions = await self.limiter.consume_many(
-                [(e.key_id, e.rpm, e.tpm, requests[i].estimated_tokens) for i, e in entries.items()]  # type: ignore[union-attr]
+                [(e.key_id, e.rpm, e.tpm, requests[i].estimated_tokens) for i, e in entries.items()]
             )
         except RedisError:
             for i in consumers:
@@ -315,19 +325,36 @@ class Keys:
             return outcomes
         for i, decision in zip(consumers, decisions, strict=True):
             try:
-                outcomes[i] = admitted(entries[i], decision)  # type: ignore[arg-type]
+                outcomes[i] = admitted(entries[i], decision)
             except DomainError as error:
                 outcomes[i] = error
         return outcomes
 
+    def _checked_here(self, request: VerifyIn) -> KeyEntry | Exception | None:
+        """`checked` without I/O: the outcome when the request is malformed or its key is in
+        this process's cache, else None."""
+        try:
+            self._validate(request.api_key, request.model, request.estimated_tokens)
+            found = self.cache.local(self.hmac_of(request.api_key))
+            return None if found is None else self._allowed(self._valid(found), request.model)
+        except DomainError as error:
+            return error
+
     async def checked(self, api_key: str, model: str, estimated_tokens: int) -> KeyEntry:
         """The key behind `api_key` if the request is well formed and the key may use `model`."""
+        self._validate(api_key, model, estimated_tokens)
+        return self._allowed(await self.entry(api_key), model)
+
+    @staticmethod
+    def _validate(api_key: str, model: str, estimated_tokens: int) -> None:
         v = Violations()
         check_key_format(v, "api_key", api_key)
         v.check(len(model) <= MAX_MODEL_NAME, "model", f"must be at most {MAX_MODEL_NAME} characters")
         v.check(estimated_tokens >= 0, "estimated_tokens", "must not be negative")
         v.raise_if_any()
-        entry = await self.entry(api_key)
+
+    @staticmethod
+    def _allowed(entry: KeyEntry, model: str) -> KeyEntry:
         if model and entry.allowed_models and model not in entry.allowed_models:
             raise PermissionDenied(
                 "this API key may not use this model",

@@ -332,9 +332,14 @@ async def test_verify_key_batch_answers_each_item_as_verify_key_would(auth) -> N
     ]  # fmt: skip
     # The rate limits are taken in item order (one Redis round trip for the batch).
     assert outcomes[5:] == [("", ""), ("RESOURCE_EXHAUSTED", "rate_limit_exceeded")]
-    limited = reply.items[6]
-    assert 1 <= limited.retry_after_seconds <= 60
+    assert 1 <= reply.items[6].retry_after_seconds <= 60
     assert reply.items[0].result.key_id and reply.items[0].result.remaining_requests == 1
+    # Again, the key now in auth's own cache (checked without I/O): the same verdicts.
+    again = [verify(key, model="small-model"), verify(key, model="big-model"), verify(key, consume_rate_limit=True)]
+    reply = await auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=again), metadata=SERVICE)
+    assert [(i.error_code, i.error_reason) for i in reply.items] == [
+        ("", ""), ("PERMISSION_DENIED", "model_not_allowed"), ("RESOURCE_EXHAUSTED", "rate_limit_exceeded"),
+    ]  # fmt: skip
     assert (await refused(auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=items)))).code() == (
         grpc.StatusCode.UNAUTHENTICATED
     )  # an internal RPC: refused without the service credential
