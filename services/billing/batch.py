@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
+from services.runtime.db import insert_rows
 from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
 
 from . import store
@@ -159,8 +160,8 @@ class Postings:
                 for ledger_account, delta in legs.items()
                 if delta
             ]
-        await store.insert_rows(conn, Transfer, transfers)
-        await store.insert_rows(conn, Entry, entries)
+        await insert_rows(conn, Transfer, transfers)
+        await insert_rows(conn, Entry, entries)
 
 
 class BatchSettler:
@@ -247,7 +248,7 @@ class _SettleWork:
         return result
 
     async def write(self, conn: Any) -> None:
-        await store.insert_rows(conn, UsageRow, self.usage, USAGE_COLUMNS)
+        await insert_rows(conn, UsageRow, self.usage, USAGE_COLUMNS)
         await self.postings.insert(conn)
         await store.set_hold_status(conn, self.settled, "settled")
         running = await self._lock_ledger(conn) if self.moves else {}  # the ledger's locks, from here
@@ -311,7 +312,7 @@ class _HoldWork:
         return HoldResult(hold_id, item.amount, iso(expires), self.balances[wallet])
 
     async def write(self, conn: Any) -> None:
-        await store.insert_rows(conn, Hold, self.holds)
+        await insert_rows(conn, Hold, self.holds)
         await self.postings.insert(conn)
         await store.add_balances(conn, self.postings.deltas())
         await store.add_key_held(conn, self.key_held)

@@ -45,6 +45,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.orm import registry
 from sqlmodel import Field, SQLModel
 
+from services.runtime.db import arrays_insert, column_arrays
 from services.runtime.errors import Aborted, AlreadyExists
 
 SYSTEM_PREFIX = "system:"
@@ -645,60 +646,6 @@ async def resolve_key_spend(conn: AsyncConnection, changes: dict[str, tuple[int,
     if changes:
         rows = [{"b_key": k, "b_held": h, "b_spent": s} for k, (h, s) in sorted(changes.items())]
         await conn.execute(hot(conn).key_resolve, rows)
-
-
-COPY_MIN_ROWS = 64
-
-
-async def insert_rows(
-    conn: AsyncConnection, model: type[SQLModel], rows: Sequence[Any], columns: Sequence[str] = ()
-) -> None:
-    """Insert many rows inside the caller's transaction: dicts with the same keys, or tuples
-    of `columns` (the hot batches build tuples: no dict per row to take apart again).
-
-    On PostgreSQL one statement whatever the number of rows: below COPY_MIN_ROWS an INSERT
-    from one array per column (`arrays_insert`), from there COPY on the transaction's own
-    asyncpg connection (for a settle batch's thousands of rows about a third of a multi-row
-    INSERT, on both sides; below that its extra round trips, asyncpg looking up the column
-    types first, cost more than they save). Not an executemany: the driver binds and runs
-    the statement once per row (for a batch of 20 calls, three such inserts were a fifth of
-    billing's CPU).
-    """
-    if not rows:
-        return
-    table = model.__table__  # type: ignore[attr-defined]
-    if conn.dialect.name != "postgresql":
-        dicts = [dict(zip(columns, row, strict=True)) for row in rows] if columns else list(rows)
-        await conn.execute(table.insert(), dicts)
-        return
-    if not columns:
-        columns = list(rows[0])
-        rows = [tuple(row[c] for c in columns) for row in rows]
-    if len(rows) < COPY_MIN_ROWS:
-        await conn.execute(arrays_insert(table, tuple(columns)), column_arrays(rows))
-        return
-    raw = await conn.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))  # type: ignore[union-attr]
-
-
-@functools.cache
-def arrays_insert(table: Any, columns: tuple[str, ...], conflict: tuple[str, ...] = ()) -> Any:
-    """PostgreSQL: `INSERT INTO table (columns) SELECT * FROM unnest(:c0, :c1, ...)`, each
-    parameter an array of one column's values (see `column_arrays`); with `conflict`, rows
-    whose key exists are skipped."""
-    dialect = postgresql.dialect()
-    arrays = ", ".join(
-        f"CAST(:c{i} AS {table.c[name].type.compile(dialect=dialect)}[])" for i, name in enumerate(columns)
-    )
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
-    if conflict:
-        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
-    return text(sql)
-
-
-def column_arrays(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
-    """The parameters of an `arrays_insert`: rows turned into one list per column."""
-    return {f"c{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))}
 
 
 async def ensure_holds_accounts(conn: AsyncConnection, account_ids: list[str]) -> None:

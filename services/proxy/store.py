@@ -18,6 +18,8 @@ from sqlalchemy import BigInteger, delete, insert, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
+from services.runtime.db import insert_rows
+
 from .domain import LogEntry
 
 log = logging.getLogger("gatemesh.proxy.store")
@@ -85,7 +87,7 @@ class RequestLogWriter:
                 rows, self._buffer = self._buffer[: self._batch], self._buffer[self._batch :]
                 try:
                     async with self._engine.begin() as connection:
-                        await connection.execute(insert(RequestLogRow), rows)
+                        await insert_rows(connection, RequestLogRow, rows)
                 except Exception as error:  # parameters (account ids) must not reach the log
                     log.error("request log insert failed (%s); %d rows lost", type(error).__name__, len(rows))
 

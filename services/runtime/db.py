@@ -8,17 +8,19 @@ without touching each other's tables.
 
 from __future__ import annotations
 
+import functools
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, exc
+from sqlalchemy import event, exc, text
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
-from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from .telemetry import traces_exported
@@ -83,6 +85,58 @@ async def transaction(sessions: async_sessionmaker[AsyncSession]) -> AsyncIterat
     """A session inside one transaction: committed on success, rolled back on error."""
     async with sessions() as session, session.begin():
         yield session
+
+
+COPY_MIN_ROWS = 64
+
+
+async def insert_rows(conn: AsyncConnection, model: Any, rows: Sequence[Any], columns: Sequence[str] = ()) -> None:
+    """Insert many rows inside the caller's transaction: dicts with the same keys, or tuples
+    of `columns` (the hot batches build tuples: no dict per row to take apart again).
+
+    On PostgreSQL one statement whatever the number of rows: below COPY_MIN_ROWS an INSERT
+    from one array per column (`arrays_insert`), from there COPY on the transaction's own
+    asyncpg connection (for a settle batch's thousands of rows about a third of a multi-row
+    INSERT, on both sides; below that its extra round trips, asyncpg looking up the column
+    types first, cost more than they save). Not an executemany: the driver binds and runs
+    the statement once per row (for a batch of 20 calls, three such inserts were a fifth of
+    billing's CPU). Every service's bulk writes go through here.
+    """
+    if not rows:
+        return
+    table = model.__table__  # type: ignore[attr-defined]
+    if conn.dialect.name != "postgresql":
+        dicts = [dict(zip(columns, row, strict=True)) for row in rows] if columns else list(rows)
+        await conn.execute(table.insert(), dicts)
+        return
+    if not columns:
+        columns = list(rows[0])
+        rows = [tuple(row[c] for c in columns) for row in rows]
+    if len(rows) < COPY_MIN_ROWS:
+        await conn.execute(arrays_insert(table, tuple(columns)), column_arrays(rows))
+        return
+    raw = await conn.get_raw_connection()
+    await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))  # type: ignore[union-attr]
+
+
+@functools.cache
+def arrays_insert(table: Any, columns: tuple[str, ...], conflict: tuple[str, ...] = ()) -> Any:
+    """PostgreSQL: `INSERT INTO table (columns) SELECT * FROM unnest(:c0, :c1, ...)`, each
+    parameter an array of one column's values (see `column_arrays`); with `conflict`, rows
+    whose key exists are skipped."""
+    dialect = postgresql.dialect()
+    arrays = ", ".join(
+        f"CAST(:c{i} AS {table.c[name].type.compile(dialect=dialect)}[])" for i, name in enumerate(columns)
+    )
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) SELECT * FROM unnest({arrays})"
+    if conflict:
+        sql += f" ON CONFLICT ({', '.join(conflict)}) DO NOTHING"
+    return text(sql)
+
+
+def column_arrays(rows: Sequence[Sequence[Any]]) -> dict[str, list[Any]]:
+    """The parameters of an `arrays_insert`: rows turned into one list per column."""
+    return {f"c{i}": list(values) for i, values in enumerate(zip(*rows, strict=True))}
 
 
 def alembic_config(migrations_dir: Path, service: str) -> Config:
