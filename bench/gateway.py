@@ -24,9 +24,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import math
 import os
 import secrets
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,6 +42,7 @@ from typing import Any
 from bench.stats import Result, print_table, process_cpu_seconds
 
 ROOT = Path(__file__).resolve().parent.parent
+NAN = float("nan")
 LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
 LITELLM_VERSION = "1.100.0"
 MODEL = "gm-bench"
@@ -379,53 +382,74 @@ def litellm(stack: ExitStack, tmp: Path, upstream_url: str, workers: int) -> Tar
 # ---------------------------------------------------------------- report
 
 
-def report(rows: list[Row]) -> None:
-    index = {(r.target, r.stream, r.result.concurrency): r for r in rows}
-    litellm_name = next((r.target for r in rows if r.target.startswith("litellm")), None)
-    headers = ["target", "mode", "c", "rps", "p50 ms", "p99 ms", "added p50", "added p99", "cpu ms/req"]
-    headers += ["infra ms/req", "errors", "rps x litellm", "added p99 / litellm", "cpu / litellm"]
-    table = []
+Cell = tuple[str, bool, int]  # target, stream, concurrency
+
+
+def cell(row: Row) -> Cell:
+    return row.target, row.stream, row.result.concurrency
+
+
+def comparisons(rows: list[Row]) -> dict[Cell, tuple[float, float, float, float, float]]:
+    """Within one round, for each cell: added p50 and p99 over direct, and requests per
+    second, added p99 and CPU per request as ratios to LiteLLM's at the same mode and
+    concurrency (nan where a side is missing)."""
+    index = {cell(r): r for r in rows}
+    peer_name = next((r.target for r in rows if r.target.startswith("litellm")), None)
+    out = {}
     for row in rows:
         res, key = row.result, (row.stream, row.result.concurrency)
         direct = index.get(("direct", *key))
-        peer = index.get((litellm_name, *key)) if litellm_name else None
-        added50 = res.p50_ms - direct.result.p50_ms if direct else float("nan")
-        added99 = res.p99_ms - direct.result.p99_ms if direct else float("nan")
-        peer99 = peer.result.p99_ms - direct.result.p99_ms if peer and direct else float("nan")
-        cpu = res.cpu_ms_per_request or 0.0
+        peer = index.get((peer_name, *key)) if peer_name else None
+        added50 = res.p50_ms - direct.result.p50_ms if direct else NAN
+        added99 = res.p99_ms - direct.result.p99_ms if direct else NAN
+        peer99 = peer.result.p99_ms - direct.result.p99_ms if peer and direct else NAN
         peer_cpu = peer.result.cpu_ms_per_request if peer else None
-        table.append(
-            [
-                row.target,
-                "stream" if row.stream else "json",
-                res.concurrency,
-                res.rps,
-                res.p50_ms,
-                res.p99_ms,
-                added50,
-                added99,
-                cpu,
-                row.infra_ms if row.infra_ms is not None else "-",
-                row.errors,
-                res.rps / peer.result.rps if peer and peer.result.rps else float("nan"),
-                added99 / peer99 if peer99 and peer99 > 0 else float("nan"),
-                cpu / peer_cpu if peer_cpu else float("nan"),
-            ]
+        out[cell(row)] = (
+            added50,
+            added99,
+            res.rps / peer.result.rps if peer and peer.result.rps else NAN,
+            added99 / peer99 if peer99 > 0 else NAN,
+            (res.cpu_ms_per_request or 0.0) / peer_cpu if peer_cpu else NAN,
         )
-    print_table(
-        "Gateway benchmark (same machine, same fake upstream; added = over direct; ratios to LiteLLM)", headers, table
-    )
-    names = sorted({name for row in rows for name in row.by_process})
-    split = [
-        [
-            row.target,
-            "stream" if row.stream else "json",
-            row.result.concurrency,
-            *(row.by_process.get(n, 0.0) for n in names),
-        ]
-        for row in rows
-    ]
-    print_table("CPU ms per request by process", ["target", "mode", "c", *names], split)
+    return out
+
+
+def median_of(values: list[float]) -> float:
+    found = [v for v in values if not math.isnan(v)]
+    return statistics.median(found) if found else NAN
+
+
+def report(rounds: list[list[Row]]) -> None:
+    """One line per cell: the round with the median requests per second, and each ratio as
+    the median over rounds of the ratio within a round (both sides measured back to back,
+    so a machine that slows down between rounds moves both)."""
+    per_round = [comparisons(rows) for rows in rounds]
+    headers = ["target", "mode", "c", "rps", "p50 ms", "p99 ms", "added p50", "added p99", "cpu ms/req"]
+    headers += ["infra ms/req", "errors", "rps x litellm", "added p99 / litellm", "cpu / litellm"]
+    if len(rounds) > 1:
+        headers.append("rps min-max")
+    table, middle_rows = [], []
+    for key in [cell(row) for row in rounds[0]]:
+        measured = sorted((row for rows in rounds for row in rows if cell(row) == key), key=lambda r: r.result.rps)
+        row = measured[(len(measured) - 1) // 2]
+        middle_rows.append(row)
+        res = row.result
+        medians = [median_of([found[key][i] for found in per_round]) for i in range(5)]
+        line = [row.target, "stream" if row.stream else "json", res.concurrency, res.rps, res.p50_ms, res.p99_ms]
+        line += [*medians[:2], res.cpu_ms_per_request or 0.0, row.infra_ms if row.infra_ms is not None else "-"]
+        line += [sum(r.errors for r in measured), *medians[2:]]
+        if len(rounds) > 1:
+            line.append(f"{measured[0].result.rps:,.0f}-{measured[-1].result.rps:,.0f}")
+        table.append(line)
+    title = "Gateway benchmark (same machine, same fake upstream; added = over direct; ratios to LiteLLM"
+    title += f", median of {len(rounds)} rounds)" if len(rounds) > 1 else ")"
+    print_table(title, headers, table)
+    names = sorted({name for row in middle_rows for name in row.by_process})
+    split = []
+    for row in middle_rows:
+        mode = "stream" if row.stream else "json"
+        split.append([row.target, mode, row.result.concurrency, *(row.by_process.get(n, 0.0) for n in names)])
+    print_table("CPU ms per request by process (the median round)", ["target", "mode", "c", *names], split)
 
 
 def main() -> None:
@@ -437,6 +461,7 @@ def main() -> None:
     parser.add_argument("--targets", default="direct,edge,grpc,litellm")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--litellm-workers", type=int, default=1)
+    parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times; report medians")
     parser.add_argument("--workdir", help="keep logs and configs here (default: a temporary directory)")
     args = parser.parse_args()
     if args.loadgen:
@@ -445,7 +470,7 @@ def main() -> None:
     wanted = args.targets.split(",")
     levels = [int(c) for c in args.concurrency.split(",")]
     modes = [mode == "stream" for mode in args.modes.split(",")]
-    rows: list[Row] = []
+    rounds: list[list[Row]] = []
     with ExitStack() as stack:
         if args.workdir:
             tmp = Path(args.workdir).resolve()
@@ -459,19 +484,22 @@ def main() -> None:
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
         if "litellm" in wanted:
             targets.append(litellm(stack, tmp, upstream_url, args.litellm_workers))
-        for target in targets:
-            for stream in modes:
+        for round_no in range(args.rounds):
+            rounds.append([])
+            for stream in modes:  # the targets of a cell one after the other: their ratios compare like with like
                 for concurrency in levels:
-                    row = measure(target, stream, concurrency, args.seconds, args.warmup)
-                    print(
-                        f"{target.name:16} {'stream' if stream else 'json':6} c={concurrency:<3} "
-                        f"{row.result.rps:8.1f} rps  p50 {row.result.p50_ms:7.2f} ms  p99 {row.result.p99_ms:7.2f} ms"
-                        f"  cpu {row.result.cpu_ms_per_request:6.2f} ms/req  errors {row.errors}",
-                        file=sys.stderr,
-                        flush=True,
-                    )
-                    rows.append(row)
-    report(rows)
+                    for target in targets:
+                        row = measure(target, stream, concurrency, args.seconds, args.warmup)
+                        print(
+                            f"round {round_no + 1} {target.name:16} {'stream' if stream else 'json':6} "
+                            f"c={concurrency:<3} {row.result.rps:8.1f} rps  p50 {row.result.p50_ms:7.2f} ms  "
+                            f"p99 {row.result.p99_ms:7.2f} ms  cpu {row.result.cpu_ms_per_request:6.2f} ms/req  "
+                            f"errors {row.errors}",
+                            file=sys.stderr,
+                            flush=True,
+                        )
+                        rounds[-1].append(row)
+    report(rounds)
 
 
 if __name__ == "__main__":
