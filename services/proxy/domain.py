@@ -291,17 +291,17 @@ class Gateway:
         `_admit_concurrently`); for a new key, and after any refusal, one after the other."""
         estimate = prompt + max_output
         price = await self.ledger.price(route.model)
-        known = self.known_keys.get(api_key) if price is not None else None
-        if price is not None and known is not None:
-            cost = max(1, price.cost(prompt, max_output))
+        cost = max(1, price.cost(prompt, max_output)) if price is not None else 0
+        known = self.known_keys.get(api_key) if cost else None
+        if known is not None:
             return await self._admit_concurrently(api_key, known, route, prompt, estimate, cost, endpoint, stream)
         grant = await self.gatekeeper.verify(api_key, route.public_model, True, estimate)
-        if price is None:
+        if not cost:  # after auth: a bad key hears 401 before anything about the model
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
             raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
         self.known_keys.put(api_key, grant)
         call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
-        await call.place_hold(max(1, price.cost(prompt, max_output)))
+        await call.place_hold(cost)
         return call
 
     async def _admit_concurrently(
@@ -333,11 +333,10 @@ class Gateway:
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
             raise hold.exception()  # type: ignore[misc]
         call.hold_id = hold.result()
+        self.known_keys.put(api_key, grant)
         if grant.hold_terms() == known.hold_terms():
-            self.known_keys.put(api_key, grant)
             return call
-        self.known_keys.put(api_key, grant)  # the key's spend cap changed: hold again under the new one
-        call.discard(hold)
+        call.discard(hold)  # the key's spend cap changed since: hold again under the new one
         call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
         await call.place_hold(cost)
         return call

@@ -3,7 +3,8 @@
 PostgreSQL via asyncpg in tests and production, SQLite via aiosqlite as the local default.
 Each service owns its own database (its own URL) and its own alembic migrations, with a
 version table named after the service so that services could even share one database
-without touching each other's tables.
+without touching each other's tables. Also what every service's pooled connections and
+bulk writes need: the idle-only ping and the one-statement bulk insert.
 """
 
 from __future__ import annotations
