@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 import statistics
 import time
@@ -10,12 +11,14 @@ from dataclasses import dataclass
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
-    """The q-th percentile (0-100) by nearest rank; samples need not be sorted."""
+    """The q-th percentile (0-100) by the nearest-rank definition: the smallest sample with at
+    least q % of the samples at or below it (rank ceil(q/100 * n)). So the p99 of 100 samples is
+    the 99th smallest, not the maximum; samples need not be sorted."""
     if not samples:
         return float("nan")
     ordered = sorted(samples)
-    rank = max(0, min(len(ordered) - 1, round(q / 100 * len(ordered) + 0.5) - 1))
-    return ordered[rank]
+    rank = math.ceil(q / 100 * len(ordered))
+    return ordered[max(0, min(len(ordered), rank) - 1)]
 
 
 @dataclass
@@ -54,6 +57,8 @@ def print_table(title: str, headers: Sequence[str], rows: Sequence[Sequence[obje
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in cells:
         print("| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |")
+    if any(h.startswith(("p50", "p99", "added p")) for h in headers):
+        print("(percentiles by nearest rank: p99 of n samples is the ceil(0.99 n)-th smallest)")
 
 
 def _fmt(value: object) -> str:
