@@ -7,9 +7,17 @@
 - edge: Gatemesh through the REST edge (Envoy + proxy + auth + billing on PostgreSQL,
   Redis), with a real API key, every call held, settled and recorded;
 - grpc: the same mesh, calling the proxy over gRPC (no Envoy);
+- floor: the floor of this design: the same Envoy transcoder in front of a bare `grpc.aio`
+  relay with the proxy's HTTP client (`bench.floor_relay`: no auth, no billing);
 - litellm: the LiteLLM proxy (`litellm[proxy]==1.100.0`, installed by this script into
   `bench/.litellm-venv`), offline, master key, no database (its key and spend tracking
-  need Prisma engines that cannot be fetched here, so it does less work than Gatemesh).
+  need Prisma engines that cannot be fetched here, so it does less work than Gatemesh);
+- portkey: Portkey's open-source gateway (npm `@portkey-ai/gateway` 1.15.2 on Node.js,
+  installed by this script into `bench/.portkey`), a pass-through with no keys and no
+  billing: what routing alone costs in a compiled/JIT-run peer. JSON only: its streamed
+  calls fail on Node.js 20 whatever the upstream (it appends its own headers to the
+  upstream's fetch Response, whose headers are immutable there: `TypeError: immutable` in
+  `updateHeaders`, also against a minimal SSE server), so its stream cells are left out.
 
 For each: JSON and streaming chat completions at concurrency 1, 16 and 64 (closed loop),
 reporting requests per second, p50/p99 latency of the whole response, and the CPU
@@ -45,6 +53,8 @@ ROOT = Path(__file__).resolve().parent.parent
 NAN = float("nan")
 LITELLM_VENV = ROOT / "bench" / ".litellm-venv"
 LITELLM_VERSION = "1.100.0"
+PORTKEY_DIR = ROOT / "bench" / ".portkey"
+PORTKEY_VERSION = "1.15.2"
 MODEL = "gm-bench"
 MASTER_KEY = "sk-bench-master-key"
 BODY = {"model": MODEL, "messages": [{"role": "user", "content": "say hello please"}], "max_tokens": 16}
@@ -89,6 +99,7 @@ async def _run_load(spec: dict[str, Any]) -> dict[str, Any]:
     body = {**BODY, "stream": spec["stream"]}
     payload = json.dumps(body).encode()
     headers = {"content-type": "application/json", "authorization": f"Bearer {spec['key']}"}
+    headers |= spec.get("headers", {})
     concurrency = spec["concurrency"]
     if spec["kind"] == "grpc":
         import grpc
@@ -205,6 +216,9 @@ class Target:
     key: str
     root_pid: int
     infra: bool = False  # PostgreSQL and Redis work for it
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every call (the Portkey route)
+    json_only: bool = False  # its stream cells are not measured
+    extra_pids: list[int] = field(default_factory=list)  # its processes outside root_pid's tree
     rows: list[Row] = field(default_factory=list)
 
 
@@ -241,6 +255,7 @@ def cpu_by_label(pids: list[int]) -> dict[str, float]:
 
 def measure(target: Target, stream: bool, concurrency: int, seconds: float, warmup: float) -> Row:
     spec = {"kind": target.kind, "target": target.address, "key": target.key, "stream": stream}
+    spec["headers"] = target.headers
     spec |= {"concurrency": concurrency, "seconds": seconds, "warmup": warmup}
     gen = subprocess.Popen(
         [sys.executable, "-m", "bench.gateway", "--loadgen", json.dumps(spec)],
@@ -251,7 +266,7 @@ def measure(target: Target, stream: bool, concurrency: int, seconds: float, warm
     )
     assert gen.stdin is not None and gen.stdout is not None
     assert gen.stdout.readline().strip() == "warm"
-    pids = descendants(target.root_pid)
+    pids = descendants(target.root_pid) + [p for extra in target.extra_pids for p in descendants(extra)]
     infra = pids_named("postgres", "redis-server")
     cpu0, infra0, split0 = process_cpu_seconds(pids), process_cpu_seconds(infra), cpu_by_label(pids)
     gen.stdin.write("go\n")
@@ -379,6 +394,50 @@ def litellm(stack: ExitStack, tmp: Path, upstream_url: str, workers: int) -> Tar
     return Target(f"litellm ({workers}w)", "http", f"http://127.0.0.1:{port}/v1", MASTER_KEY, proc.pid)
 
 
+def floor(stack: ExitStack, tmp: Path, upstream_url: str) -> Target:
+    """Envoy's transcoder (the mesh's own edge config, proxy routes only) before `bench.floor_relay`."""
+    from tests.support import free_port
+
+    relay_port, edge_port = free_port(), free_port()
+    relay_args = [sys.executable, "-m", "bench.floor_relay", "--port", str(relay_port), "--upstream", upstream_url]
+    relay = stack.enter_context(process(relay_args, tmp / "floor-relay.log"))
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
+    env |= {
+        "GATEMESH_DATA_DIR": str(tmp / "floor-data"),
+        "GATEMESH_PROXY_ADDR": f"127.0.0.1:{relay_port}",
+        "GATEMESH_EDGE_PORT": str(edge_port),
+        "GATEMESH_EDGE_SERVICES": json.dumps(["proxy"]),
+        "GATEMESH_LOG_LEVEL": "WARNING",
+    }
+    edge = stack.enter_context(process([sys.executable, "-m", "services.edge"], tmp / "floor-edge.log", env))
+    wait_http(f"http://127.0.0.1:{edge_port}/openapi.json", edge)
+    if relay.poll() is not None:
+        raise RuntimeError("the floor relay exited:\n" + (tmp / "floor-relay.log").read_text(errors="replace"))
+    target = Target("floor", "http", f"http://127.0.0.1:{edge_port}/v1", "none", edge.pid)
+    target.extra_pids = [relay.pid]
+    return target
+
+
+def ensure_portkey() -> Path:
+    script = PORTKEY_DIR / "node_modules" / "@portkey-ai" / "gateway" / "build" / "start-server.js"
+    if not script.exists():
+        print(f"installing @portkey-ai/gateway@{PORTKEY_VERSION} into {PORTKEY_DIR} ...", file=sys.stderr)
+        PORTKEY_DIR.mkdir(parents=True, exist_ok=True)
+        npm = ["npm", "install", "--no-audit", "--no-fund", "--silent", "--prefix", str(PORTKEY_DIR)]
+        subprocess.run([*npm, f"@portkey-ai/gateway@{PORTKEY_VERSION}"], check=True)
+    return script
+
+
+def portkey(stack: ExitStack, tmp: Path, upstream_url: str) -> Target:
+    from tests.support import free_port
+
+    script, port = ensure_portkey(), free_port()
+    proc = stack.enter_context(process(["node", str(script), f"--port={port}", "--headless"], tmp / "portkey.log"))
+    wait_http(f"http://127.0.0.1:{port}/", proc)
+    headers = {"x-portkey-provider": "openai", "x-portkey-custom-host": upstream_url}
+    return Target("portkey", "http", f"http://127.0.0.1:{port}/v1", "none", proc.pid, headers=headers, json_only=True)
+
+
 # ---------------------------------------------------------------- report
 
 
@@ -389,10 +448,11 @@ def cell(row: Row) -> Cell:
     return row.target, row.stream, row.result.concurrency
 
 
-def comparisons(rows: list[Row]) -> dict[Cell, tuple[float, float, float, float, float]]:
-    """Within one round, for each cell: added p50 and p99 over direct, and requests per
-    second, added p99 and CPU per request as ratios to LiteLLM's at the same mode and
-    concurrency (nan where a side is missing)."""
+def comparisons(rows: list[Row]) -> dict[Cell, tuple[float, ...]]:
+    """Within one round, for each cell: added p50 and p99 over direct; requests per second,
+    added p99 and CPU per request as ratios to LiteLLM's; p50 over the floor; requests per
+    second as a ratio to Portkey's; all at the same mode and concurrency (nan where a side
+    is missing)."""
     index = {cell(r): r for r in rows}
     peer_name = next((r.target for r in rows if r.target.startswith("litellm")), None)
     out = {}
@@ -400,6 +460,7 @@ def comparisons(rows: list[Row]) -> dict[Cell, tuple[float, float, float, float,
         res, key = row.result, (row.stream, row.result.concurrency)
         direct = index.get(("direct", *key))
         peer = index.get((peer_name, *key)) if peer_name else None
+        floor, portkey = index.get(("floor", *key)), index.get(("portkey", *key))
         added50 = res.p50_ms - direct.result.p50_ms if direct else NAN
         added99 = res.p99_ms - direct.result.p99_ms if direct else NAN
         peer99 = peer.result.p99_ms - direct.result.p99_ms if peer and direct else NAN
@@ -410,6 +471,8 @@ def comparisons(rows: list[Row]) -> dict[Cell, tuple[float, float, float, float,
             res.rps / peer.result.rps if peer and peer.result.rps else NAN,
             added99 / peer99 if peer99 > 0 else NAN,
             (res.cpu_ms_per_request or 0.0) / peer_cpu if peer_cpu else NAN,
+            res.p50_ms - floor.result.p50_ms if floor else NAN,
+            res.rps / portkey.result.rps if portkey and portkey.result.rps else NAN,
         )
     return out
 
@@ -426,6 +489,7 @@ def report(rounds: list[list[Row]]) -> None:
     per_round = [comparisons(rows) for rows in rounds]
     headers = ["target", "mode", "c", "rps", "p50 ms", "p99 ms", "added p50", "added p99", "cpu ms/req"]
     headers += ["infra ms/req", "errors", "rps x litellm", "added p99 / litellm", "cpu / litellm"]
+    headers += ["p50 over floor", "rps x portkey"]
     if len(rounds) > 1:
         headers.append("rps min-max")
     table, middle_rows = [], []
@@ -434,7 +498,7 @@ def report(rounds: list[list[Row]]) -> None:
         row = measured[(len(measured) - 1) // 2]
         middle_rows.append(row)
         res = row.result
-        medians = [median_of([found[key][i] for found in per_round]) for i in range(5)]
+        medians = [median_of([found[key][i] for found in per_round if key in found]) for i in range(7)]
         line = [row.target, "stream" if row.stream else "json", res.concurrency, res.rps, res.p50_ms, res.p99_ms]
         line += [*medians[:2], res.cpu_ms_per_request or 0.0, row.infra_ms if row.infra_ms is not None else "-"]
         line += [sum(r.errors for r in measured), *medians[2:]]
@@ -458,7 +522,7 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0, help="measured seconds per cell")
     parser.add_argument("--warmup", type=float, default=1.0)
     parser.add_argument("--concurrency", default="1,16,64")
-    parser.add_argument("--targets", default="direct,edge,grpc,litellm")
+    parser.add_argument("--targets", default="direct,floor,edge,grpc,litellm,portkey")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--litellm-workers", type=int, default=1)
     parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times; report medians")
@@ -482,13 +546,17 @@ def main() -> None:
         if "edge" in wanted or "grpc" in wanted:
             edge, grpc_target = gatemesh(stack, tmp, upstream_url)
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
+        if "floor" in wanted:
+            targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:
             targets.append(litellm(stack, tmp, upstream_url, args.litellm_workers))
+        if "portkey" in wanted:
+            targets.append(portkey(stack, tmp, upstream_url))
         for round_no in range(args.rounds):
             rounds.append([])
             for stream in modes:  # the targets of a cell one after the other: their ratios compare like with like
                 for concurrency in levels:
-                    for target in targets:
+                    for target in (t for t in targets if not (stream and t.json_only)):
                         row = measure(target, stream, concurrency, args.seconds, args.warmup)
                         print(
                             f"round {round_no + 1} {target.name:16} {'stream' if stream else 'json':6} "
