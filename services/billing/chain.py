@@ -75,6 +75,7 @@ def derive_address(mnemonic: str, index: int) -> str:
 
 B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
 XPUB_VERSION = bytes.fromhex("0488b21e")
+ACCOUNT_DEPTH = 3  # m / 44' / 60' / 0'
 
 
 def b58check_decode(text: str) -> bytes:
@@ -92,8 +93,11 @@ def b58check_decode(text: str) -> bytes:
 
 
 def _decompress(key: bytes) -> tuple[int, int]:
+    """The curve point of a compressed public key; ValueError when no point has that x."""
     x = int.from_bytes(key[1:], "big")
     y = pow((x * x * x + 7) % secp256k1.P, (secp256k1.P + 1) // 4, secp256k1.P)
+    if x >= secp256k1.P or (y * y - x * x * x - 7) % secp256k1.P:
+        raise ValueError("billing_deposit_xpub: its public key is not a point on secp256k1")
     if y % 2 != key[0] % 2:
         y = secp256k1.P - y
     return x, y
@@ -117,6 +121,12 @@ def parse_xpub(xpub: str) -> tuple[tuple[int, int], bytes]:
     body = b58check_decode(xpub.strip())
     if len(body) != 78 or body[:4] != XPUB_VERSION or body[45] not in (2, 3):
         raise ValueError("billing_deposit_xpub: not a BIP-32 xpub")
+    if body[4] != ACCOUNT_DEPTH:
+        raise ValueError(
+            f"billing_deposit_xpub: the xpub is at depth {body[4]}, but must be the account node "
+            f"m/44'/60'/0' (depth {ACCOUNT_DEPTH}); export the account-level xpub from the wallet, "
+            "or its addresses would be ones no wallet shows"
+        )
     return _decompress(body[45:78]), body[13:45]
 
 
