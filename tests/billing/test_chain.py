@@ -231,3 +231,12 @@ def test_xpub_derives_the_same_addresses_as_the_mnemonic_without_a_private_key()
         address_deriver(xpub=xpub[:-1] + ("1" if xpub[-1] != "1" else "2"))  # bad checksum
     with pytest.raises(ValueError):
         address_deriver(xpub="not-an-xpub!")
+
+
+def test_an_extended_private_key_is_refused() -> None:
+    from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
+
+    seed = Bip39SeedGenerator(MNEMONIC).Generate()
+    xprv = Bip32Secp256k1.FromSeedAndPath(seed, "m/44'/60'/0'").PrivateKey().ToExtended()
+    with pytest.raises(ValueError, match="billing_deposit_xpub: an extended private key"):
+        address_deriver(xpub=xprv)
