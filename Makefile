@@ -5,13 +5,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install up test lint gen proto-check docs bench clean
+.PHONY: install lock up test lint gen proto-check docs bench clean
 
-$(BIN)/.installed: pyproject.toml
+# Installs are reproducible: exact versions from requirements.lock, then the project itself
+# without resolving anything again. `make lock` rewrites the lock after a dependency change
+# (tests/test_lock.py fails while the lock does not cover pyproject.toml).
+$(BIN)/.installed: pyproject.toml requirements.lock
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
+
+lock:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python scripts/lock.py > requirements.lock
 
 node_modules/.installed: package.json
 	npm install --no-audit --no-fund --silent

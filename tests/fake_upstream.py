@@ -11,7 +11,9 @@ travels through the proxy unchanged) or for every request through `--mode`:
 `500`, `429` (with retry-after), `slow` (`fake_delay_ms` before each chunk or the body),
 `cut` (the stream stops after `fake_cut_after` chunks without finishing), `no_usage`
 (no usage reported), `echo` (the completion repeats the last user message). Modes combine
-with commas: `"fake_mode": "echo,no_usage"`.
+with commas: `"fake_mode": "echo,no_usage"`. `"fake_sse": "crlf"` or `"cr"` writes a stream
+in another form the SSE format allows: that line end, `data:` without a space, a comment
+line before each event.
 
 The bodies it received are kept in memory only (the last 200), for tests that check what
 reached the upstream: `GET /_fake/requests`, cleared by `DELETE /_fake/requests`.
@@ -166,6 +168,7 @@ class FakeUpstream:
         base = {"id": f"chatcmpl-fake{self.count}", "object": "chat.completion.chunk", "created": int(time.time())}
         base["model"] = model
         usage_field = {"usage": None} if include_usage else {}
+        style = str(body.get("fake_sse") or "")
         for index, piece in enumerate(plan.pieces):
             if index == cut_after:
                 assert request.transport is not None
@@ -175,13 +178,13 @@ class FakeUpstream:
                 await asyncio.sleep(delay)
             delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **usage_field}
-            await response.write(_event(chunk))
+            await response.write(_event(chunk, style))
         final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **usage_field}
-        await response.write(_event(final))
+        await response.write(_event(final, style))
         if include_usage:
             usage = {**base, "choices": [], "usage": _usage(plan.prompt_tokens, plan.completion_tokens)}
-            await response.write(_event(usage))
-        await response.write(b"data: [DONE]\n\n")
+            await response.write(_event(usage, style))
+        await response.write(_sse(b"[DONE]", style))
         await response.write_eof()
         return response
 
@@ -212,8 +215,16 @@ class FakeUpstream:
         return web.json_response({})
 
 
-def _event(chunk: dict[str, Any]) -> bytes:
-    return b"data: " + json.dumps(chunk, separators=(",", ":")).encode() + b"\n\n"
+def _event(chunk: dict[str, Any], style: str = "") -> bytes:
+    return _sse(json.dumps(chunk, separators=(",", ":")).encode(), style)
+
+
+def _sse(data: bytes, style: str) -> bytes:
+    """One event: `data: ...` and LF, or the compact form with `style`'s line end."""
+    end = {"crlf": b"\r\n", "cr": b"\r"}.get(style)
+    if end is None:
+        return b"data: " + data + b"\n\n"
+    return b": keep-alive" + end + b"data:" + data + end + end
 
 
 def _error(status: int, message: str, code: str, headers: dict[str, str] | None = None) -> web.Response:

@@ -2,7 +2,8 @@
 
 Addresses: the n-th account to ask gets index n (a row id) and the address of BIP-44 path
 `m/44'/60'/0'/0/n`, derived from the configured account-level xpub (`m/44'/60'/0'`, public
-derivation: billing holds no key that can spend) or mnemonic; only the address is stored.
+derivation with bip-utils: billing holds no key that can spend) or mnemonic (eth-account);
+only the address is stored. An xpub of any other depth is refused at start.
 
 The watcher (a background task of the service; tests drive `run_once` directly) talks to the
 chain through a synchronous `Web3` in a worker thread, so any provider works, including
@@ -23,16 +24,14 @@ Reorganizations deeper than `confirmations` after a credit are treated as final.
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
+from bip_utils import Bip32Secp256k1, EthAddrEncoder
 from eth_account import Account
 from eth_utils import is_address, to_checksum_address
-from py_ecc.secp256k1 import secp256k1
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from web3 import Web3
@@ -73,61 +72,33 @@ def derive_address(mnemonic: str, index: int) -> str:
     return Account.from_mnemonic(mnemonic, account_path=f"m/44'/60'/0'/0/{index}").address
 
 
-B58 = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"
-XPUB_VERSION = bytes.fromhex("0488b21e")
+ACCOUNT_DEPTH = 3  # m / 44' / 60' / 0'
 
 
-def b58check_decode(text: str) -> bytes:
-    number = 0
-    for char in text:
-        if char not in B58:
-            raise ValueError("not base58")
-        number = number * 58 + B58.index(char)
-    raw = number.to_bytes((number.bit_length() + 7) // 8, "big")
-    raw = b"\0" * (len(text) - len(text.lstrip("1"))) + raw
-    body, checksum = raw[:-4], raw[-4:]
-    if hashlib.sha256(hashlib.sha256(body).digest()).digest()[:4] != checksum:
-        raise ValueError("bad checksum")
-    return body
-
-
-def _decompress(key: bytes) -> tuple[int, int]:
-    x = int.from_bytes(key[1:], "big")
-    y = pow((x * x * x + 7) % secp256k1.P, (secp256k1.P + 1) // 4, secp256k1.P)
-    if y % 2 != key[0] % 2:
-        y = secp256k1.P - y
-    return x, y
-
-
-def _compress(point: tuple[int, int]) -> bytes:
-    return bytes([2 + point[1] % 2]) + point[0].to_bytes(32, "big")
-
-
-def _child(point: tuple[int, int], chain: bytes, index: int) -> tuple[tuple[int, int], bytes]:
-    """BIP-32 CKDpub: the non-hardened child of a public key."""
-    digest = hmac.new(chain, _compress(point) + index.to_bytes(4, "big"), hashlib.sha512).digest()
-    tweak = int.from_bytes(digest[:32], "big")
-    if tweak >= secp256k1.N:
-        raise ValueError("invalid child; use the next index")
-    return secp256k1.add(secp256k1.multiply(secp256k1.G, tweak), point), digest[32:]
-
-
-def parse_xpub(xpub: str) -> tuple[tuple[int, int], bytes]:
-    """(public point, chain code) of a BIP-32 extended public key."""
-    body = b58check_decode(xpub.strip())
-    if len(body) != 78 or body[:4] != XPUB_VERSION or body[45] not in (2, 3):
-        raise ValueError("billing_deposit_xpub: not a BIP-32 xpub")
-    return _decompress(body[45:78]), body[13:45]
+def parse_xpub(xpub: str) -> Bip32Secp256k1:
+    """The account node of a BIP-32 extended public key (bip-utils: base58check, version,
+    the key a point on secp256k1); a ValueError naming the setting for anything else."""
+    try:
+        node = Bip32Secp256k1.FromExtendedKey(xpub.strip())
+    except Exception as error:  # bip-utils raises its own error types for each defect
+        raise ValueError(f"billing_deposit_xpub: not a BIP-32 xpub ({error})") from None
+    if not node.IsPublicOnly():
+        raise ValueError("billing_deposit_xpub: an extended private key; configure the xpub, never the xprv")
+    depth = node.Depth().ToInt()
+    if depth != ACCOUNT_DEPTH:
+        raise ValueError(
+            f"billing_deposit_xpub: the xpub is at depth {depth}, but must be the account node "
+            f"m/44'/60'/0' (depth {ACCOUNT_DEPTH}); export the account-level xpub from the wallet, "
+            "or its addresses would be ones no wallet shows"
+        )
+    return node
 
 
 def derive_address_from_xpub(xpub: str, index: int) -> str:
     """The address at `<xpub>/0/index`: the xpub is the account node m/44'/60'/0', so the
     addresses equal those of the mnemonic path m/44'/60'/0'/0/index; no private key needed."""
-    point, chain = parse_xpub(xpub)
-    external, chain = _child(point, chain, 0)
-    child, _ = _child(external, chain, index)
-    raw = child[0].to_bytes(32, "big") + child[1].to_bytes(32, "big")
-    return to_checksum_address(Web3.keccak(raw)[-20:])
+    child = parse_xpub(xpub).ChildKey(0).ChildKey(index)
+    return to_checksum_address(EthAddrEncoder.EncodeKey(child.PublicKey().KeyObject()))
 
 
 def address_deriver(mnemonic: str = "", xpub: str = "") -> Callable[[int], str] | None:

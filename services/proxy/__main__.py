@@ -93,7 +93,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     )
     redis = make_redis(settings.redis_url) if settings.redis_url else None
     if redis is not None:
-        ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s)
+        ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s, settings.proxy_outbox_write_timeout_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)

@@ -309,14 +309,17 @@ class RemoteLedger:
             raise hold_error(error) from None
         return reply.hold_id
 
-    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int:
+    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None]) -> int:
+        """Settle through the outbox: `durable()` once its entry is stored. Without Redis
+        there is nothing that outlives the process, so it is called at once."""
         request = billing_pb2.SettleRequest(
             hold_id=hold_id, actual_micros=0, usage=usage_proto(usage), idempotency_key=f"{idempotency_key}:settle"
         )
         if self.outbox is None:
+            durable()
             reply = await self._settles.call(request)
         else:
-            reply = await self.outbox.settle(request, self._settles.call)
+            reply = await self.outbox.settle(request, self._settles.call, durable)
         return reply.charged_micros
 
     async def resend(self, request: billing_pb2.SettleRequest) -> Any:

@@ -158,7 +158,10 @@ class Ledger(Protocol):
 
     async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str: ...
 
-    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int: ...
+    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None]) -> int:
+        """Settle the hold; call `durable()` as soon as the settle would survive a crash of
+        this process (written to the outbox), before waiting for billing."""
+        ...
 
     async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None: ...
 
@@ -244,7 +247,7 @@ class Gateway:
             attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, read_json))
             call.provider = attempt.provider.name
             data, reply = attempt.primed
-            call.finish_json(reply, self._chat_output)
+            await call.finish_json(reply, self._chat_output)
             return Reply(body=data)
         state = StreamState(client_wants_usage=wants_usage)
         attempt = await call.guard(self.router.call(route, CHAT_PATH, upstream_body, first_events(state)))
@@ -268,7 +271,7 @@ class Gateway:
         attempt = await call.guard(self.router.call(route, EMBEDDINGS_PATH, raw, read_json))
         call.provider = attempt.provider.name
         data, reply = attempt.primed
-        call.finish_json(reply, lambda _model, _reply: 0)
+        await call.finish_json(reply, lambda _model, _reply: 0)
         return data
 
     async def list_models(self, api_key: str) -> bytes:
@@ -382,6 +385,7 @@ class MeteredCall:
         self.started_at = datetime.now(UTC)
         self._started = time.monotonic()
         self._done: asyncio.Task[Any] | None = None
+        self._durable = asyncio.Event()
         self.tokens_taken = True  # auth counted the estimate against the key's tokens per minute
 
     @property
@@ -451,15 +455,23 @@ class MeteredCall:
             self.release(499, "client_disconnected")
             raise
 
-    def finish_json(self, reply: Any, count_output: Callable[[str, dict[str, Any]], int]) -> None:
+    async def finish_json(self, reply: Any, count_output: Callable[[str, dict[str, Any]], int]) -> None:
         """Settle a JSON answer from its usage, or a local count where it has none. The
-        settle runs in the background: the answer does not wait for billing."""
+        settle runs in the background: the answer waits only until the settle is durable
+        (in the outbox), not for billing."""
         usage = reply.get("usage") if isinstance(reply, dict) else None
         tokens = usage_tokens(usage)
         if tokens is None:
             output = count_output(self.route.model, reply) if isinstance(reply, dict) else 0
             tokens = (self.prompt, output, True)
         self.settle(*tokens, outcome="ok")
+        await self.durable()
+
+    async def durable(self) -> None:
+        """Wait until the settle would survive a crash of this process (the last byte of an
+        answer leaves only after this; see `Ledger.settle`). A client that leaves meanwhile
+        cancels only this wait, never the settle."""
+        await self._durable.wait()
 
     def settle(self, input_tokens: int, output_tokens: int, estimated: bool, outcome: str) -> asyncio.Task[Any]:
         """Charge for the tokens (once; later calls return the first task)."""
@@ -496,9 +508,12 @@ class MeteredCall:
         charged = 0
         try:
             settle = self.gateway.ledger.settle
-            charged = await with_retries(lambda: settle(self.hold_id, usage, self.request_id), self._until())
+            stored = self._durable.set
+            charged = await with_retries(lambda: settle(self.hold_id, usage, self.request_id, stored), self._until())
         except DomainError as error:
             log.error("settle of request %s failed: %s", self.request_id, error.message)
+        finally:
+            self._durable.set()  # settled, refused or failed: nothing left for an answer to wait for
         self._after(usage, 200, charged)
 
     async def _release(self, usage: CallUsage, status_code: int) -> None:
@@ -560,6 +575,8 @@ class StreamRelay:
             try:
                 async for data in upstream_chunks(self.response):
                     out = self.state.feed(data)
+                    if self.state.done and not self.call.finished:
+                        await self.finish_durably("ok")  # before [DONE] leaves
                     if out:
                         yield out
             except (aiohttp.ClientError, TimeoutError):
@@ -568,9 +585,9 @@ class StreamRelay:
                 outcome = "ok"
             else:
                 outcome = "upstream_error"
+                await self.finish_durably(outcome)  # before the final (error) event leaves
                 failure = BadGateway("the upstream provider failed mid-stream", reason="upstream_error")
                 yield error_event(failure.openai_body())
-            self.finish(outcome)  # settled in the background: the stream's end does not wait
         finally:
             self.response.close()
             self.finish(outcome)
@@ -588,6 +605,12 @@ class StreamRelay:
         if tokens is None:
             tokens = (self.call.prompt, self._count_output(self.call.route.model, self.state), True)
         return self.call.settle(*tokens, outcome=outcome)
+
+    async def finish_durably(self, outcome: str) -> None:
+        """Settle in the background, and wait only until the settle is durable: a stream's
+        final chunk leaves after it, so a crash can lose only streams that never ended."""
+        self.finish(outcome)
+        await self.call.durable()
 
 
 async def with_retries(

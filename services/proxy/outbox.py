@@ -1,13 +1,18 @@
 """The settle outbox: a settle that billing has not yet confirmed survives a proxy crash.
 
-The proxy answers first and settles in the background (see `domain`), retrying until
-billing confirms. Until then the settle lived only in this process: a crash would leave the
-call unbilled once its hold expired. So each settle is also written to a Redis hash
-(field: its idempotency key; value: when it was written and the SettleRequest) and removed
-when billing has answered it for good. Every proxy replays, at start and then every
-`stale_s`, the entries older than `stale_s`: those of a proxy that crashed. Replaying is
-safe because every settle carries its idempotency key, so billing applies it once however
-often it arrives; a replay that meets a settled hold gets the stored result.
+The proxy settles in the background (see `domain`), retrying until billing confirms. Until
+then the settle would live only in this process: a crash would leave the call unbilled
+once its hold expired. So each settle is first written to a Redis hash (field: its
+idempotency key; value: when it was written and the SettleRequest), and the last byte of
+the call's answer (a JSON body, a stream's [DONE] or final error event) leaves only once
+that write is stored; the entry is removed when billing has answered it for good. A crash
+can then lose only settles of calls whose answer never completed. A write that Redis does
+not acknowledge within `write_timeout_s` is given up (logged): the answer is not held
+hostage by a Redis outage, and that settle is as exposed as without an outbox. Every
+proxy replays, at start and then every `stale_s`, the entries older than `stale_s`: those
+of a proxy that crashed. Replaying is safe because every settle carries its idempotency
+key, so billing applies it once however often it arrives; a replay that meets a settled
+hold gets the stored result.
 
 Writes from concurrent calls are combined: whatever entries were added or removed while the
 last write was in flight go to Redis together, as one HSET and one HDEL in one pipeline
@@ -43,9 +48,10 @@ Send = Callable[[billing_pb2.SettleRequest], Awaitable[Any]]
 
 
 class SettleOutbox:
-    def __init__(self, redis: Redis, stale_s: float) -> None:
+    def __init__(self, redis: Redis, stale_s: float, write_timeout_s: float = 1.0) -> None:
         self._redis = redis
         self._stale_s = stale_s
+        self._write_timeout_s = write_timeout_s
         self._pending: list[tuple[str, bytes | None, asyncio.Future[None]]] = []  # (field, value or removal)
         self._writing = False
 
@@ -72,7 +78,8 @@ class SettleOutbox:
             while self._pending:
                 batch, self._pending = self._pending, []
                 try:
-                    await self._store(batch)
+                    async with asyncio.timeout(self._write_timeout_s):
+                        await self._store(batch)
                 except Exception as error:
                     log.error("settle outbox write failed (%s)", type(error).__name__)
                 for _, _, done in batch:
@@ -94,9 +101,13 @@ class SettleOutbox:
                 pipe.hdel(OUTBOX_KEY, *removed)
             await pipe.execute()
 
-    async def settle(self, request: billing_pb2.SettleRequest, send: Send) -> Any:
-        """Send a settle with its entry in place until billing has answered it for good."""
+    async def settle(
+        self, request: billing_pb2.SettleRequest, send: Send, stored: Callable[[], None] = lambda: None
+    ) -> Any:
+        """Send a settle with its entry in place until billing has answered it for good;
+        `stored()` once the entry is written (the answer's last byte waits for it)."""
         await self.add(request)
+        stored()
         try:
             reply = await send(request)
         except TRANSIENT:

@@ -21,7 +21,7 @@ import aiohttp
 from services.runtime.errors import BadGateway, DeadlineExceeded, DomainError, InvalidArgument, NotFound, Unavailable
 
 from .settings import ProxySettings
-from .upstream import CircuitBreaker, Provider, UpstreamFailure
+from .upstream import Admission, CircuitBreaker, Provider, UpstreamFailure
 
 T = TypeVar("T")
 Prime = Callable[[aiohttp.ClientResponse], Awaitable[T]]
@@ -91,22 +91,44 @@ class Router:
         """Run attempts until one is accepted and primed; a DomainError when none is."""
         failures: list[UpstreamFailure] = []
         for provider in self.order(route.providers):
-            if not provider.breaker.allow():
+            admission = provider.breaker.admit()
+            if admission is None:
                 continue
-            for attempt in range(provider.max_retries + 1):
-                if attempt:
-                    await asyncio.sleep(self._delay(attempt, failures[-1]))
-                try:
-                    return await self._attempt(provider, path, body, prime)
-                except UpstreamFailure as failure:
-                    failures.append(failure)
-                    if failure.counts_against_provider:
-                        provider.breaker.failure()
-                    if not failure.retryable:
-                        raise client_error(failure) from None
-                    if provider.breaker.state != "closed":
-                        break
+            try:
+                return await self._attempts(provider, admission, path, body, prime, failures)
+            except _NextProvider:
+                continue
+            except BaseException:
+                admission.abandoned()  # cancelled, or failed in a way that says nothing of the provider
+                raise
         raise exhausted(failures)
+
+    async def _attempts(
+        self,
+        provider: Provider,
+        admission: Admission,
+        path: str,
+        body: bytes,
+        prime: Prime[T],
+        failures: list[UpstreamFailure],
+    ) -> Attempt[T]:
+        """Up to `1 + max_retries` attempts at one provider; every outcome goes to its breaker."""
+        for attempt in range(provider.max_retries + 1):
+            if attempt:
+                await asyncio.sleep(self._delay(attempt, failures[-1]))
+            try:
+                result = await self._attempt(provider, path, body, prime)
+            except UpstreamFailure as failure:
+                failures.append(failure)
+                admission.failed(failure)
+                if not failure.retryable:
+                    raise client_error(failure) from None
+                if provider.breaker.state != "closed":
+                    break
+                continue
+            admission.answered()
+            return result
+        raise _NextProvider
 
     async def _attempt(self, provider: Provider, path: str, body: bytes, prime: Prime[T]) -> Attempt[T]:
         response = await provider.post(path, body)
@@ -118,7 +140,9 @@ class Router:
         except (aiohttp.ClientError, ValueError):
             response.close()
             raise UpstreamFailure("protocol") from None
-        provider.breaker.success()
+        except BaseException:
+            response.close()
+            raise
         return Attempt(provider, response, primed)
 
     def _delay(self, attempt: int, failure: UpstreamFailure) -> float:
@@ -130,6 +154,10 @@ class Router:
     async def close(self) -> None:
         for provider in self.providers:
             await provider.close()
+
+
+class _NextProvider(Exception):
+    """Every attempt at one provider failed (or its circuit opened): try the next one."""
 
 
 def client_error(failure: UpstreamFailure) -> DomainError:

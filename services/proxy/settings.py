@@ -61,8 +61,11 @@ class ProxySettings(GatemeshSettings):
         0.05,
         ge=0,
         description="How long a settle that would go to billing alone waits for others to share its SettleBatch "
-        "(answers never wait for settles).",
+        "(answers wait for the outbox write only, never for billing).",
     )
     proxy_outbox_stale_s: float = Field(
         30.0, gt=0, description="Settles unconfirmed this long are replayed from the Redis outbox (needs redis_url)."
+    )
+    proxy_outbox_write_timeout_s: float = Field(
+        1.0, gt=0, description="An answer waits at most this long for its settle's outbox write (then logs and goes)."
     )

@@ -1,12 +1,21 @@
 """Server-sent events from an upstream chat stream: split, inspect, filter, without copying.
 
 The proxy forwards upstream events as they arrive (whole events, several per read when
-they come together; CRLF line ends become LF, so `\r\n\r\n` separates events too) and
-only looks inside the few that matter: the usage chunk (asked for with
-`stream_options.include_usage`, hidden from a client that did not ask for it) and
+they come together) and only looks inside the few that matter: the usage chunk (asked for
+with `stream_options.include_usage`, hidden from a client that did not ask for it) and
 `[DONE]`. Everything else passes as raw bytes. The events are kept in memory for the
 length of the call only, so that a stream that ends without usage (cut, client gone,
 provider that reports none) can be counted locally.
+
+The format is read as the HTML standard's event-stream parsing rules say ("Interpreting an
+event stream"): lines end in CR LF, LF or a bare CR (all forwarded as LF, a CR LF split
+across two reads included); a blank line ends an event; a line starting with `:` is a
+comment; `field:value` drops one space after the colon if there is one (`data:[DONE]` and
+`data: [DONE]` are the same event), and a line without a colon is a field with an empty
+value; an event's data is its `data` lines joined by LF; a leading byte order mark is
+ignored. Written here rather than taken from an SSE client library (httpx-sse,
+sseclient): those parse a stream they own into decoded event objects, while the proxy must
+forward the upstream's bytes untouched as they arrive and look inside only a few events.
 """
 
 from __future__ import annotations
@@ -17,7 +26,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 USAGE = re.compile(rb'"usage"\s*:\s*\{')
-DONE = b"data: [DONE]"
+DONE = b"[DONE]"
+BOM = b"\xef\xbb\xbf"
 
 
 @dataclass
@@ -29,12 +39,13 @@ class StreamState:
     done: bool = False
     events: list[bytes] = field(default_factory=list)
     _pending: bytes = b""
+    _started: bool = False
+    _after_cr: bool = False  # the last read ended in CR: an LF that opens the next is its pair
 
     def feed(self, data: bytes) -> bytes:
         """Take raw upstream bytes; return the complete events to forward to the client."""
+        data = self._normalize(data)
         buffer = self._pending + data if self._pending else data
-        if b"\r" in buffer:  # CRLF line ends (allowed by SSE) are forwarded as LF
-            buffer = buffer.replace(b"\r\n", b"\n")
         end = buffer.rfind(b"\n\n")
         if end < 0:
             self._pending = buffer
@@ -46,14 +57,29 @@ class StreamState:
             return complete
         return b"".join(self._inspect(event + b"\n\n") for event in complete.split(b"\n\n")[:-1])
 
+    def _normalize(self, data: bytes) -> bytes:
+        """LF line ends only, a leading byte order mark dropped."""
+        if not data:
+            return data
+        if not self._started:
+            self._started = True
+            data = data.removeprefix(BOM)
+        if self._after_cr and data.startswith(b"\n"):
+            data = data[1:]
+        self._after_cr = data.endswith(b"\r")
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n").replace(b"\r", b"\n")
+        return data
+
     def _inspect(self, event: bytes) -> bytes:
-        if event.startswith(DONE):
+        data = event_data(event)
+        if data == DONE:
             self.done = True
             return event
         self.events.append(event)
-        if not USAGE.search(event):
+        if data is None or not USAGE.search(data):
             return event
-        chunk = _data_json(event)
+        chunk = _json(data)
         if isinstance(chunk, dict) and isinstance(chunk.get("usage"), dict):
             self.usage = chunk["usage"]
             if not self.client_wants_usage and not chunk.get("choices"):
@@ -64,12 +90,27 @@ class StreamState:
         """The text the upstream produced so far (content, refusals, tool-call arguments)."""
         parts: list[str] = []
         for event in (single for blob in self.events for single in blob.split(b"\n\n") if single):
-            chunk = _data_json(event)
+            data = event_data(event)
+            chunk = _json(data) if data is not None else None
             for choice in chunk.get("choices") or () if isinstance(chunk, dict) else ():
                 delta = choice.get("delta") if isinstance(choice, dict) else None
                 if isinstance(delta, dict):
                     parts.extend(_delta_texts(delta))
         return "".join(parts)
+
+
+def event_data(event: bytes) -> bytes | None:
+    """The data of one event (LF line ends, no blank line inside): its `data` fields'
+    values joined by LF, or None when it has no data field (nothing to dispatch)."""
+    values: list[bytes] = []
+    for line in event.split(b"\n"):
+        if not line or line.startswith(b":"):
+            continue  # the blank line that ends the event, or a comment
+        name, colon, value = line.partition(b":")
+        if name != b"data":
+            continue
+        values.append(value[1:] if colon and value.startswith(b" ") else value)
+    return b"\n".join(values) if values else None
 
 
 def _delta_texts(delta: dict[str, Any]) -> list[str]:
@@ -81,13 +122,9 @@ def _delta_texts(delta: dict[str, Any]) -> list[str]:
     return texts
 
 
-def _data_json(event: bytes) -> Any:
-    """The JSON of an event's data lines, or None."""
-    lines = [line[5:].strip() for line in event.split(b"\n") if line.startswith(b"data:")]
-    if not lines:
-        return None
+def _json(data: bytes) -> Any:
     try:
-        return json.loads(b"\n".join(lines))
+        return json.loads(data)
     except ValueError:
         return None
 

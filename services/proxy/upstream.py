@@ -44,40 +44,91 @@ class UpstreamFailure(Exception):
 
 
 class CircuitBreaker:
-    """Closed -> open after `threshold` consecutive failures -> half-open after `reset_s`."""
+    """Closed -> open after `threshold` consecutive failures -> half-open after `reset_s`,
+    when one trial call goes through. Whatever the trial's outcome, the breaker moves on:
+    an answer from the provider (success, or a 4xx that is the request's fault) closes it;
+    a 429, 5xx, timeout or broken connection opens it again, each failed trial doubling
+    the wait (up to `max_reset_s`); a trial the client cancelled frees the slot for the next
+    call. The trial is tied to the `Admission` that started it, so a call admitted while the
+    circuit was closed cannot end somebody else's trial."""
 
-    def __init__(self, threshold: int, reset_s: float) -> None:
+    def __init__(self, threshold: int, reset_s: float, max_reset_s: float | None = None) -> None:
         self.threshold = threshold
         self.reset_s = reset_s
+        self.max_reset_s = max_reset_s if max_reset_s is not None else reset_s * 16
         self.failures = 0
+        self.failed_trials = 0
         self.opened_at: float | None = None
-        self._trial_running = False
+        self._trial: Admission | None = None
+
+    @property
+    def wait_s(self) -> float:
+        """How long the circuit stays open before the next trial (exponential backoff)."""
+        return min(self.reset_s * 2**self.failed_trials, self.max_reset_s)
 
     @property
     def state(self) -> str:
         if self.opened_at is None:
             return "closed"
-        return "half_open" if time.monotonic() - self.opened_at >= self.reset_s else "open"
+        return "half_open" if time.monotonic() - self.opened_at >= self.wait_s else "open"
 
-    def allow(self) -> bool:
+    def admit(self) -> Admission | None:
+        """Permission for one call (its attempts and retries), or None while open or while a
+        trial is running."""
         state = self.state
         if state == "closed":
-            return True
-        if state == "half_open" and not self._trial_running:
-            self._trial_running = True
-            return True
-        return False
+            return Admission(self, trial=False)
+        if state == "half_open" and self._trial is None:
+            self._trial = Admission(self, trial=True)
+            return self._trial
+        return None
 
-    def success(self) -> None:
+    def _close(self) -> None:
         self.failures = 0
+        self.failed_trials = 0
         self.opened_at = None
-        self._trial_running = False
+        self._trial = None
 
-    def failure(self) -> None:
+    def _open(self, admission: Admission) -> None:
+        if admission.trial:
+            self.failed_trials += 1
+            self._trial = None
         self.failures += 1
-        self._trial_running = False
-        if self.failures >= self.threshold or self.opened_at is not None:
+        if admission.trial or self.failures >= self.threshold or self.opened_at is not None:
             self.opened_at = time.monotonic()
+
+
+@dataclass(eq=False)
+class Admission:
+    """One call's pass through a breaker; its attempts report how they ended."""
+
+    breaker: CircuitBreaker
+    trial: bool
+
+    @property
+    def current(self) -> bool:
+        """False once this trial has been decided (its verdict is in)."""
+        return not self.trial or self.breaker._trial is self
+
+    def answered(self) -> None:
+        """The provider answered (a success, or a 4xx that is the request's fault): healthy."""
+        if self.current:
+            self.breaker._close()
+
+    def failed(self, failure: UpstreamFailure) -> None:
+        """A failed attempt. Outside a trial 429s do not count (an overloaded provider is not
+        a broken one); a trial that meets a 429 has shown the provider is not back yet."""
+        if not self.current:
+            return
+        if failure.counts_against_provider or (self.trial and failure.retryable):
+            self.breaker._open(self)
+        elif not failure.retryable:
+            self.answered()
+
+    def abandoned(self) -> None:
+        """The call ended without a verdict (the client left): the next call may try."""
+        if self.trial and self.current:
+            self.breaker._trial = None
 
 
 class Provider:

@@ -21,6 +21,8 @@ from services.runtime.errors import InvalidArgument
 from .ledger_checks import assert_invariants
 
 MNEMONIC = "test test test test test test test test test test test junk"
+# The first two addresses of that mnemonic, as every Ethereum dev wallet (hardhat, anvil) shows them.
+PINNED = ["0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266", "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"]
 ERC20 = """
 # pragma version 0.4.3
 event Transfer:
@@ -174,8 +176,9 @@ def test_token_amounts_convert_to_micros_and_contracts_are_validated() -> None:
         Token.parse({"symbol": "BAD", "contract": "0x1234", "decimals": 6})
 
 
-def account_xpub(mnemonic: str) -> str:
-    """The account-level xpub (m/44'/60'/0') of a mnemonic, serialized as wallets export it."""
+def account_xpub(mnemonic: str, path: tuple[int, ...] = (44, 60, 0)) -> str:
+    """The xpub of a hardened path of a mnemonic (default the account node m/44'/60'/0'),
+    serialized as wallets export it."""
     from eth_account.hdaccount.deterministic import HardNode, derive_child_key
     from eth_account.hdaccount.mnemonic import Mnemonic
     from eth_keys import keys
@@ -183,16 +186,40 @@ def account_xpub(mnemonic: str) -> str:
     seed = Mnemonic.to_seed(mnemonic)
     node = hmac.new(b"Bitcoin seed", seed, hashlib.sha512).digest()
     key, chain_code = node[:32], node[32:]
-    for index in (44, 60, 0):
+    for index in path:
         key, chain_code = derive_child_key(key, chain_code, HardNode(index))
-    public = keys.PrivateKey(key).public_key.to_compressed_bytes()
-    body = bytes.fromhex("0488b21e") + bytes([3]) + b"\0" * 4 + (0x80000000).to_bytes(4, "big") + chain_code + public
+    return serialize_xpub(len(path), chain_code, keys.PrivateKey(key).public_key.to_compressed_bytes())
+
+
+def serialize_xpub(depth: int, chain_code: bytes, public: bytes) -> str:
+    body = (
+        bytes.fromhex("0488b21e") + bytes([depth]) + b"\0" * 4 + (0x80000000).to_bytes(4, "big") + chain_code + public
+    )
     raw = body + hashlib.sha256(hashlib.sha256(body).digest()).digest()[:4]
     number, text = int.from_bytes(raw, "big"), ""
     while number:
         number, digit = divmod(number, 58)
         text = "123456789ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz"[digit] + text
     return text
+
+
+def test_an_xpub_of_the_wrong_depth_is_refused_naming_the_setting() -> None:
+    for path in ((44, 60, 0, 0), (44, 60)):  # a change-level node, a coin-level node
+        with pytest.raises(ValueError, match=rf"billing_deposit_xpub: .*depth {len(path)}"):
+            address_deriver(xpub=account_xpub(MNEMONIC, path))
+
+
+def test_an_xpub_whose_key_is_off_the_curve_is_refused() -> None:
+    x = 5  # 5**3 + 7 = 132 is not a square modulo secp256k1's p: no point has this x
+    xpub = serialize_xpub(3, b"\1" * 32, b"\2" + x.to_bytes(32, "big"))
+    with pytest.raises(ValueError, match="billing_deposit_xpub: not a BIP-32 xpub"):
+        address_deriver(xpub=xpub)
+
+
+def test_derived_addresses_are_unchanged() -> None:
+    """Addresses already handed out must stay the same: pinned from before the checks."""
+    xpub = account_xpub(MNEMONIC)
+    assert [derive_address_from_xpub(xpub, index) for index in (0, 1)] == PINNED
 
 
 def test_xpub_derives_the_same_addresses_as_the_mnemonic_without_a_private_key() -> None:
@@ -204,3 +231,12 @@ def test_xpub_derives_the_same_addresses_as_the_mnemonic_without_a_private_key()
         address_deriver(xpub=xpub[:-1] + ("1" if xpub[-1] != "1" else "2"))  # bad checksum
     with pytest.raises(ValueError):
         address_deriver(xpub="not-an-xpub!")
+
+
+def test_an_extended_private_key_is_refused() -> None:
+    from bip_utils import Bip32Secp256k1, Bip39SeedGenerator
+
+    seed = Bip39SeedGenerator(MNEMONIC).Generate()
+    xprv = Bip32Secp256k1.FromSeedAndPath(seed, "m/44'/60'/0'").PrivateKey().ToExtended()
+    with pytest.raises(ValueError, match="billing_deposit_xpub: an extended private key"):
+        address_deriver(xpub=xprv)

@@ -75,7 +75,10 @@ class Ledger:
         self.holds.append(f"hold-{idempotency_key}")
         return self.holds[-1]
 
-    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str) -> int:
+    async def settle(
+        self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None] = lambda: None
+    ) -> int:
+        durable()  # as the outbox does: stored before billing is asked
         self.settle_attempts += 1
         if self.settle_gate is not None:
             await self.settle_gate.wait()

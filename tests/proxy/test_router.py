@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Callable
 
@@ -102,3 +103,71 @@ def test_aliases_resolve_and_are_listed() -> None:
     route = router.resolve("fast")
     assert (route.public_model, route.model) == ("fast", "m")
     assert router.models() == {"m": "p", "fast": "p"}
+
+
+def chat(mode: str = "", **extra: object) -> bytes:
+    body = {"model": "m", "messages": [{"role": "user", "content": "hi"}], "fake_mode": mode, **extra}
+    return json.dumps(body).encode()
+
+
+async def open_circuit(router: Router, breaker: CircuitBreaker) -> None:
+    """Trip the breaker (threshold 1) with a 500, then wait until it lets a trial through."""
+    with pytest.raises(BadGateway):
+        await router.call(router.resolve("m"), "/chat/completions", chat("500"), read_json)
+    assert breaker.state == "open"
+    await asyncio.sleep(breaker.wait_s)
+    assert breaker.state == "half_open"
+
+
+async def test_a_trial_that_meets_a_429_reopens_the_circuit_with_backoff_then_recovers(
+    upstreams: Callable[[str], str],
+) -> None:
+    flaky = provider("flaky", upstreams(""), threshold=1, max_retries=0)
+    flaky.breaker.reset_s = 0.05
+    router = Router([flaky], {}, 0.0)
+    try:
+        await open_circuit(router, flaky.breaker)
+        with pytest.raises(Unavailable):  # the trial is rate limited: the provider is not back yet
+            await router.call(router.resolve("m"), "/chat/completions", chat("429"), read_json)
+        assert flaky.breaker.state == "open"
+        assert flaky.breaker.wait_s == pytest.approx(0.1)  # the wait doubled
+        await asyncio.sleep(flaky.breaker.wait_s)
+        attempt = await router.call(router.resolve("m"), "/chat/completions", chat(), read_json)
+        attempt.response.close()
+        assert (flaky.breaker.state, flaky.breaker.wait_s) == ("closed", 0.05)
+    finally:
+        await router.close()
+
+
+async def test_a_trial_rejected_as_the_clients_fault_closes_the_circuit(upstreams: Callable[[str], str]) -> None:
+    flaky = provider("flaky", upstreams(""), threshold=1, max_retries=0)
+    flaky.breaker.reset_s = 0.05
+    router = Router([flaky], {}, 0.0)
+    try:
+        await open_circuit(router, flaky.breaker)
+        with pytest.raises(InvalidArgument):  # the provider answered 400: it is healthy again
+            await router.call(router.resolve("m"), "/chat/completions", b"{not json", read_json)
+        assert flaky.breaker.state == "closed"
+    finally:
+        await router.close()
+
+
+async def test_a_cancelled_trial_frees_the_slot_for_the_next_call(upstreams: Callable[[str], str]) -> None:
+    flaky = provider("flaky", upstreams(""), threshold=1, max_retries=0)
+    flaky.breaker.reset_s = 0.05
+    router = Router([flaky], {}, 0.0)
+    try:
+        await open_circuit(router, flaky.breaker)
+        slow = chat("slow", fake_delay_ms=2000)
+        trial = asyncio.create_task(router.call(router.resolve("m"), "/chat/completions", slow, read_json))
+        await asyncio.sleep(0.2)
+        with pytest.raises(Unavailable):  # one trial at a time
+            await router.call(router.resolve("m"), "/chat/completions", chat(), read_json)
+        trial.cancel()  # the client left during the trial
+        with pytest.raises(asyncio.CancelledError):
+            await trial
+        attempt = await router.call(router.resolve("m"), "/chat/completions", chat(), read_json)
+        attempt.response.close()
+        assert flaky.breaker.state == "closed"
+    finally:
+        await router.close()
