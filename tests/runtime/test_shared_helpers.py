@@ -39,15 +39,17 @@ def test_cost_is_one_ceiling_over_the_exact_sum() -> None:
 
 async def test_the_loop_goes_on_after_a_failure_and_logs_no_parameters(caplog: pytest.LogCaptureFixture) -> None:
     runs: list[int] = []
+    third = asyncio.Event()
 
     async def job() -> None:
         runs.append(1)
         if len(runs) == 1:
             raise RuntimeError("UPDATE ... parameters: acct-secret-id")
+        if len(runs) == 3:
+            third.set()
 
     task = asyncio.create_task(every(0.01, job, "sweeper", logging.getLogger("test.background"))())
-    while len(runs) < 3:
-        await asyncio.sleep(0.01)
+    await asyncio.wait_for(third.wait(), 5)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
