@@ -7,7 +7,6 @@ retention), then serves until SIGTERM.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -18,6 +17,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2_grpc
 from services.runtime.authn import remote_authenticator
+from services.runtime.background import every
 from services.runtime.clients import service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.errors import Unavailable
@@ -48,20 +48,6 @@ def auth_opt_outs(channel: grpc.aio.Channel) -> Callable[[], Awaitable[set[str]]
         return set(reply.account_ids)
 
     return opt_outs
-
-
-def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
-    async def loop() -> None:
-        while True:
-            try:
-                await job()
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("%s failed; retrying at the next interval", name)
-            await asyncio.sleep(interval_s)
-
-    return loop
 
 
 def build_cards(settings: BillingSettings, billing: Billing) -> CardTopups | None:
@@ -128,8 +114,8 @@ async def main() -> None:
         await billing.retention_sweep(settings.billing_usage_retention_days)
 
     background = [
-        every(settings.billing_sweep_interval_s, billing.expire_holds, "hold sweeper"),
-        every(settings.billing_retention_interval_s, retention, "retention sweep"),
+        every(settings.billing_sweep_interval_s, billing.expire_holds, "hold sweeper", log),
+        every(settings.billing_retention_interval_s, retention, "retention sweep", log),
     ]
     if chain is not None and chain.w3 is not None:
         background.append(lambda: chain.run_forever(settings.billing_chain_poll_s))

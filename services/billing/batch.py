@@ -12,11 +12,12 @@ fails as a whole were not acknowledged, so the caller retries them with the same
 that fail on their own (unknown hold, already resolved, insufficient credit, a key's spend
 limit, bad input, reused key) are reported per item and change nothing.
 
-Settles (`BatchSettler`) lock their holds in id order, then the wallets and holds accounts
-they touch in id order; holds (`BatchHolder`) create missing holds accounts, lock the ledger
+Settles (`settle_batch`) lock their holds in id order, then the wallets and holds accounts
+they touch in id order; holds (`hold_batch`) create missing holds accounts, lock the ledger
 rows in id order, then the API keys' spend rows in id order (the single hold's order). Each
-item is decided in Python exactly as a single call would be, against running balances and
-caps (a running wallet balance decides what an amount above a hold can take).
+item is decided by the single call's rules (`rules.hold_refusal`, `rules.settle_split`),
+against running balances and caps (a running wallet balance decides what an amount above a
+hold can take).
 
 The ledger side of a batch is posted per person (`Postings`): one transfer per account and
 batch, whose entries are the sums of its items' legs, instead of one transfer per call. The
@@ -27,34 +28,31 @@ calls over 64 accounts writes 64 transfers and under 200 entries instead of 1,00
 
 from __future__ import annotations
 
-import json
 from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
-from services.runtime.db import insert_rows
-from services.runtime.errors import AlreadyExists, DomainError, FailedPrecondition, NotFound
+from services.runtime.errors import DomainError
 
-from . import store
-from .domain import (
-    Billing,
-    HoldIn,
-    HoldResult,
-    SettleIn,
-    SettleResult,
-    insufficient_credit,
-    iso,
-    key_spend_limit,
-    new_id,
-)
-from .store import Entry, Hold, Transfer, UsageRow
+from .errors import hold_resolved, no_such_hold, reused_key
+from .idempotency import params_hash, stored_result
+from .model import HoldIn, HoldResult, SettleIn, SettleResult, iso, new_id, usage_row, wallet
+from .ports import Storage, Transaction
+from .rules import hold_legs, hold_refusal, settle_legs, settle_split
 
-USAGE_COLUMNS = (
-    "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros",
-    "shortfall_micros", "status", "latency_ms", "tokens_estimated", "created_at",
-)  # fmt: skip
 Outcome = SettleResult | Exception
 HoldOutcome = HoldResult | Exception
+
+
+class Rules(Protocol):
+    """What a batch asks of the single path (`holds.Holds`): its checks, its expiry, its clock."""
+
+    storage: Storage
+    clock: Callable[[], datetime]
+
+    def validate_hold(self, item: HoldIn) -> None: ...
+    def hold_expiry(self, item: HoldIn, now: datetime) -> datetime: ...
+    def validate_settle(self, item: SettleIn, prefix: str = "") -> int: ...
 
 
 class BatchWork(Protocol):
@@ -63,24 +61,18 @@ class BatchWork(Protocol):
     def validate(self, item: Any) -> None:
         """Check one item (a DomainError fails that item alone)."""
 
-    async def lock(self, conn: Any, items: Sequence[Any]) -> None:
+    async def lock(self, tx: Transaction, items: Sequence[Any]) -> None:
         """Lock (in the fixed order) every row the valid items may touch."""
 
     def decide(self, item: Any) -> Any:
         """The outcome of one fresh item, against the locked rows as the batch left them."""
 
-    async def write(self, conn: Any) -> None:
+    async def write(self, tx: Transaction) -> None:
         """Write what the decided items changed."""
 
 
-def reused_key(scope: str) -> AlreadyExists:
-    return AlreadyExists(
-        f"idempotency key already used for a different {scope} request", reason="idempotency_key_reused"
-    )
-
-
 async def run_batch(
-    billing: Billing,
+    storage: Storage,
     scope: str,
     items: list[Any],
     params_of: Callable[[Any], dict[str, Any]],
@@ -100,28 +92,35 @@ async def run_batch(
             results[i] = error
             continue
         firsts.setdefault(item.idempotency_key, i)
-    hashes = {k: store.params_hash(params_of(items[i])) for k, i in firsts.items()}
-    async with billing.engine.begin() as conn:
-        await work.lock(conn, [items[i] for i in firsts.values()])
-        stored = await store.stored_keys(conn, scope, list(firsts))
+    hashes = {k: params_hash(params_of(items[i])) for k, i in firsts.items()}
+    async with storage.begin() as tx:
+        await work.lock(tx, [items[i] for i in firsts.values()])
+        stored = await tx.stored_keys(scope, list(firsts))
         for key, i in firsts.items():
             if key in stored:
-                digest, result = stored[key]
-                results[i] = result_type(**json.loads(result)) if digest == hashes[key] else reused_key(scope)
+                results[i] = _replay(scope, result_type, *stored[key], hashes[key])
             else:
                 results[i] = work.decide(items[i])
-        await work.write(conn)
+        await work.write(tx)
         done = [
             (k, hashes[k], results[i])
             for k, i in firsts.items()
             if k not in stored and not isinstance(results[i], Exception)
         ]
-        await store.record_keys(conn, scope, done)
+        await tx.record_keys(scope, done)
     for i, item in enumerate(items):  # repeats of a key within the batch
         first = firsts.get(item.idempotency_key)
         if i not in results and first is not None:
             results[i] = results[first] if params_of(item) == params_of(items[first]) else reused_key(scope)
     return [results[i] for i in range(len(items))]
+
+
+def _replay(scope: str, result_type: type, stored_hash: str, result: str, digest: str) -> Any:
+    """A stored key's first result, or the refusal of a reused key (as the single path's)."""
+    try:
+        return result_type(**stored_result(scope, stored_hash, result, digest))
+    except DomainError as error:
+        return error
 
 
 class Postings:
@@ -146,7 +145,7 @@ class Postings:
                 out[ledger_account] = out.get(ledger_account, 0) + delta
         return out
 
-    async def insert(self, conn: Any) -> None:
+    async def insert(self, tx: Transaction) -> None:
         """Write the transfers and their entries (the balances are `deltas`, applied apart)."""
         transfers, entries = [], []
         for account, legs in self.legs.items():
@@ -160,18 +159,15 @@ class Postings:
                 for ledger_account, delta in legs.items()
                 if delta
             ]
-        await insert_rows(conn, Transfer, transfers)
-        await insert_rows(conn, Entry, entries)
+        await tx.insert_postings(transfers, entries)
 
 
-class BatchSettler:
-    def __init__(self, billing: Billing) -> None:
-        self.billing = billing
+async def settle_batch(rules: Rules, items: list[SettleIn]) -> list[Outcome]:
+    return await run_batch(rules.storage, "settle", items, SettleIn.params, SettleResult, _SettleWork(rules))
 
-    async def run(self, items: list[SettleIn]) -> list[Outcome]:
-        billing = self.billing
-        work = _SettleWork(billing)
-        return await run_batch(billing, "settle", items, SettleIn.params, SettleResult, work)
+
+async def hold_batch(rules: Rules, items: list[HoldIn]) -> list[HoldOutcome]:
+    return await run_batch(rules.storage, "hold", items, HoldIn.params, HoldResult, _HoldWork(rules))
 
 
 class _SettleWork:
@@ -186,9 +182,9 @@ class _SettleWork:
     (which takes what the wallet has) locks its ledger rows first, before deciding.
     """
 
-    def __init__(self, billing: Billing) -> None:
-        self.billing = billing
-        self.now = billing.clock()
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.now = rules.clock()
         self.holds: dict[str, Any] = {}
         self.costs: dict[int, int] = {}
         self.balances: dict[str, int] | None = None  # locked ledger balances, once locked
@@ -200,81 +196,63 @@ class _SettleWork:
         self.key_spend: dict[str, tuple[int, int]] = {}
 
     def validate(self, item: SettleIn) -> None:
-        self.costs[id(item)] = self.billing.validate_settle(item)
+        self.costs[id(item)] = self.rules.validate_settle(item)
 
-    async def lock(self, conn: Any, items: Sequence[SettleIn]) -> None:
-        self.holds = await store.lock_holds(conn, [item.hold_id for item in items])
+    async def lock(self, tx: Transaction, items: Sequence[SettleIn]) -> None:
+        self.holds = await tx.lock_holds([item.hold_id for item in items])
         holds = [(self.holds.get(item.hold_id), self.costs[id(item)]) for item in items]
         if any(hold is not None and cost > hold.amount for hold, cost in holds):  # above a hold: lock now
-            self.balances = await self._lock_ledger(conn)
+            self.balances = await self._lock_ledger(tx)
 
-    async def _lock_ledger(self, conn: Any) -> dict[str, int]:
-        return await store.lock_persons(conn, [h.account_id for h in self.holds.values()])
+    async def _lock_ledger(self, tx: Transaction) -> dict[str, int]:
+        return await tx.lock_persons([h.account_id for h in self.holds.values()])
 
     def decide(self, item: SettleIn) -> Outcome:
         hold = self.holds.get(item.hold_id)
         if hold is None:
-            return NotFound("no such hold", field_violations={"hold_id": "unknown"})
+            return no_such_hold()
         status = "settled" if hold.id in self.seen else hold.status  # a second item on it finds it settled
         if status != "open":
-            return FailedPrecondition(f"the hold is already {status}", reason="hold_resolved")
+            return hold_resolved(status)
         self.seen.add(hold.id)
         return self._charge(item, hold, self.costs[id(item)])
 
     def _charge(self, item: SettleIn, hold: Any, cost: int) -> SettleResult:
         account = hold.account_id
-        wallet = store.wallet(account)
-        from_hold = min(cost, hold.amount)
-        extra = cost - from_hold
-        taken = min(extra, self.balances.get(wallet, 0)) if extra and self.balances is not None else 0
-        released, charged = hold.amount - from_hold, from_hold + taken
-        legs = ((store.holds_account(account), -hold.amount), (wallet, released - taken),
-                (store.system("revenue"), charged))  # fmt: skip
-        self.postings.add(account, legs, charged)
-        usage_id, u = new_id(), item.usage
-        self.usage.append(
-            (usage_id, account, u.key_id, u.model, u.provider, u.input_tokens, u.output_tokens, charged,
-             extra - taken, u.status, u.latency_ms, u.tokens_estimated,
-             store.naive(u.started_at) if u.started_at else self.now)
-        )  # fmt: skip
+        mine = wallet(account)
+        available = self.balances.get(mine, 0) if self.balances is not None else 0
+        split = settle_split(hold.amount, cost, available)
+        self.postings.add(account, settle_legs(account, hold.amount, split), split.charged)
+        usage_id = new_id()
+        self.usage.append(usage_row(usage_id, account, item.usage, split.charged, split.shortfall, self.now))
         self.settled.append(hold.id)
         if hold.key_id:
             held, spent = self.key_spend.get(hold.key_id, (0, 0))
-            self.key_spend[hold.key_id] = (held + hold.amount, spent + charged)
-        result = SettleResult(charged, released, extra - taken, usage_id, 0)
+            self.key_spend[hold.key_id] = (held + hold.amount, spent + split.charged)
+        result = SettleResult(split.charged, split.released, split.shortfall, usage_id, 0)
         if self.balances is not None:
-            self.balances[wallet] = self.balances.get(wallet, 0) + released - taken
-        self.moves.append((result, wallet, released - taken))
+            self.balances[mine] = self.balances.get(mine, 0) + split.wallet_change
+        self.moves.append((result, mine, split.wallet_change))
         return result
 
-    async def write(self, conn: Any) -> None:
-        await insert_rows(conn, UsageRow, self.usage, USAGE_COLUMNS)
-        await self.postings.insert(conn)
-        await store.set_hold_status(conn, self.settled, "settled")
-        running = await self._lock_ledger(conn) if self.moves else {}  # the ledger's locks, from here
-        for result, wallet, change in self.moves:
-            running[wallet] = running.get(wallet, 0) + change
-            result.balance_micros = running[wallet]
-        await store.add_balances(conn, self.postings.deltas())
-        await store.resolve_key_spend(conn, self.key_spend)
-
-
-class BatchHolder:
-    def __init__(self, billing: Billing) -> None:
-        self.billing = billing
-
-    async def run(self, items: list[HoldIn]) -> list[HoldOutcome]:
-        billing = self.billing
-        work = _HoldWork(billing)
-        return await run_batch(billing, "hold", items, HoldIn.params, HoldResult, work)
+    async def write(self, tx: Transaction) -> None:
+        await tx.insert_usages(self.usage)
+        await self.postings.insert(tx)
+        await tx.set_hold_status(self.settled, "settled")
+        running = await self._lock_ledger(tx) if self.moves else {}  # the ledger's locks, from here
+        for result, mine, change in self.moves:
+            running[mine] = running.get(mine, 0) + change
+            result.balance_micros = running[mine]
+        await tx.add_balances(self.postings.deltas())
+        await tx.resolve_key_spend(self.key_spend)
 
 
 class _HoldWork:
     """Holds decided against locked balances and caps, written set-wise."""
 
-    def __init__(self, billing: Billing) -> None:
-        self.billing = billing
-        self.now = billing.clock()
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.now = rules.clock()
         self.balances: dict[str, int] = {}
         self.spend: dict[str, tuple[int, int]] = {}
         self.holds: list[dict[str, Any]] = []
@@ -282,37 +260,37 @@ class _HoldWork:
         self.key_held: dict[str, int] = {}
 
     def validate(self, item: HoldIn) -> None:
-        self.billing.validate_hold(item)
+        self.rules.validate_hold(item)
 
-    async def lock(self, conn: Any, items: Sequence[HoldIn]) -> None:
+    async def lock(self, tx: Transaction, items: Sequence[HoldIn]) -> None:
         accounts = [item.account_id for item in items]
-        await store.ensure_holds_accounts(conn, accounts)
-        self.balances = await store.lock_persons(conn, accounts)
-        self.spend = await store.lock_key_spend(conn, [item.key_id for item in items if item.key_id])
+        await tx.ensure_holds_accounts(accounts)
+        self.balances = await tx.lock_persons(accounts)
+        self.spend = await tx.lock_key_spend([item.key_id for item in items if item.key_id])
 
     def decide(self, item: HoldIn) -> HoldOutcome:
-        wallet, held_account = store.wallet(item.account_id), store.holds_account(item.account_id)
-        if self.balances.get(wallet, 0) < item.amount:
-            return insufficient_credit()
+        legs = hold_legs(item.account_id, item.amount)
+        (mine, _), (held_account, _) = legs
+        spent, held = self.spend[item.key_id] if item.key_id else (0, 0)
+        refusal = hold_refusal(self.balances.get(mine, 0), item.amount, item.key_id, spent + held, item.key_cap)
+        if refusal is not None:
+            return refusal
         if item.key_id:
-            spent, held = self.spend[item.key_id]
-            if item.key_cap and spent + held + item.amount > item.key_cap:
-                return key_spend_limit()
             self.spend[item.key_id] = (spent, held + item.amount)
             self.key_held[item.key_id] = self.key_held.get(item.key_id, 0) + item.amount
-        self.balances[wallet] -= item.amount
+        self.balances[mine] -= item.amount
         self.balances[held_account] = self.balances.get(held_account, 0) + item.amount
-        self.postings.add(item.account_id, ((wallet, -item.amount), (held_account, item.amount)), item.amount)
+        self.postings.add(item.account_id, legs, item.amount)
         hold_id = new_id()
-        expires = self.billing.hold_expiry(item, self.now)
+        expires = self.rules.hold_expiry(item, self.now)
         self.holds.append(
             {"id": hold_id, "account_id": item.account_id, "key_id": item.key_id, "amount": item.amount,
              "status": "open", "created_at": self.now, "expires_at": expires}
         )  # fmt: skip
-        return HoldResult(hold_id, item.amount, iso(expires), self.balances[wallet])
+        return HoldResult(hold_id, item.amount, iso(expires), self.balances[mine])
 
-    async def write(self, conn: Any) -> None:
-        await insert_rows(conn, Hold, self.holds)
-        await self.postings.insert(conn)
-        await store.add_balances(conn, self.postings.deltas())
-        await store.add_key_held(conn, self.key_held)
+    async def write(self, tx: Transaction) -> None:
+        await tx.insert_holds(self.holds)
+        await self.postings.insert(tx)
+        await tx.add_balances(self.postings.deltas())
+        await tx.add_key_held(self.key_held)

@@ -18,9 +18,10 @@ from decimal import Decimal
 from typing import Any
 
 from services.runtime.errors import InvalidArgument
+from services.runtime.money import MICROS_PER_USD, TOKENS_PER_PRICE_UNIT, token_cost_micros
 
-MICROS = 1_000_000
-TOKENS_PER_PRICE_UNIT = 1_000_000
+MICROS = MICROS_PER_USD
+__all__ = ["TOKENS_PER_PRICE_UNIT", "Price", "PriceTable", "cost_micros", "usd_to_micros"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
@@ -78,8 +79,7 @@ def parse_prices(config: dict[str, Any]) -> list[Price]:
 
 def cost_micros(price: Price, input_tokens: int, output_tokens: int) -> int:
     """The exact cost rounded up to the micro-unit (integer ceiling division, no floats)."""
-    numerator = input_tokens * price.input_per_mtok_micros + output_tokens * price.output_per_mtok_micros
-    return -(-numerator // TOKENS_PER_PRICE_UNIT)
+    return token_cost_micros(input_tokens, output_tokens, price.input_per_mtok_micros, price.output_per_mtok_micros)
 
 
 class PriceTable:

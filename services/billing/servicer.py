@@ -7,33 +7,20 @@ status with details; no method returns an empty message on failure.
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 from google.api import httpbody_pb2
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.access import principal
 from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated, batch_item
+from services.runtime.timestamps import from_timestamp, to_timestamp
 
 from .cards import CardTopups
 from .chain import ChainDeposits
 from .domain import Billing, HoldIn, HoldResult, SettleIn, UsageIn, UsageQuery
 from .participant import usage_record
-
-
-def when(stamp: Timestamp) -> datetime | None:
-    """A set timestamp as an aware UTC datetime; an unset one as None."""
-    if not stamp.seconds and not stamp.nanos:
-        return None
-    return stamp.ToDatetime(tzinfo=UTC)
-
-
-def stamp(moment: datetime) -> Timestamp:
-    out = Timestamp()
-    out.FromDatetime(moment if moment.tzinfo else moment.replace(tzinfo=UTC))
-    return out
 
 
 def usage_in(usage: billing_pb2.Usage) -> UsageIn:
@@ -45,7 +32,7 @@ def usage_in(usage: billing_pb2.Usage) -> UsageIn:
         output_tokens=usage.output_tokens,
         status=usage.status or "ok",
         latency_ms=usage.latency_ms,
-        started_at=when(usage.started_at),
+        started_at=from_timestamp(usage.started_at),
         tokens_estimated=usage.tokens_estimated,
     )
 
@@ -67,7 +54,7 @@ def hold_in(request: Any) -> HoldIn:
 
 
 def hold_response(r: HoldResult) -> billing_pb2.HoldResponse:
-    expires = stamp(datetime.fromisoformat(r.expires_at))
+    expires = to_timestamp(datetime.fromisoformat(r.expires_at))
     return billing_pb2.HoldResponse(
         hold_id=r.hold_id, amount_micros=r.amount_micros, expires_at=expires, balance_micros=r.balance_micros
     )
@@ -87,8 +74,8 @@ def caller_account() -> str:
 def usage_query(account_id: str, request: billing_pb2.ListUsageRequest) -> UsageQuery:
     return UsageQuery(
         account_id=account_id,
-        since=when(request.since),
-        until=when(request.until),
+        since=from_timestamp(request.since),
+        until=from_timestamp(request.until),
         model=request.model,
         key_id=request.key_id,
         page_size=request.page.page_size,
@@ -154,7 +141,8 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.ReleaseResponse(released_micros=r.released_micros, balance_micros=r.balance_micros)
 
     async def Quote(self, request: Any, context: Any) -> billing_pb2.QuoteResponse:
-        cost, price = self.billing.quote(request.model, request.input_tokens, request.output_tokens, when(request.at))
+        at = from_timestamp(request.at)
+        cost, price = self.billing.quote(request.model, request.input_tokens, request.output_tokens, at)
         return billing_pb2.QuoteResponse(
             cost_micros=cost,
             input_per_mtok_micros=price.input_per_mtok_micros,
@@ -167,7 +155,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 model=p.model,
                 input_per_mtok_micros=p.input_per_mtok_micros,
                 output_per_mtok_micros=p.output_per_mtok_micros,
-                effective_from=stamp(p.effective_from),
+                effective_from=to_timestamp(p.effective_from),
             )
             for p in self.billing.prices.all()
         ]
@@ -199,11 +187,12 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return await self._usage(usage_query(request.account_id, request.filter))
 
     async def GetUsageStats(self, request: Any, context: Any) -> billing_pb2.GetUsageStatsResponse:
-        rows = await self.billing.usage_stats(caller_account(), when(request.since), when(request.until))
+        since, until = from_timestamp(request.since), from_timestamp(request.until)
+        rows = await self.billing.usage_stats(caller_account(), since, until)
         return billing_pb2.GetUsageStatsResponse(days=daily(rows))
 
     async def GetAggregateStats(self, request: Any, context: Any) -> billing_pb2.GetAggregateStatsResponse:
-        rows = await self.billing.aggregate_stats(when(request.since), when(request.until))
+        rows = await self.billing.aggregate_stats(from_timestamp(request.since), from_timestamp(request.until))
         return billing_pb2.GetAggregateStatsResponse(days=daily(rows))
 
     async def GetStatement(self, request: Any, context: Any) -> billing_pb2.GetStatementResponse:
@@ -215,7 +204,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
                 transfer_id=e.transfer_id,
                 kind=e.kind,
                 amount_micros=e.amount_micros,
-                created_at=stamp(e.created_at),
+                created_at=to_timestamp(e.created_at),
                 reference=e.reference,
             )
             for e in s.entries
@@ -242,7 +231,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     async def CreateCodes(self, request: Any, context: Any) -> billing_pb2.CreateCodesResponse:
         r = await self.billing.create_codes(
-            request.amount_micros, request.count, when(request.expires_at), request.idempotency_key
+            request.amount_micros, request.count, from_timestamp(request.expires_at), request.idempotency_key
         )
         return billing_pb2.CreateCodesResponse(batch_id=r.batch_id, codes=r.codes)
 

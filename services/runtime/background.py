@@ -1,0 +1,29 @@
+"""The background loop every service runs its sweepers in.
+
+A job runs at start and then every `interval_s` (an instance restarted more often than the
+interval must still sweep). A failure is logged and the loop goes on. The log line names the
+job and the error's type only, never its text or traceback: a database error's text carries
+the statement's parameters (account ids, keys), which must not reach a log line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+
+
+def every(
+    interval_s: float, job: Callable[[], Awaitable[object]], name: str, log: logging.Logger
+) -> Callable[[], Awaitable[None]]:
+    """A loop running `job` now and every `interval_s`, until cancelled."""
+
+    async def loop() -> None:
+        while True:
+            try:
+                await job()
+            except Exception as error:  # parameters must not reach the log
+                log.error("%s failed (%s); retrying at the next interval", name, type(error).__name__)
+            await asyncio.sleep(interval_s)
+
+    return loop
