@@ -13,6 +13,7 @@ import argparse
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -20,6 +21,8 @@ from dataclasses import dataclass
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from services.runtime.server import taken_port_message
 
 from .common import CliError, settings
 
@@ -68,6 +71,52 @@ def wait_serving(child: Child, deadline: float) -> None:
     raise CliError(f"{child.name} did not become healthy within {START_TIMEOUT_S:.0f}s")
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """'127.0.0.1:50051' -> ('127.0.0.1', 50051); '[::1]:50051' -> ('::1', 50051)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listening socket could bind host:port now (SO_REUSEADDR as grpc and Envoy
+    set it, so connections in TIME_WAIT do not count; another listener does)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError:
+            return False
+    return True
+
+
+def listen_addresses(names: list[str], with_edge: bool) -> dict[str, str]:
+    """Setting name -> the host:port the mesh is about to bind."""
+    s = settings()
+    found = {f"{name}_addr": getattr(s, f"{name}_addr") for name in names}
+    if with_edge:
+        from services.edge.settings import EdgeSettings
+
+        edge = EdgeSettings()
+        found["edge_port"] = f"{edge.edge_host}:{edge.edge_port}"
+        if edge.edge_admin_port:
+            found["edge_admin_port"] = f"127.0.0.1:{edge.edge_admin_port}"
+    return found
+
+
+def check_ports(addresses: dict[str, str]) -> None:
+    """Refuse to start, before any process, when an address of the mesh is taken: with a
+    second mesh sharing a port, calls would reach either mesh at random."""
+    for setting, address in addresses.items():
+        host, port = split_host_port(address)
+        if not port_free(host, port):
+            raise CliError(taken_port_message(address, setting))
+
+
 def start(name: str, address: str, module: str) -> Child:
     process = subprocess.Popen([sys.executable, "-m", module], env=os.environ.copy())
     return Child(name, address, process)
@@ -96,13 +145,15 @@ def cmd_up(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
+        names, with_edge = available_services(), edge_available()
+        check_ports(listen_addresses(names, with_edge))
         deadline = time.monotonic() + START_TIMEOUT_S
-        for name in available_services():
+        for name in names:
             child = start(name, getattr(s, f"{name}_addr"), f"services.{name}")
             children.append(child)
             wait_serving(child, deadline)
             print(f"{name:8} grpc://{child.address}", flush=True)
-        if edge_available():
+        if with_edge:
             from services.edge.launch import edge_url, start_edge, wait_edge
 
             edge = start_edge()
