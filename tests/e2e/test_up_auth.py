@@ -41,7 +41,7 @@ def service_metadata(env: dict[str, str]) -> list[tuple[str, str]]:
 
 
 def test_up_runs_auth_and_the_cli_operates_it(mesh: dict[str, str]) -> None:
-    created = cli(mesh, "accounts", "create", "--email", "ops@example.com", "--password", PASSWORD)
+    created = cli(mesh, "accounts", "create", "--email", "ops@example.com", "--password-stdin", stdin=PASSWORD)
     assert created.returncode == 0, created.stderr
     assert "ops@example.com" in created.stdout
 
@@ -87,7 +87,10 @@ def test_up_runs_auth_and_the_cli_operates_it(mesh: dict[str, str]) -> None:
 def test_a_paid_call_through_the_edge_on_embedded_defaults(mesh: dict[str, str], upstream: str) -> None:
     """SQLite and the in-process cache: sign-up by the CLI, credit, a key, one chat call with
     the openai SDK through the edge, and the balance down by exactly the call's price."""
-    assert cli(mesh, "accounts", "create", "--email", "local@example.com", "--password", PASSWORD).returncode == 0
+    assert (
+        cli(mesh, "accounts", "create", "--email", "local@example.com", "--password-stdin", stdin=PASSWORD).returncode
+        == 0
+    )
     assert cli(mesh, "credits", "grant", "--email", "local@example.com", "--usd", "1").returncode == 0
     key = cli(mesh, "keys", "create", "--email", "local@example.com").stdout.strip().splitlines()[-1]
     client = openai.OpenAI(base_url=f"http://127.0.0.1:{mesh['GATEMESH_EDGE_PORT']}/v1", api_key=key)
