@@ -4,10 +4,12 @@ options before or after the command, passwords never as arguments."""
 from __future__ import annotations
 
 import argparse
+import subprocess
 
 import pytest
 
 from services.cli.main import build_parser, walk
+from tests.support import ROOT
 from tests.up_mesh import clean_environ, cli
 
 
@@ -72,3 +74,20 @@ def test_listing_commands_take_json() -> None:
         path = "gatemesh " + " ".join(command)
         sub = dict(walk(parser))[path]
         assert any("--json" in a.option_strings for a in sub._actions), path
+
+
+@pytest.mark.parametrize(
+    ("make_args", "environ", "expected"),
+    [
+        (["CONFIG=gatemesh.yaml"], {}, "gatemesh --config gatemesh.yaml up"),
+        ([], {"GATEMESH_CONFIG": "/etc/gatemesh.yaml"}, "gatemesh --config /etc/gatemesh.yaml up"),
+        ([], {}, "gatemesh up"),
+    ],
+)
+def test_make_up_passes_the_config_through(make_args: list[str], environ: dict[str, str], expected: str) -> None:
+    env = {**clean_environ(), **environ}
+    planned = subprocess.run(
+        ["make", "-n", "up", *make_args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=30
+    )
+    assert planned.returncode == 0, planned.stderr
+    assert planned.stdout.strip().splitlines()[-1].endswith(expected)
