@@ -18,6 +18,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NoReturn
 
 import grpc
@@ -29,7 +30,7 @@ from services.runtime.settings import GatemeshSettings
 
 from .checks import preflight
 from .common import CliError
-from .locate import remove_run, write_run
+from .locate import read_run, remove_run, write_run
 
 SERVICES = ["auth", "billing", "proxy", "privacy"]
 START_TIMEOUT_S = 60.0
@@ -128,6 +129,16 @@ def check_ports(addresses: dict[str, str]) -> None:
             raise CliError(taken_port_message(address, setting))
 
 
+def refuse_shared_data_dir(data_dir: Path) -> None:
+    """Two meshes on one data directory would share SQLite files and secrets."""
+    running = read_run(data_dir)
+    if running is not None and running.pid != os.getpid() and running.alive():
+        raise CliError(
+            f"a mesh is already running from {data_dir.resolve()} (`gatemesh up`, pid {running.pid}); stop it"
+            " first, or give this one its own data directory (--data-dir or GATEMESH_DATA_DIR) and addresses"
+        )
+
+
 def start(name: str, address: str, module: str) -> Child:
     process = subprocess.Popen([sys.executable, "-m", module], env=os.environ.copy())
     return Child(name, address, process)
@@ -182,6 +193,7 @@ def watch(children: list[Child]) -> NoReturn:
 
 def cmd_up(_args: argparse.Namespace) -> int:
     s = GatemeshSettings()  # creates the data directory and the local secrets once
+    refuse_shared_data_dir(s.data_dir)
     names, with_edge = available_services(), edge_available()
     check_ports(listen_addresses(s, names, with_edge))
     preflight()

@@ -53,3 +53,11 @@ def test_an_edge_on_a_taken_port_exits(mesh: dict[str, str], tmp_path: Path) -> 
     )
     assert result.returncode != 0
     assert f"127.0.0.1:{mesh['GATEMESH_EDGE_PORT']}" in result.stderr
+
+
+def test_a_second_gatemesh_up_on_the_same_data_directory_refuses_to_start(mesh: dict[str, str]) -> None:
+    """Even on free ports: two meshes would share SQLite files and secrets."""
+    moved = {key: f"127.0.0.1:{free_port()}" for key in mesh if key.endswith("_ADDR")}
+    result = cli({**mesh, **moved, "GATEMESH_EDGE_PORT": str(free_port())}, "up", timeout=60)
+    assert result.returncode == 1
+    assert f"a mesh is already running from {Path(mesh['GATEMESH_DATA_DIR']).resolve()}" in result.stderr
