@@ -2,9 +2,16 @@
 
 Each service runs as its own process (`python -m services.<name>`), exactly as in
 production, with SQLite files and the in-process cache under the data directory unless
-the configuration names PostgreSQL and Redis. The command waits until each service
-reports SERVING on its health endpoint, prints the addresses, and stops everything on
-Ctrl-C or SIGTERM (SIGTERM to each child, which drains in-flight calls).
+the configuration names PostgreSQL and Redis.
+
+Before any process starts it refuses a data directory a live mesh already runs from, and
+any address that is taken (naming the setting: with grpc's default SO_REUSEPORT a second
+mesh would otherwise share the port and get half the connections), and runs the routing
+checks (`checks`). Then it records itself (`locate.write_run`: run file and pointer, so
+the other commands find this mesh from any directory), starts the services one by one,
+printing a line when each starts and when it reports SERVING on its health endpoint,
+then the edge, and stops everything on Ctrl-C or SIGTERM (SIGTERM to each child, which
+drains in-flight calls), removing the run file and pointer.
 """
 
 from __future__ import annotations
