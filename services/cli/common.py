@@ -49,11 +49,15 @@ class CliError(Exception):
 
 
 def apply_global_options(config: str | None, data_dir: str | None) -> None:
-    """Make --config and --data-dir visible to settings, here and in child processes."""
+    """Make --config and --data-dir visible to settings, here and in child processes; a
+    configuration file that is not there is an error, not silently no configuration."""
     if config:
         os.environ["GATEMESH_CONFIG"] = os.path.abspath(config)
     if data_dir:
         os.environ["GATEMESH_DATA_DIR"] = os.path.abspath(data_dir)
+    named = os.environ.get("GATEMESH_CONFIG", "").strip()
+    if named and not Path(named).is_file():
+        raise CliError(f"the configuration file {named} (--config / GATEMESH_CONFIG) does not exist", EXIT_USAGE)
 
 
 class CliSettings(GatemeshSettings):

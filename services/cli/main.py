@@ -106,8 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    apply_global_options(args.config, args.data_dir)
     try:
+        apply_global_options(args.config, args.data_dir)
         return int(args.func(args) or 0)
     except CliError as error:
         fail(str(error), error.exit_code)

@@ -21,7 +21,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.runtime.clients import service_channel
 
 from .common import EXIT_NO_MESH, EXIT_UNREACHABLE, CliSettings, add_json_option, find_mesh, print_json, settings
-from .up import available_services
+from .up import available_services, edge_available
 
 PROBE_EMAIL = "status-probe@invalid"
 TIMEOUT_S = 3
@@ -58,7 +58,19 @@ async def gather(s: CliSettings) -> tuple[dict[str, dict[str, str]], bool | None
     states = await asyncio.gather(*(health(address, s) for address in addresses))
     rows = zip(names, addresses, states, strict=True)
     services = {name: {"address": address, "health": state} for name, address, state in rows}
+    if edge_available():
+        services["edge"] = await asyncio.to_thread(edge_health)
     return services, await credential_accepted(s)
+
+
+def edge_health() -> dict[str, str]:
+    """The edge answers when Envoy serves its own /openapi.json (secrets exist by now:
+    `find_mesh` found them, so EdgeSettings creates nothing)."""
+    from services.edge.launch import edge_ready, edge_url
+    from services.edge.settings import EdgeSettings
+
+    url = edge_url(EdgeSettings())
+    return {"address": url, "health": "SERVING" if edge_ready(url) else "unreachable"}
 
 
 def cmd_status(args: argparse.Namespace) -> int:

@@ -65,6 +65,8 @@ def test_status_reports_the_mesh_found(mesh: dict[str, str], tmp_path) -> None:
     assert report["data_dir"] == str(Path(mesh["GATEMESH_DATA_DIR"]).resolve())
     assert report["up_running"] and report["operator_credential"] == "accepted"
     assert report["services"]["auth"] == {"address": mesh["GATEMESH_AUTH_ADDR"], "health": "SERVING"}
+    edge = {"address": f"http://127.0.0.1:{mesh['GATEMESH_EDGE_PORT']}", "health": "SERVING"}
+    assert report["services"]["edge"] == edge
 
 
 def test_an_unknown_data_directory_says_so_and_how_to_point_at_the_mesh(tmp_path) -> None:

@@ -91,3 +91,11 @@ def test_make_up_passes_the_config_through(make_args: list[str], environ: dict[s
     )
     assert planned.returncode == 0, planned.stderr
     assert planned.stdout.strip().splitlines()[-1].endswith(expected)
+
+
+def test_a_missing_configuration_file_is_named(tmp_path) -> None:
+    missing = tmp_path / "gatemesh.yaml"
+    for env, args in (({}, ["--config", str(missing), "status"]), ({"GATEMESH_CONFIG": str(missing)}, ["up"])):
+        result = cli({**clean_environ(), **env}, *args, cwd=tmp_path)
+        assert result.returncode == 2 and f"{missing} (--config / GATEMESH_CONFIG) does not exist" in result.stderr
+    assert list(tmp_path.iterdir()) == []
