@@ -22,7 +22,9 @@ import sys
 from collections.abc import Iterator
 from importlib.metadata import PackageNotFoundError, version
 
-from .common import EXIT_CODES_HELP, CliError, apply_global_options, fail
+from pydantic import ValidationError
+
+from .common import EXIT_CODES_HELP, EXIT_USAGE, CliError, apply_global_options, fail
 
 COMMAND_MODULES = [
     "services.cli.up",
@@ -103,6 +105,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def configuration_errors(error: ValidationError) -> str:
+    """Each invalid setting by its key and what is wrong, never the value (it may be a secret)."""
+    return "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in error.errors())
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -111,6 +118,8 @@ def main(argv: list[str] | None = None) -> int:
         return int(args.func(args) or 0)
     except CliError as error:
         fail(str(error), error.exit_code)
+    except ValidationError as error:
+        fail(f"invalid configuration: {configuration_errors(error)}", EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
 

@@ -99,3 +99,15 @@ def test_a_missing_configuration_file_is_named(tmp_path) -> None:
         result = cli({**clean_environ(), **env}, *args, cwd=tmp_path)
         assert result.returncode == 2 and f"{missing} (--config / GATEMESH_CONFIG) does not exist" in result.stderr
     assert list(tmp_path.iterdir()) == []
+
+
+def test_an_invalid_setting_is_named_without_its_value(tmp_path) -> None:
+    env = {
+        **clean_environ(),
+        "GATEMESH_DATA_DIR": str(tmp_path / "data"),
+        "GATEMESH_SHUTDOWN_GRACE_S": "sk-not-a-number",
+    }
+    env["GATEMESH_PROVIDERS"] = '[{"name": "p"}]'
+    result = cli(env, "up", cwd=tmp_path)
+    assert result.returncode == 2 and "invalid configuration: shutdown_grace_s:" in result.stderr
+    assert "sk-not-a-number" not in result.stderr and "Traceback" not in result.stderr
