@@ -29,8 +29,10 @@ node_modules/.installed: package.json
 install: $(BIN)/.installed node_modules/.installed
 
 ## Run the whole mesh locally (all services and the edge) on embedded defaults.
+## `make up CONFIG=gatemesh.yaml` (or GATEMESH_CONFIG in the environment) runs it with a config file.
+CONFIG ?= $(GATEMESH_CONFIG)
 up: $(BIN)/.installed
-	$(BIN)/gatemesh up
+	$(BIN)/gatemesh $(if $(CONFIG),--config $(CONFIG) )up
 
 ## Install everything and run every check and test (what CI runs).
 test: install

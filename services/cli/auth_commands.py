@@ -15,7 +15,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 
-from .common import operator_channel, run
+from .common import add_json_option, add_password_options, operator_channel, print_json, read_password, run
 
 ROLES = {"user": auth_pb2.ROLE_USER, "admin": auth_pb2.ROLE_ADMIN, "compliance": auth_pb2.ROLE_COMPLIANCE}
 TIMEOUT_S = 10
@@ -29,12 +29,29 @@ def _when(stamp: Timestamp, present: bool) -> str:
     return stamp.ToDatetime(UTC).strftime("%Y-%m-%d %H:%M:%S") if present else "-"
 
 
+def key_json(key: auth_pb2.ApiKey) -> dict[str, object]:
+    """An API key's listing (never the key) for --json; times in ISO 8601 UTC or null."""
+
+    def moment(name: str) -> str | None:
+        return getattr(key, name).ToDatetime(UTC).isoformat() if key.HasField(name) else None
+
+    return {
+        "key_id": key.key_id,
+        "prefix": key.prefix,
+        "name": key.name,
+        "status": "revoked" if key.HasField("revoked_at") else "active",
+        "created_at": moment("created_at"),
+        "last_used_at": moment("last_used_at"),
+        "revoked_at": moment("revoked_at"),
+    }
+
+
 def accounts_create(args: argparse.Namespace) -> int:
+    password = read_password(args, optional=True)
+
     async def call() -> None:
         async with operator_channel("auth_addr") as channel:
-            request = auth_pb2.AdminCreateAccountRequest(
-                email=args.email, password=args.password or "", role=ROLES[args.role]
-            )
+            request = auth_pb2.AdminCreateAccountRequest(email=args.email, password=password, role=ROLES[args.role])
             reply = await _stub(channel).AdminCreateAccount(request, timeout=TIMEOUT_S)
         account = reply.account
         print(f"account {account.account_id} {account.email} ({args.role})")
@@ -42,7 +59,7 @@ def accounts_create(args: argparse.Namespace) -> int:
             print("generated password (shown once):")
             print(reply.generated_password)
 
-    return run(call, "auth")
+    return run(call)
 
 
 def keys_create(args: argparse.Namespace) -> int:
@@ -52,10 +69,13 @@ def keys_create(args: argparse.Namespace) -> int:
                 email=args.email, key=auth_pb2.CreateApiKeyRequest(name=args.name)
             )
             reply = await _stub(channel).AdminCreateApiKey(request, timeout=TIMEOUT_S)
+        if args.json:
+            print_json({"key_id": reply.key.key_id, "name": reply.key.name, "api_key": reply.api_key})
+            return
         print(f"key {reply.key.key_id} {reply.key.name!r} for {args.email}; the key is shown once:")
         print(reply.api_key)
 
-    return run(call, "auth")
+    return run(call)
 
 
 def keys_list(args: argparse.Namespace) -> int:
@@ -70,6 +90,9 @@ def keys_list(args: argparse.Namespace) -> int:
                 if not reply.page.next_page_token:
                     break
                 stub_request.page.page_token = reply.page.next_page_token
+        if args.json:
+            print_json([key_json(key) for key in rows])
+            return
         if not rows:
             print(f"no API keys for {args.email}")
             return
@@ -80,7 +103,7 @@ def keys_list(args: argparse.Namespace) -> int:
             used = _when(key.last_used_at, key.HasField("last_used_at"))
             print(f"{key.key_id:38} {key.prefix:9} {status:8} {created:19} {used:19} {key.name}")
 
-    return run(call, "auth")
+    return run(call)
 
 
 def keys_revoke(args: argparse.Namespace) -> int:
@@ -91,25 +114,37 @@ def keys_revoke(args: argparse.Namespace) -> int:
             )
         print(f"revoked {reply.key.key_id} ({reply.key.prefix}...)")
 
-    return run(call, "auth")
+    return run(call)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    accounts = subparsers.add_parser("accounts", help="manage accounts").add_subparsers(dest="action", required=True)
-    create = accounts.add_parser("create", help="create an account")
-    create.add_argument("--email", required=True)
-    create.add_argument("--password", help="at least 12 characters; default: generated and printed once")
-    create.add_argument("--role", choices=sorted(ROLES), default="user")
+    accounts = subparsers.add_parser("accounts", help="manage accounts").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
+    create = accounts.add_parser(
+        "create",
+        help="create an account",
+        description="Create an account. The password is typed at a prompt (twice), or read with"
+        " --password-stdin or --password-file, never taken as an argument; with none (or an empty one) a"
+        " password is generated and printed once.",
+    )
+    create.add_argument("--email", required=True, help="the account's email (its sign-in name)")
+    add_password_options(create, optional=True)
+    create.add_argument("--role", choices=sorted(ROLES), default="user", help="the account's role (default: user)")
     create.set_defaults(func=accounts_create)
 
-    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(dest="action", required=True)
+    keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(
+        dest="action", required=True, metavar="ACTION"
+    )
     key_create = keys.add_parser("create", help="create an API key (printed once, on the last line)")
     key_create.add_argument("--email", required=True, help="the account's email")
     key_create.add_argument("--name", default="default", help="a name to tell keys apart")
+    add_json_option(key_create)
     key_create.set_defaults(func=keys_create)
     key_list = keys.add_parser("list", help="list an account's API keys (never the keys themselves)")
-    key_list.add_argument("--email", required=True)
+    key_list.add_argument("--email", required=True, help="the account's email")
+    add_json_option(key_list)
     key_list.set_defaults(func=keys_list)
     revoke = keys.add_parser("revoke", help="revoke an API key at once")
-    revoke.add_argument("key_id")
+    revoke.add_argument("key_id", help="the key's id (from `gatemesh keys list`)")
     revoke.set_defaults(func=keys_revoke)

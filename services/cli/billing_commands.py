@@ -18,7 +18,16 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 
-from .common import EXIT_USAGE, CliError, format_micros_usd, operator_channel, parse_usd_micros, run
+from .common import (
+    EXIT_USAGE,
+    CliError,
+    add_json_option,
+    format_micros_usd,
+    operator_channel,
+    parse_usd_micros,
+    print_json,
+    run,
+)
 
 TIMEOUT_S = 10
 USAGE_HEADERS = ("time (UTC)", "model", "key", "input", "output", "cost USD", "status", "latency ms")
@@ -76,10 +85,13 @@ def credits_grant(args: argparse.Namespace) -> int:
         )
         async with operator_channel("billing_addr") as channel:
             reply = await billing_stub(channel).GrantCredits(request, timeout=TIMEOUT_S)
+        if args.json:
+            print_json({"email": args.email, "granted_micros": amount, **money("balance", reply.balance_micros)})
+            return
         balance = format_micros_usd(reply.balance_micros)
         print(f"granted {format_micros_usd(amount)} USD to {args.email}; balance {balance}")
 
-    return run(call, "billing")
+    return run(call)
 
 
 def credits_balance(args: argparse.Namespace) -> int:
@@ -89,9 +101,12 @@ def credits_balance(args: argparse.Namespace) -> int:
             reply = await billing_stub(channel).AdminGetBalance(
                 billing_pb2.AdminGetBalanceRequest(account_id=account_id), timeout=TIMEOUT_S
             )
+        if args.json:
+            print_json({"email": args.email, **money("balance", reply.balance_micros)})
+            return
         print(format_micros_usd(reply.balance_micros))
 
-    return run(call, "billing")
+    return run(call)
 
 
 def codes_create(args: argparse.Namespace) -> int:
@@ -107,10 +122,31 @@ def codes_create(args: argparse.Namespace) -> int:
     async def call() -> None:
         async with operator_channel("billing_addr") as channel:
             reply = await billing_stub(channel).CreateCodes(request, timeout=TIMEOUT_S)
+        if args.json:
+            print_json({**money("amount", amount), "codes": list(reply.codes)})
+            return
         for code in reply.codes:
             print(code)
 
-    return run(call, "billing")
+    return run(call)
+
+
+def money(name: str, micros: int) -> dict[str, object]:
+    """An amount for --json: exact integer micro-units and the USD text."""
+    return {f"{name}_micros": micros, f"{name}_usd": format_micros_usd(micros)}
+
+
+def usage_json(r: billing_pb2.UsageRecord) -> dict[str, object]:
+    return {
+        "time": r.created_at.ToDatetime(UTC).isoformat(),
+        "model": r.model,
+        "key_id": r.key_id or None,
+        "input_tokens": r.input_tokens,
+        "output_tokens": r.output_tokens,
+        **money("cost", r.cost_micros),
+        "status": r.status,
+        "latency_ms": r.latency_ms,
+    }
 
 
 def usage_rows(records: list[billing_pb2.UsageRecord]) -> list[tuple[str, ...]]:
@@ -156,37 +192,46 @@ def usage(args: argparse.Namespace) -> int:
                 token = reply.page.next_page_token
                 if not token:
                     break
+        if args.json:
+            print_json([usage_json(r) for r in records])
+            return
         print(render_table(USAGE_HEADERS, usage_rows(records)))
         total = sum(r.cost_micros for r in records)
         print(f"{len(records)} calls, {format_micros_usd(total)} USD")
 
-    return run(call, "billing")
+    return run(call)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
     credits = subparsers.add_parser("credits", help="grant credit and read balances").add_subparsers(
-        dest="credits_command", required=True
+        dest="credits_command", required=True, metavar="ACTION"
     )
     grant = credits.add_parser("grant", help="grant credit to an account")
-    grant.add_argument("--email", required=True)
+    grant.add_argument("--email", required=True, help="the account's email")
     grant.add_argument("--usd", required=True, help="amount in USD, up to six decimals")
-    grant.add_argument("--reason", default="operator grant")
+    grant.add_argument("--reason", default="operator grant", help="recorded with the ledger entry")
     grant.add_argument("--idempotency-key", help="makes a retried grant safe (default: a new key)")
+    add_json_option(grant)
     grant.set_defaults(func=credits_grant)
     balance = credits.add_parser("balance", help="an account's available balance in USD")
-    balance.add_argument("--email", required=True)
+    balance.add_argument("--email", required=True, help="the account's email")
+    add_json_option(balance)
     balance.set_defaults(func=credits_balance)
 
-    codes = subparsers.add_parser("codes", help="redemption codes").add_subparsers(dest="codes_command", required=True)
+    codes = subparsers.add_parser("codes", help="redemption codes").add_subparsers(
+        dest="codes_command", required=True, metavar="ACTION"
+    )
     create = codes.add_parser("create", help="create a batch of single-use codes (printed once)")
     create.add_argument("--usd", required=True, help="value of each code in USD")
-    create.add_argument("--count", type=int, default=1)
+    create.add_argument("--count", type=int, default=1, help="how many codes (1 to 10000; default 1)")
     create.add_argument("--expires", help="expiry date (YYYY-MM-DD or ISO 8601, UTC)")
     create.add_argument("--idempotency-key", help="a retry with the same key prints the same codes")
+    add_json_option(create)
     create.set_defaults(func=codes_create)
 
     listing = subparsers.add_parser("usage", help="an account's usage records, newest first")
-    listing.add_argument("--email", required=True)
+    listing.add_argument("--email", required=True, help="the account's email")
     listing.add_argument("--since", help="only calls from this date (YYYY-MM-DD or ISO 8601, UTC)")
-    listing.add_argument("--limit", type=int, default=1000, help="at most this many records")
+    listing.add_argument("--limit", type=int, default=1000, help="at most this many records (default 1000)")
+    add_json_option(listing)
     listing.set_defaults(func=usage)

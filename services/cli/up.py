@@ -2,9 +2,16 @@
 
 Each service runs as its own process (`python -m services.<name>`), exactly as in
 production, with SQLite files and the in-process cache under the data directory unless
-the configuration names PostgreSQL and Redis. The command waits until each service
-reports SERVING on its health endpoint, prints the addresses, and stops everything on
-Ctrl-C or SIGTERM (SIGTERM to each child, which drains in-flight calls).
+the configuration names PostgreSQL and Redis.
+
+Before any process starts it refuses a data directory a live mesh already runs from, and
+any address that is taken (naming the setting: with grpc's default SO_REUSEPORT a second
+mesh would otherwise share the port and get half the connections), and runs the routing
+checks (`checks`). Then it records itself (`locate.write_run`: run file and pointer, so
+the other commands find this mesh from any directory), starts the services one by one,
+printing a line when each starts and when it reports SERVING on its health endpoint,
+then the edge, and stops everything on Ctrl-C or SIGTERM (SIGTERM to each child, which
+drains in-flight calls), removing the run file and pointer.
 """
 
 from __future__ import annotations
@@ -13,15 +20,24 @@ import argparse
 import importlib.util
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
 from dataclasses import dataclass
+from pathlib import Path
+from typing import NoReturn
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from .common import CliError, settings
+from services.edge.settings import EdgeSettings
+from services.runtime.server import taken_port_message
+from services.runtime.settings import GatemeshSettings
+
+from .checks import preflight
+from .common import CliError
+from .locate import read_run, remove_run, write_run
 
 SERVICES = ["auth", "billing", "proxy", "privacy"]
 START_TIMEOUT_S = 60.0
@@ -68,6 +84,68 @@ def wait_serving(child: Child, deadline: float) -> None:
     raise CliError(f"{child.name} did not become healthy within {START_TIMEOUT_S:.0f}s")
 
 
+def split_host_port(address: str) -> tuple[str, int]:
+    """'127.0.0.1:50051' -> ('127.0.0.1', 50051); '[::1]:50051' -> ('::1', 50051)."""
+    host, _, port = address.rpartition(":")
+    return host.strip("[]") or "0.0.0.0", int(port)
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a listening socket could bind host:port now (SO_REUSEADDR as grpc and Envoy
+    set it, so connections in TIME_WAIT do not count; another listener does)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except socket.gaierror:
+        return False
+    family, kind, proto, _, sockaddr = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind(sockaddr)
+        except OSError:
+            return False
+    return True
+
+
+def listen_addresses(s: GatemeshSettings, names: list[str], with_edge: bool) -> dict[str, str]:
+    """Setting name -> the host:port the mesh is about to bind."""
+    found = {f"{name}_addr": getattr(s, f"{name}_addr") for name in names}
+    if with_edge:
+        edge = EdgeSettings()
+        found["edge_port"] = f"{edge.edge_host}:{edge.edge_port}"
+        if edge.edge_admin_port:
+            found["edge_admin_port"] = f"127.0.0.1:{edge.edge_admin_port}"
+    return found
+
+
+def run_addresses(s: GatemeshSettings, names: list[str], with_edge: bool) -> dict[str, str]:
+    """The address settings as the CLI applies them from the run file (see `locate`)."""
+    found = {f"{name}_addr": getattr(s, f"{name}_addr") for name in names}
+    if with_edge:
+        edge = EdgeSettings()
+        found |= {"edge_host": edge.edge_host, "edge_port": str(edge.edge_port)}
+    return found
+
+
+def check_ports(addresses: dict[str, str]) -> None:
+    """Refuse to start, before any process, when an address of the mesh is taken: with a
+    second mesh sharing a port, calls would reach either mesh at random."""
+    for setting, address in addresses.items():
+        host, port = split_host_port(address)
+        if not port_free(host, port):
+            raise CliError(taken_port_message(address, setting))
+
+
+def refuse_shared_data_dir(data_dir: Path) -> None:
+    """Two meshes on one data directory would share SQLite files and secrets."""
+    running = read_run(data_dir)
+    if running is not None and running.pid != os.getpid() and running.alive():
+        raise CliError(
+            f"a mesh is already running from {data_dir.resolve()} (`gatemesh up`, pid {running.pid}); stop it"
+            " first, or give this one its own data directory (--data-dir or GATEMESH_DATA_DIR) and addresses"
+        )
+
+
 def start(name: str, address: str, module: str) -> Child:
     process = subprocess.Popen([sys.executable, "-m", module], env=os.environ.copy())
     return Child(name, address, process)
@@ -84,8 +162,48 @@ def stop_all(children: list[Child]) -> None:
             child.process.kill()
 
 
+def start_services(s: GatemeshSettings, names: list[str], total: int, children: list[Child]) -> None:
+    """Start each service in turn, saying so, and wait until it serves."""
+    deadline = time.monotonic() + START_TIMEOUT_S
+    for step, name in enumerate(names, 1):
+        address = getattr(s, f"{name}_addr")
+        progress(step, total, f"starting {name} on {address} ...")
+        began = time.monotonic()
+        child = start(name, address, f"services.{name}")
+        children.append(child)
+        wait_serving(child, deadline)
+        progress(step, total, f"{name:8} grpc://{address} (ready in {time.monotonic() - began:.1f} s)")
+
+
+def start_edge_process(step: int, children: list[Child]) -> None:
+    from services.edge.launch import edge_url, start_edge, wait_edge
+
+    progress(step, step, f"starting the edge (Envoy) on {edge_url()} ...")
+    began = time.monotonic()
+    edge = start_edge()
+    children.append(Child("edge", edge_url(), edge))
+    wait_edge(edge, time.monotonic() + START_TIMEOUT_S)
+    progress(step, step, f"{'edge':8} {edge_url()} (ready in {time.monotonic() - began:.1f} s)")
+
+
+def progress(step: int, total: int, text: str) -> None:
+    print(f"[{step}/{total}] {text}", flush=True)
+
+
+def watch(children: list[Child]) -> NoReturn:
+    """Wait while every process runs; one that stops stops the mesh."""
+    while all(child.process.poll() is None for child in children):
+        time.sleep(0.5)
+    dead = [c.name for c in children if c.process.poll() is not None]
+    raise CliError(f"{', '.join(dead)} stopped unexpectedly; stopping the mesh")
+
+
 def cmd_up(_args: argparse.Namespace) -> int:
-    s = settings()  # also creates the data directory and the local secrets once
+    s = GatemeshSettings()  # creates the data directory and the local secrets once
+    refuse_shared_data_dir(s.data_dir)
+    names, with_edge = available_services(), edge_available()
+    check_ports(listen_addresses(s, names, with_edge))
+    preflight()
     children: list[Child] = []
     stopping = False
 
@@ -95,33 +213,31 @@ def cmd_up(_args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
+    run = write_run(s.data_dir, run_addresses(s, names, with_edge))
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
-        for name in available_services():
-            child = start(name, getattr(s, f"{name}_addr"), f"services.{name}")
-            children.append(child)
-            wait_serving(child, deadline)
-            print(f"{name:8} grpc://{child.address}", flush=True)
-        if edge_available():
-            from services.edge.launch import edge_url, start_edge, wait_edge
-
-            edge = start_edge()
-            children.append(Child("edge", edge_url(), edge))
-            wait_edge(edge, deadline)
-            print(f"{'edge':8} {edge_url()}", flush=True)
+        start_services(s, names, len(names) + with_edge, children)
+        if with_edge:
+            start_edge_process(len(names) + 1, children)
         print(f"gatemesh is up (data in {s.data_dir.resolve()}); Ctrl-C stops it", flush=True)
-        while all(child.process.poll() is None for child in children):
-            time.sleep(0.5)
-        dead = [c.name for c in children if c.process.poll() is not None]
-        raise CliError(f"{', '.join(dead)} stopped unexpectedly; stopping the mesh")
+        watch(children)
     except KeyboardInterrupt:
         return 0
     finally:
         stop_all(children)
+        remove_run(run)
         if stopping:
             print("gatemesh stopped", flush=True)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser("up", help="run every service and the edge locally")
+    parser = subparsers.add_parser(
+        "up",
+        help="run every service and the edge locally",
+        description="Start the whole mesh on this machine: one process each for auth, billing, proxy and privacy"
+        " (those installed; gRPC on auth_addr, billing_addr, proxy_addr, privacy_addr), then the REST edge"
+        " (Envoy, on edge_host:edge_port). State lives in the data directory (SQLite files and local secrets"
+        " unless the configuration names PostgreSQL and Redis). Before starting, it checks that every port is"
+        " free and that the configured providers, prices and aliases can serve a model. It prints progress,"
+        " then the addresses, and runs until Ctrl-C or SIGTERM, which stop every process gracefully.",
+    )
     parser.set_defaults(func=cmd_up)

@@ -273,6 +273,7 @@ def bootstrap(settings: EdgeSettings, files_: EdgeFiles, mesh_services: Sequence
     listener = {
         "name": "edge",
         "address": socket_address(settings.edge_host, settings.edge_port),
+        "enable_reuse_port": False,  # a taken edge_port fails the start instead of sharing it
         "per_connection_buffer_limit_bytes": 1024 * 1024,
         "filter_chains": [chain],
     }

@@ -3,7 +3,9 @@
 `build()` makes every piece from the settings (request-log engine and migrations, the
 channels to auth and billing, the providers, the gateway, the servicers) and returns them
 with the `ServiceSpec` the runtime serves; tests call it too, so they run exactly what
-production runs. Background jobs: the price refresher, the request-log writer, the
+production runs. `main()` first checks the routing configuration (`checks`: warnings by
+setting, refusal when nothing could be called) and warns of price mistakes once the
+price list has arrived. Background jobs: the price refresher, the request-log writer, the
 retention sweeper (P5.2) and, with a Redis server, the settle outbox's replay.
 """
 
@@ -11,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +31,8 @@ from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
 from . import store
-from .adapters import Metadata, RemoteGatekeeper, RemoteLedger
+from .adapters import Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
+from .checks import check_routing, price_findings
 from .domain import Gateway, KnownKeys, Limits
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
@@ -135,7 +139,13 @@ async def build(settings: ProxySettings) -> ProxyApp:
         register=register,
         service_names=SERVICE_NAMES,
         cleanups=[cleanup],
-        background=[ledger.prices.run, writer.run, sweeper, *outbox_replay(ledger)],
+        background=[
+            ledger.prices.run,
+            lambda: check_prices(settings, ledger.prices),
+            writer.run,
+            sweeper,
+            *outbox_replay(ledger),
+        ],
     )
     return ProxyApp(settings, engine, gateway, writer, spec)
 
@@ -145,10 +155,28 @@ def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:
     return [] if outbox is None else [lambda: outbox.run(ledger.resend)]
 
 
+def check_configuration(settings: ProxySettings) -> None:
+    """Warn of each routing mistake by its setting; refuse to start when nothing could be
+    called (see checks)."""
+    findings, fatal = check_routing(settings.providers, settings.model_aliases, os.environ)
+    for finding in findings:
+        log.warning("configuration: %s", finding)
+    if fatal:
+        raise SystemExit(f"gatemesh proxy: {fatal}")
+
+
+async def check_prices(settings: ProxySettings, prices: PriceCache) -> None:
+    """Background job, once: warn of served models without a price and prices nobody serves."""
+    await prices.fetched.wait()
+    for finding in price_findings(settings.providers, prices.models()):
+        log.warning("configuration: %s", finding)
+
+
 async def main() -> None:
     settings = ProxySettings()
     setup_logging("proxy", settings.log_level)
     setup_telemetry("proxy")
+    check_configuration(settings)
     app = await build(settings)
     await serve(app.spec, settings, settings.listen or settings.proxy_addr)
 

@@ -116,6 +116,7 @@ class PriceCache:
         self._prices: dict[str, list[tuple[float, Price]]] = {}
         self._fetched_at = 0.0
         self._lock = asyncio.Lock()
+        self.fetched = asyncio.Event()  # set once the first price list has arrived
 
     async def get(self, model: str) -> Price | None:
         price = self._current(model)
@@ -151,6 +152,11 @@ class PriceCache:
             entries.sort(key=lambda entry: entry[0])
         self._prices = prices
         self._fetched_at = time.monotonic()
+        self.fetched.set()
+
+    def models(self) -> set[str]:
+        """The models the last fetched list prices (at any time)."""
+        return set(self._prices)
 
     async def run(self) -> None:
         """Background job: keep the list fresh."""

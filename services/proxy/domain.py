@@ -275,14 +275,15 @@ class Gateway:
         return data
 
     async def list_models(self, api_key: str) -> bytes:
-        """The models the key may use, in OpenAI's list shape."""
+        """The models the key may use and a call could succeed for (served by a provider
+        with its key, and priced), in OpenAI's list shape."""
         require_key(api_key)
         grant = await self.gatekeeper.verify(api_key, "", False, 0)
         allowed = set(grant.allowed_models)
         models = [
             {"id": name, "object": "model", "created": 0, "owned_by": owner}
             for name, owner in sorted(self.router.models().items())
-            if not allowed or name in allowed
+            if (not allowed or name in allowed) and await self.ledger.price(self.router.resolve(name).model)
         ]
         return json.dumps({"object": "list", "data": models}, separators=(",", ":")).encode()
 

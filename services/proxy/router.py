@@ -11,6 +11,7 @@ event), so a failure up to that point is retried or falls back; after it, never.
 from __future__ import annotations
 
 import asyncio
+import os
 import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -20,6 +21,7 @@ import aiohttp
 
 from services.runtime.errors import BadGateway, DeadlineExceeded, DomainError, InvalidArgument, NotFound, Unavailable
 
+from .checks import key_missing
 from .settings import ProxySettings
 from .upstream import Admission, CircuitBreaker, Provider, UpstreamFailure
 
@@ -66,11 +68,16 @@ class Router:
         return cls(providers, settings.model_aliases, settings.proxy_retry_backoff_s)
 
     def models(self) -> dict[str, str]:
-        """Every public model name (aliases included) -> the provider that owns it first."""
-        found = {model: providers[0].name for model, providers in self._by_model.items()}
+        """Every public model name (aliases included) a provider with its API key in place
+        serves -> the first such provider."""
+        usable = {
+            model: [p for p in providers if not key_missing(p.config, os.environ)]
+            for model, providers in self._by_model.items()
+        }
+        found = {model: providers[0].name for model, providers in usable.items() if providers}
         for alias, target in self.aliases.items():
-            if target in self._by_model:
-                found[alias] = self._by_model[target][0].name
+            if target in found:
+                found[alias] = found[target]
         return found
 
     def resolve(self, public_model: str) -> Route:

@@ -48,17 +48,19 @@ def mesh(env: dict[str, str], tmp_path: Path) -> Iterator[dict[str, str]]:
         yield env
 
 
-async def gatemesh(env: dict[str, str], *args: str) -> tuple[int, str, str]:
+async def gatemesh(env: dict[str, str], *args: str, stdin: str = "") -> tuple[int, str, str]:
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "services.cli.main", *args,
+        sys.executable, "-m", "services.cli.main", *args, stdin=asyncio.subprocess.PIPE,
         env={**os.environ, **env}, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
-    out, err = await process.communicate()
+    out, err = await process.communicate(stdin.encode())
     return process.returncode or 0, out.decode(), err.decode()
 
 
 async def test_operator_grants_by_email_and_the_user_sees_and_spends_it(mesh: dict[str, str]) -> None:
-    code, _, err = await gatemesh(mesh, "accounts", "create", "--email", "eve@example.com", "--password", PASSWORD)
+    code, _, err = await gatemesh(
+        mesh, "accounts", "create", "--email", "eve@example.com", "--password-stdin", stdin=PASSWORD
+    )
     assert code == 0, err
     code, out, err = await gatemesh(mesh, "credits", "grant", "--email", "eve@example.com", "--usd", "2.500001")
     assert code == 0, err
@@ -91,7 +93,9 @@ async def test_operator_grants_by_email_and_the_user_sees_and_spends_it(mesh: di
 async def test_aggregate_stats_honour_an_opt_out_made_at_auth_at_once_P7_3(mesh: dict[str, str]) -> None:
     """P7.3 across services: the opt-out is set at auth; billing's aggregate statistics leave
     the account out on the very next call."""
-    code, _, err = await gatemesh(mesh, "accounts", "create", "--email", "zoe@example.com", "--password", PASSWORD)
+    code, _, err = await gatemesh(
+        mesh, "accounts", "create", "--email", "zoe@example.com", "--password-stdin", stdin=PASSWORD
+    )
     assert code == 0, err
     service = (("x-gatemesh-service-token", mesh["GATEMESH_SERVICE_TOKEN"]),)
     admin = (("authorization", f"Bearer {mesh['GATEMESH_ADMIN_TOKEN']}"),)

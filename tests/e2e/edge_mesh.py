@@ -55,8 +55,10 @@ class Mesh:
     upstream: str
     receiver: OtlpReceiver
 
-    def cli(self, *args: str) -> str:
-        done = subprocess.run([GATEMESH, *args], env=self.env, capture_output=True, text=True, timeout=60, cwd=ROOT)
+    def cli(self, *args: str, stdin: str | None = None) -> str:
+        done = subprocess.run(
+            [GATEMESH, *args], env=self.env, capture_output=True, text=True, timeout=60, cwd=ROOT, input=stdin
+        )
         assert done.returncode == 0, done.stderr
         return done.stdout
 

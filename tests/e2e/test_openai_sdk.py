@@ -52,7 +52,7 @@ def messages(text: str = "say hello please") -> list[dict[str, str]]:
 
 def test_cli_made_key_works_with_the_sdk(mesh: Mesh) -> None:
     email = f"cli-{secrets.token_hex(4)}@example.com"
-    account_line = mesh.cli("accounts", "create", "--email", email, "--password", "a long enough password")
+    account_line = mesh.cli("accounts", "create", "--email", email, "--password-stdin", stdin="a long enough password")
     account_id = account_line.split()[1]
     key = mesh.cli("keys", "create", "--email", email, "--name", "cli").strip().splitlines()[-1]
     mesh.grant(account_id, 1_000_000)

@@ -17,7 +17,7 @@ from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER, Principal, principal
 from services.runtime.errors import Unauthenticated, Violations
 from services.runtime.participant import describe_data
-from services.runtime.server import ServiceSpec, bind, build_server
+from services.runtime.server import BindError, ServiceSpec, address_setting, bind, build_server
 from services.runtime.settings import GatemeshSettings
 
 SERVICE_TOKEN = "test-service-token"
@@ -149,3 +149,21 @@ async def test_health_and_reflection(server: str) -> None:
         names = {s.name for s in reply.list_services_response.service}
         assert "gatemesh.auth.v1.AuthService" in names
         assert "grpc.health.v1.Health" in names
+
+
+async def test_a_taken_port_fails_naming_the_address_and_setting(server: str, tmp_path) -> None:
+    """grpc's default SO_REUSEPORT would let a second server share the port silently."""
+    settings = GatemeshSettings(data_dir=tmp_path, service_token="s", admin_token="a", key_hmac_secret="x")
+    second, _ = build_server(ServiceSpec(name="auth", register=lambda _srv: None, service_names=[]), settings)
+    with pytest.raises(BindError) as refused:
+        bind(second, server, settings, "auth_addr")
+    assert server in str(refused.value) and "`auth_addr`" in str(refused.value)
+    assert "GATEMESH_AUTH_ADDR" in str(refused.value)
+
+
+def test_address_setting_names_where_the_address_came_from(tmp_path) -> None:
+    base = {"data_dir": tmp_path, "service_token": "s", "admin_token": "a", "key_hmac_secret": "x"}
+    settings = GatemeshSettings(**base, auth_addr="127.0.0.1:7001")
+    assert address_setting("auth", settings, "127.0.0.1:7001") == "auth_addr"
+    listening = GatemeshSettings(**base, listen="0.0.0.0:7002")
+    assert address_setting("auth", listening, "0.0.0.0:7002") == "listen"
