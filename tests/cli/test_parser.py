@@ -87,7 +87,12 @@ def test_listing_commands_take_json() -> None:
 def test_make_up_passes_the_config_through(make_args: list[str], environ: dict[str, str], expected: str) -> None:
     env = {**clean_environ(), **environ}
     planned = subprocess.run(
-        ["make", "-n", "up", *make_args], env=env, capture_output=True, text=True, cwd=ROOT, timeout=30
+        ["make", "--no-print-directory", "-n", "up", *make_args],
+        env=env,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=30,
     )
     assert planned.returncode == 0, planned.stderr
     assert planned.stdout.strip().splitlines()[-1].endswith(expected)
