@@ -9,7 +9,8 @@
 - `privacy_steps`: one per participant and phase, the unit the worker claims, with its
   lease (owner, expiry) so that a dead worker's step is resumed by another.
 - `privacy_audit`: the append-only, hash-chained audit trail (ids and counts only).
-- `privacy_exports`: completed access exports, AES-GCM encrypted, deleted after their TTL.
+- `privacy_exports`: access exports, one row per page of one participant's records,
+  compressed and AES-GCM encrypted, deleted after their TTL or when the subject is erased.
 Times are naive UTC.
 """
 
@@ -54,6 +55,11 @@ class RequestRow(PrivacyModel, table=True):
     identity_verification: str = Field(default="", max_length=500)
     reason: str = Field(default="", max_length=500)
     dry_run: bool = False
+    # Incremented by a staff retry after verification findings: participants see a new
+    # request id (`<id>.<round>`) and apply their strategies again.
+    round: int = 0
+    # W3C traceparent of the request's trace: every worker's spans for it join this trace.
+    trace_context: str = Field(default="", max_length=200)
     # At most one live request per key (an account closure raises one erasure, once).
     dedup_key: str | None = Field(default=None, max_length=100, unique=True)
     changes: dict[str, str] = _json({})

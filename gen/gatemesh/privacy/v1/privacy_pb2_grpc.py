@@ -54,7 +54,7 @@ class PrivacyServiceStub:
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.ListMyRequestsRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.ListMyRequestsResponse.FromString,
                 _registered_method=True)
-        self.DownloadMyExport = channel.unary_unary(
+        self.DownloadMyExport = channel.unary_stream(
                 '/gatemesh.privacy.v1.PrivacyService/DownloadMyExport',
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.DownloadMyExportRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
@@ -84,7 +84,7 @@ class PrivacyServiceStub:
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.RetryRequestRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.RetryRequestResponse.FromString,
                 _registered_method=True)
-        self.DownloadExport = channel.unary_unary(
+        self.DownloadExport = channel.unary_stream(
                 '/gatemesh.privacy.v1.PrivacyService/DownloadExport',
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.DownloadExportRequest.SerializeToString,
                 response_deserializer=google_dot_api_dot_httpbody__pb2.HttpBody.FromString,
@@ -223,7 +223,7 @@ def add_PrivacyServiceServicer_to_server(servicer, server):
                     request_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.ListMyRequestsRequest.FromString,
                     response_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.ListMyRequestsResponse.SerializeToString,
             ),
-            'DownloadMyExport': grpc.unary_unary_rpc_method_handler(
+            'DownloadMyExport': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadMyExport,
                     request_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.DownloadMyExportRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
@@ -253,7 +253,7 @@ def add_PrivacyServiceServicer_to_server(servicer, server):
                     request_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.RetryRequestRequest.FromString,
                     response_serializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.RetryRequestResponse.SerializeToString,
             ),
-            'DownloadExport': grpc.unary_unary_rpc_method_handler(
+            'DownloadExport': grpc.unary_stream_rpc_method_handler(
                     servicer.DownloadExport,
                     request_deserializer=gatemesh_dot_privacy_dot_v1_dot_privacy__pb2.DownloadExportRequest.FromString,
                     response_serializer=google_dot_api_dot_httpbody__pb2.HttpBody.SerializeToString,
@@ -380,7 +380,7 @@ class PrivacyService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/gatemesh.privacy.v1.PrivacyService/DownloadMyExport',
@@ -542,7 +542,7 @@ class PrivacyService:
             wait_for_ready=None,
             timeout=None,
             metadata=None):
-        return grpc.experimental.unary_unary(
+        return grpc.experimental.unary_stream(
             request,
             target,
             '/gatemesh.privacy.v1.PrivacyService/DownloadExport',

@@ -2,7 +2,7 @@
 
 Revision ID: 0001_privacy_requests
 Revises:
-Create Date: 2026-12-02 13:09:01.996914
+Create Date: 2026-12-02 13:12:17.540050
 """
 
 from collections.abc import Sequence
@@ -48,6 +48,8 @@ def upgrade() -> None:
         sa.Column("identity_verification", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
         sa.Column("reason", sqlmodel.sql.sqltypes.AutoString(length=500), nullable=False),
         sa.Column("dry_run", sa.Boolean(), nullable=False),
+        sa.Column("round", sa.Integer(), nullable=False),
+        sa.Column("trace_context", sqlmodel.sql.sqltypes.AutoString(length=200), nullable=False),
         sa.Column("dedup_key", sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
         sa.Column("changes", sa.JSON(), nullable=False),
         sa.Column("datamap", sa.JSON(), nullable=False),
