@@ -119,12 +119,16 @@ class AuditRow(PrivacyModel, table=True):
 
 
 class ExportRow(PrivacyModel, table=True):
+    """One encrypted chunk (a page of records) of one participant's part of an export."""
+
     __tablename__ = "privacy_exports"
     __table_args__ = (
         Index("ix_privacy_exports_expires", "expires_at"),
         Index("ix_privacy_exports_subject", "subject_id"),
     )
     request_id: str = Field(primary_key=True, max_length=40, foreign_key="privacy_requests.request_id")
+    part: str = Field(primary_key=True, max_length=40)
+    seq: int = Field(primary_key=True)
     subject_id: str = Field(max_length=64)
     nonce: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))

@@ -22,3 +22,24 @@ async def test_privacy_starts_migrated_on_postgres(pg_database, tmp_path: Path) 
             await conn.close()
     assert version == "0001_privacy_requests"
     assert {"privacy_requests", "privacy_steps", "privacy_audit", "privacy_exports"} <= tables
+
+
+def test_the_migrations_create_exactly_the_tables_declared(tmp_path: Path) -> None:
+    """0001 (and what follows) build the schema `tables.py` declares, nothing more or less."""
+    from alembic import command
+    from alembic.autogenerate import compare_metadata
+    from alembic.migration import MigrationContext
+    from sqlalchemy import create_engine
+
+    from services.privacy.store import MIGRATIONS
+    from services.privacy.tables import METADATA
+    from services.runtime.db import alembic_config
+
+    config = alembic_config(MIGRATIONS, "privacy")
+    engine = create_engine(f"sqlite:///{tmp_path / 'privacy.db'}")
+    with engine.begin() as conn:
+        config.attributes["connection"] = conn
+        command.upgrade(config, "head")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), METADATA)
+    assert [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("alembic_version"))] == []

@@ -81,6 +81,8 @@ def upgrade() -> None:
     op.create_table(
         "privacy_exports",
         sa.Column("request_id", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+        sa.Column("part", sqlmodel.sql.sqltypes.AutoString(length=40), nullable=False),
+        sa.Column("seq", sa.Integer(), nullable=False),
         sa.Column("subject_id", sqlmodel.sql.sqltypes.AutoString(length=64), nullable=False),
         sa.Column("nonce", sa.LargeBinary(), nullable=False),
         sa.Column("ciphertext", sa.LargeBinary(), nullable=False),
@@ -90,7 +92,7 @@ def upgrade() -> None:
             ["request_id"],
             ["privacy_requests.request_id"],
         ),
-        sa.PrimaryKeyConstraint("request_id"),
+        sa.PrimaryKeyConstraint("request_id", "part", "seq"),
     )
     with op.batch_alter_table("privacy_exports", schema=None) as batch_op:
         batch_op.create_index("ix_privacy_exports_expires", ["expires_at"], unique=False)
