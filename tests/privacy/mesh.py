@@ -103,7 +103,8 @@ class PrivacyMesh:
         return instance
 
     def stub(self, instance: PrivacyProcess | None = None) -> privacy_pb2_grpc.PrivacyServiceStub:
-        address = (instance or self.instances[0]).address
+        live = [i for i in self.instances if i.process and i.process.poll() is None]
+        address = (instance or live[-1]).address
         if address not in self._channels:
             self._channels[address] = grpc.aio.insecure_channel(address)
         return privacy_pb2_grpc.PrivacyServiceStub(self._channels[address])
