@@ -164,11 +164,11 @@ def stop_all(children: list[Child]) -> None:
 
 def start_services(s: GatemeshSettings, names: list[str], total: int, children: list[Child]) -> None:
     """Start each service in turn, saying so, and wait until it serves."""
-    deadline = time.monotonic() + START_TIMEOUT_S
     for step, name in enumerate(names, 1):
         address = getattr(s, f"{name}_addr")
         progress(step, total, f"starting {name} on {address} ...")
         began = time.monotonic()
+        deadline = began + START_TIMEOUT_S  # each service gets its own minute
         child = start(name, address, f"services.{name}")
         children.append(child)
         wait_serving(child, deadline)
