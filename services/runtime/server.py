@@ -1,9 +1,10 @@
 """The async gRPC server every service runs.
 
-`serve()` builds a `grpc.aio` server with the shared interceptors (tracing, access
-control, error mapping), health checking and reflection, binds it (TLS when configured),
-and runs until SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish
-for `shutdown_grace_s`, and runs the service's cleanup. `run()` starts a service's main on
+`serve()` builds a `grpc.aio` server with the shared interceptors (metrics, tracing,
+access control, error mapping), health checking and reflection, binds it (TLS when
+configured), starts the Prometheus endpoint and its probes (`metrics`), and runs until
+SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish for
+`shutdown_grace_s`, and runs the service's cleanup. `run()` starts a service's main on
 uvloop where it is installed (`event_loop`): measured through the proxy's hot path at
 concurrency 64, about 10 % less CPU per call for the mesh than asyncio's own loop.
 """
@@ -25,6 +26,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from .access import AccessPolicy, Authenticator
 from .clients import channel_options
 from .interceptors import ServerInterceptor
+from .metrics import MetricsInterceptor, run_probes, serve_metrics
 from .settings import GatemeshSettings
 from .telemetry import traces_exported
 
@@ -95,7 +97,7 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
         mtls=bool(settings.tls_ca_file),
     )
     server = grpc.aio.server(
-        interceptors=[TracingInterceptor(), ServerInterceptor(policy)],
+        interceptors=[MetricsInterceptor(), TracingInterceptor(), ServerInterceptor(policy)],
         options=channel_options(settings),
     )
     spec.register(server)
@@ -123,7 +125,9 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     jobs = spec.background if settings.run_background else []
     tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
-    log.info("%s listening on %s (port %d)", spec.name, address, port)
+    tasks.append(asyncio.create_task(run_probes(settings.metrics_refresh_s), name=f"{spec.name}-metrics"))
+    metrics_port = serve_metrics(settings.metrics_host, getattr(settings, f"{spec.name}_metrics_port", 0))
+    log.info("%s listening on %s (port %d, metrics port %d)", spec.name, address, port, metrics_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
