@@ -192,7 +192,7 @@ class Coalescer:
         self._md = metadata
         self._queue: list[tuple[Any, asyncio.Future[Any], contextvars.Context]] = []
         self._draining = False
-        self._sizes = metrics.BATCH_SIZE.labels(rpc_name(batch))
+        self._rpc_name = rpc_name(batch)
 
     async def call(self, request: Any) -> Any:
         """The reply to `request`; raises DomainError (a failed call or a refused item)."""
@@ -231,7 +231,7 @@ class Coalescer:
             self._draining = False
 
     async def _send(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
-        self._sizes.observe(len(batch))
+        metrics.batch_size(self._rpc_name, len(batch))
         if not self._enabled:  # queued before billing turned out to lack the batch RPC
             await asyncio.gather(*(self._call_one(request, future) for request, future in batch))
             return

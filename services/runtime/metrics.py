@@ -168,16 +168,33 @@ def breaker_gauge(providers: Callable[[], Iterable[tuple[str, str]]]) -> None:
     )
 
 
+_enabled = True
+
+
+def enable(on: bool) -> None:
+    """Switch the hot path's metrics (upstream, batch sizes) on or off (`metrics_enabled`)."""
+    global _enabled
+    _enabled = on
+
+
 def upstream_attempt(provider: str, model: str) -> None:
-    UPSTREAM_REQUESTS.labels(provider, model).inc()
+    if _enabled:
+        UPSTREAM_REQUESTS.labels(provider, model).inc()
 
 
 def upstream_answered(provider: str, model: str, seconds: float, streamed: bool) -> None:
-    (UPSTREAM_FIRST_TOKEN if streamed else UPSTREAM_SECONDS).labels(provider, model).observe(seconds)
+    if _enabled:
+        (UPSTREAM_FIRST_TOKEN if streamed else UPSTREAM_SECONDS).labels(provider, model).observe(seconds)
 
 
 def upstream_failed(provider: str, model: str, kind: str, status: int = 0) -> None:
-    UPSTREAM_ERRORS.labels(provider, model, f"status_{status // 100}xx" if kind == "status" else kind).inc()
+    if _enabled:
+        UPSTREAM_ERRORS.labels(provider, model, f"status_{status // 100}xx" if kind == "status" else kind).inc()
+
+
+def batch_size(rpc: str, size: int) -> None:
+    if _enabled:
+        BATCH_SIZE.labels(rpc).observe(size)
 
 
 # Probes: async readers of shared state, run off the hot path.

@@ -26,7 +26,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from .access import AccessPolicy, Authenticator
 from .clients import channel_options
 from .interceptors import ServerInterceptor
-from .metrics import MetricsInterceptor, run_probes, serve_metrics
+from .metrics import MetricsInterceptor, enable, run_probes, serve_metrics
 from .settings import GatemeshSettings
 from .telemetry import traces_exported
 
@@ -88,6 +88,13 @@ def server_credentials(settings: GatemeshSettings) -> grpc.ServerCredentials | N
     return grpc.ssl_server_credentials(pair)
 
 
+def metered(settings: GatemeshSettings) -> list[grpc.aio.ServerInterceptor]:
+    """The metrics interceptor, unless metrics are switched off (which switches off the
+    upstream and batch metrics too)."""
+    enable(settings.metrics_enabled)
+    return [MetricsInterceptor()] if settings.metrics_enabled else []
+
+
 def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A server with every shared piece attached, not yet bound or started."""
     policy = AccessPolicy(
@@ -97,7 +104,7 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
         mtls=bool(settings.tls_ca_file),
     )
     server = grpc.aio.server(
-        interceptors=[MetricsInterceptor(), TracingInterceptor(), ServerInterceptor(policy)],
+        interceptors=[*metered(settings), TracingInterceptor(), ServerInterceptor(policy)],
         options=channel_options(settings),
     )
     spec.register(server)
@@ -117,7 +124,14 @@ def bind(server: grpc.aio.Server, address: str, settings: GatemeshSettings) -> i
 
 
 async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> None:
-    """Run the service until SIGTERM/SIGINT, then shut down gracefully."""
+    """Run the service until SIGTERM/SIGINT, then shut down gracefully. With
+    `migrate_only` (its database is migrated by then: every composition root migrates
+    before it serves) return at once, after the cleanups."""
+    if settings.migrate_only:
+        log.info("%s: database migrated (migrate_only); not serving", spec.name)
+        for cleanup in spec.cleanups:
+            await cleanup()
+        return
     server, health_servicer = build_server(spec, settings)
     port = bind(server, address, settings)
     await server.start()
@@ -126,7 +140,8 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
     jobs = spec.background if settings.run_background else []
     tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
     tasks.append(asyncio.create_task(run_probes(settings.metrics_refresh_s), name=f"{spec.name}-metrics"))
-    metrics_port = serve_metrics(settings.metrics_host, getattr(settings, f"{spec.name}_metrics_port", 0))
+    wanted = getattr(settings, f"{spec.name}_metrics_port", 0) if settings.metrics_enabled else 0
+    metrics_port = serve_metrics(settings.metrics_host, wanted)
     log.info("%s listening on %s (port %d, metrics port %d)", spec.name, address, port, metrics_port)
 
     stop = asyncio.Event()

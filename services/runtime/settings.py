@@ -72,6 +72,9 @@ class GatemeshSettings(BaseSettings):
     billing_metrics_port: int = Field(0, description="Port of the billing service's Prometheus endpoint; 0: off.")
     proxy_metrics_port: int = Field(0, description="Port of the proxy service's Prometheus endpoint; 0: off.")
     privacy_metrics_port: int = Field(0, description="Port of the privacy service's Prometheus endpoint; 0: off.")
+    metrics_enabled: bool = Field(
+        True, description="false leaves every metric out (no interceptor, no endpoint): to measure their cost."
+    )
     metrics_refresh_s: float = Field(
         15.0, description="How often gauges read from PostgreSQL or Redis (holds, settle outbox) are refreshed."
     )
@@ -90,6 +93,10 @@ class GatemeshSettings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="The event loop a service runs on: uvloop (less CPU per call; where installed) or asyncio.",
+    )
+    migrate_only: bool = Field(
+        False,
+        description="Migrate this service's database, then exit without serving (the Kubernetes migration Job).",
     )
     run_background: bool = Field(
         True,
