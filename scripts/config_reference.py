@@ -22,6 +22,7 @@ SECTIONS = [
     ("auth", "services.auth.settings", "AuthSettings"),
     ("billing", "services.billing.settings", "BillingSettings"),
     ("proxy", "services.proxy.settings", "ProxySettings"),
+    ("privacy", "services.privacy.settings", "PrivacySettings"),
     ("edge", "services.edge.settings", "EdgeSettings"),
 ]
 

@@ -15,6 +15,7 @@ everything auth holds about a person (P8.1-P8.3).
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
@@ -85,6 +86,13 @@ class AuthParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         records += [_record(auth_pb2.PolicyAcceptanceRecord, row) for row in rows["policy_acceptances"]]
         response.records.extend(to_record(record) for record in records)
         return response
+
+    async def StreamExportSubject(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
+        """Auth holds little per person (an account, its keys, sessions, events): one page."""
+        export = await self.ExportSubject(request, context)
+        yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=export.records)
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         v = Violations()

@@ -248,6 +248,21 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def ListAnalyticsOptOuts(self, request: Any, context: Any) -> auth_pb2.ListAnalyticsOptOutsResponse:
         return auth_pb2.ListAnalyticsOptOutsResponse(account_ids=await self.accounts.store.opted_out_accounts())
 
+    async def ResolveSubject(self, request: Any, context: Any) -> auth_pb2.ResolveSubjectResponse:
+        check_sizes(request.subject, "account_id", "email")
+        account = await self.accounts.find(request.subject.account_id, request.subject.email)
+        return auth_pb2.ResolveSubjectResponse(
+            account_id=account.account_id,
+            role=account.role,  # type: ignore[arg-type]
+            status=account.status,  # type: ignore[arg-type]
+        )
+
+    async def ListClosedAccounts(self, request: Any, context: Any) -> auth_pb2.ListClosedAccountsResponse:
+        limit = min(request.limit or 1000, 1000)
+        rows = await self.accounts.store.closed_accounts(limit)
+        closed = [auth_pb2.ClosedAccount(account_id=a, closed_at=timestamp(at)) for a, at in rows]
+        return auth_pb2.ListClosedAccountsResponse(accounts=closed)
+
     async def Authenticate(self, request: Any, context: Any) -> auth_pb2.AuthenticateResponse:
         check_sizes(request, "credential")
         caller = await self.authenticate(request.credential)

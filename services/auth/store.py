@@ -209,6 +209,13 @@ class AuthStore:
             query = select(AccountRow.account_id).where(AccountRow.analytics_opt_out.is_(True))  # type: ignore[attr-defined]
             return list((await db.scalars(query.order_by(AccountRow.account_id))).all())
 
+    async def closed_accounts(self, limit: int) -> list[tuple[str, datetime]]:
+        """Accounts closed and not yet erased, oldest closure first (P5.4)."""
+        async with self.sessions() as db:
+            query = select(AccountRow.account_id, AccountRow.closed_at).where(AccountRow.status == 2)
+            rows = await db.execute(query.order_by(AccountRow.closed_at).limit(limit))
+            return [(account_id, utc(at)) for account_id, at in rows.all()]  # type: ignore[misc]
+
     async def key_hashes_of(self, account_id: str) -> list[str]:
         async with self.sessions() as db:
             query = select(ApiKeyRow.key_hash).where(ApiKeyRow.account_id == account_id)

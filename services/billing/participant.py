@@ -15,16 +15,17 @@ from __future__ import annotations
 import hashlib
 import hmac
 import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.timestamp_pb2 import Timestamp
-from sqlalchemy import delete, select, update
-from sqlalchemy.ext.asyncio import AsyncConnection
+from sqlalchemy import delete, select, tuple_, update
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from gatemesh.billing.v1 import billing_pb2
 from gatemesh.privacy.v1 import data_pb2, participant_pb2, participant_pb2_grpc
 from services.runtime.errors import Violations
-from services.runtime.participant import describe_data, to_record
+from services.runtime.participant import describe_data, page_size, to_record
 
 from . import store
 from .domain import Billing, check_account
@@ -76,6 +77,21 @@ class BillingParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         async with self.billing.engine.connect() as conn:
             records = await export_records(conn, account)
         return participant_pb2.ExportSubjectResponse(service=SERVICE, records=[to_record(r) for r in records])
+
+    async def StreamExportSubject(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
+        """The export in pages: usage records (possibly millions) by keyset, then the rest."""
+        account = subject_account(request)
+        size = page_size(request.page_size)
+        async for rows in usage_pages(self.billing.engine, account, size):
+            records = [to_record(usage_record(r)) for r in rows]
+            yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=records)
+        async with self.billing.engine.connect() as conn:
+            others = await export_records(conn, account, usage=False)
+        for start in range(0, len(others), size):
+            page = [to_record(r) for r in others[start : start + size]]
+            yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=page)
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         subject_account(request)
@@ -138,12 +154,33 @@ async def erase(conn: AsyncConnection, account: str, alias: str) -> dict[str, li
     return counts
 
 
-async def export_records(conn: AsyncConnection, account: str) -> list[Any]:
-    """Every record billing holds about the account, as record messages (P8.1)."""
-    records: list[Any] = []
+async def usage_pages(engine: AsyncEngine, account: str, size: int) -> AsyncIterator[list[Any]]:
+    """The account's usage rows in pages, by the (account_id, created_at, id) index."""
     usage = UsageRow.__table__  # type: ignore[attr-defined]
-    for r in await conn.execute(select(usage).where(usage.c.account_id == account).order_by(usage.c.created_at)):
-        records.append(usage_record(r))
+    after: tuple[Any, str] | None = None
+    while True:
+        query = select(usage).where(usage.c.account_id == account)
+        if after is not None:
+            query = query.where(tuple_(usage.c.created_at, usage.c.id) > after)
+        query = query.order_by(usage.c.created_at, usage.c.id).limit(size)
+        async with engine.connect() as conn:
+            rows = list(await conn.execute(query))
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        after = (rows[-1].created_at, rows[-1].id)
+
+
+async def export_records(conn: AsyncConnection, account: str, usage: bool = True) -> list[Any]:
+    """Every record billing holds about the account, as record messages (P8.1); without
+    the usage records when `usage` is false (StreamExportSubject pages them itself)."""
+    records: list[Any] = []
+    if usage:
+        table = UsageRow.__table__  # type: ignore[attr-defined]
+        query = select(table).where(table.c.account_id == account).order_by(table.c.created_at)
+        records.extend(usage_record(r) for r in await conn.execute(query))
     cards = CardPayment.__table__  # type: ignore[attr-defined]
     for r in await conn.execute(select(cards).where(cards.c.account_id == account)):
         records.append(

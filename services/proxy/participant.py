@@ -1,6 +1,7 @@
 """The proxy as a PrivacyParticipant: it holds request metadata (P1.4) and nothing else.
 
-Export renders the subject's request-log rows as `RequestLogRecord`s; there is nothing to
+Export renders the subject's request-log rows as `RequestLogRecord`s (streamed in pages by
+StreamExportSubject); there is nothing to
 rectify (no email or name is held); erasure deletes the rows, once per request id (a
 repeat replays the first count). Rows still buffered by the writer are flushed first, so
 an erasure cannot be overtaken by an insert. Subjects are named by account id: the proxy
@@ -9,6 +10,7 @@ never sees email addresses.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from datetime import UTC
 from typing import Any
 
@@ -18,7 +20,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatemesh.privacy.v1 import data_pb2, participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2
 from services.runtime.errors import Violations
-from services.runtime.participant import describe_data, to_record
+from services.runtime.participant import describe_data, page_size, to_record
 
 from . import store
 
@@ -51,6 +53,17 @@ class ProxyParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
             rows = await store.rows_of(self.engine, request.subject.account_id)
             response.records.extend(to_record(log_record(row)) for row in rows)
         return response
+
+    async def StreamExportSubject(
+        self, request: Any, context: Any
+    ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
+        """The export in pages (an account may have a year of calls)."""
+        if not request.subject.account_id:
+            return
+        await self.writer.flush()
+        async for rows in store.pages_of(self.engine, request.subject.account_id, page_size(request.page_size)):
+            records = [to_record(log_record(row)) for row in rows]
+            yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=records)
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         return participant_pb2.RectifySubjectResponse(service=SERVICE)

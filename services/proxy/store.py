@@ -12,9 +12,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-from sqlalchemy import BigInteger, delete, insert, select
+from sqlalchemy import BigInteger, Index, delete, insert, select, tuple_
 from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
@@ -31,6 +32,8 @@ class RequestLogRow(SQLModel, table=True):
     """One call's metadata."""
 
     __tablename__ = "request_log"
+    # An export pages through one account's rows in time order (StreamExportSubject).
+    __table_args__ = (Index("ix_request_log_account_created", "account_id", "created_at", "request_id"),)
 
     request_id: str = Field(primary_key=True, max_length=64)
     account_id: str = Field(index=True, max_length=64)
@@ -106,6 +109,25 @@ async def rows_of(engine: AsyncEngine, account_id: str) -> list[RequestLogRow]:
             select(RequestLogRow).where(RequestLogRow.account_id == account_id).order_by(RequestLogRow.created_at)
         )
         return [RequestLogRow.model_validate(row._mapping) for row in result]
+
+
+async def pages_of(engine: AsyncEngine, account_id: str, size: int) -> AsyncIterator[list[RequestLogRow]]:
+    """The account's rows in pages of `size`, by (created_at, request_id) keyset: a page is
+    one indexed range read however many rows come before it."""
+    after: tuple[datetime, str] | None = None
+    while True:
+        query = select(RequestLogRow).where(RequestLogRow.account_id == account_id)
+        if after is not None:
+            query = query.where(tuple_(RequestLogRow.created_at, RequestLogRow.request_id) > after)
+        query = query.order_by(RequestLogRow.created_at, RequestLogRow.request_id).limit(size)
+        async with engine.connect() as connection:
+            rows = [RequestLogRow.model_validate(row._mapping) for row in await connection.execute(query)]
+        if not rows:
+            return
+        yield rows
+        if len(rows) < size:
+            return
+        after = (rows[-1].created_at, rows[-1].request_id)
 
 
 async def erase(engine: AsyncEngine, account_id: str, request_id: str) -> tuple[int, bool]:

@@ -22,8 +22,12 @@ from .settings import GatemeshSettings
 from .telemetry import traces_exported
 
 
-class _MetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryStreamClientInterceptor):
-    """Adds fixed metadata (the service credential) to every call."""
+class _MetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds fixed metadata (the service credential) to every unary call.
+
+    grpc.aio files an interceptor under the first call type it implements only, so one
+    object implementing both would never see server-streaming calls: `_StreamMetadata`
+    is a separate object for those."""
 
     def __init__(self, metadata: Sequence[tuple[str, str]]) -> None:
         self._metadata = tuple(metadata)
@@ -37,8 +41,15 @@ class _MetadataInterceptor(grpc.aio.UnaryUnaryClientInterceptor, grpc.aio.UnaryS
     async def intercept_unary_unary(self, continuation: Any, details: Any, request: Any) -> Any:
         return await continuation(self._details(details), request)
 
+
+class _StreamMetadata(grpc.aio.UnaryStreamClientInterceptor):
+    """The same metadata on server-streaming calls."""
+
+    def __init__(self, unary: _MetadataInterceptor) -> None:
+        self._unary = unary
+
     async def intercept_unary_stream(self, continuation: Any, details: Any, request: Any) -> Any:
-        return await continuation(self._details(details), request)
+        return await continuation(self._unary._details(details), request)
 
 
 def channel_options(settings: GatemeshSettings) -> list[tuple[str, Any]]:
@@ -79,7 +90,8 @@ def service_channel(target: str, settings: GatemeshSettings, credential: str | N
     else:
         metadata = [("authorization", f"Bearer {credential}")]
     tracing = aio_client_interceptors() if traces_exported() else []
-    interceptors = [*tracing, _MetadataInterceptor(metadata)]
+    unary = _MetadataInterceptor(metadata)
+    interceptors = [*tracing, unary, _StreamMetadata(unary)]
     creds = client_credentials(settings)
     if creds is None:
         return grpc.aio.insecure_channel(target, options=client_options(settings), interceptors=interceptors)

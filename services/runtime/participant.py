@@ -44,6 +44,14 @@ def describe_data(service: str, files: Iterable[FileDescriptor]) -> participant_
     return response
 
 
+DEFAULT_PAGE, MAX_PAGE = 1000, 10_000
+
+
+def page_size(requested: int) -> int:
+    """A StreamExportSubject page size: the default for 0, capped."""
+    return min(requested or DEFAULT_PAGE, MAX_PAGE) if requested >= 0 else DEFAULT_PAGE
+
+
 def to_record(message: Message) -> participant_pb2.ExportedRecord:
     """One exported record: the message in the proto JSON mapping (int64 as strings)."""
     data = struct_pb2.Struct()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import json
 import os
 import secrets
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Literal, Self
 
@@ -37,12 +38,17 @@ def config_file() -> Path | None:
 
 def load_local_secrets(data_dir: Path) -> dict[str, str]:
     """Read, or create once, the random local secrets under the data directory."""
-    path = data_dir / "secrets.json"
+    return local_secret_file(data_dir / "secrets.json", lambda: {n: secrets.token_urlsafe(32) for n in LOCAL_SECRETS})
+
+
+def local_secret_file(path: Path, make: Callable[[], dict[str, str]]) -> dict[str, str]:
+    """Read a JSON file of local secrets, or create it once (mode 0600) from `make()`;
+    processes starting at once agree on one file."""
     if path.exists():
         return json.loads(path.read_text())
-    data_dir.mkdir(parents=True, exist_ok=True)
-    values = {name: secrets.token_urlsafe(32) for name in LOCAL_SECRETS}
-    tmp = path.with_suffix(".tmp")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    values = make()
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(values))
     tmp.chmod(0o600)
     try:

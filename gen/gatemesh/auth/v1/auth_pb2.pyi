@@ -493,6 +493,42 @@ class AuthenticateResponse(_message.Message):
     principal: Principal
     def __init__(self, principal: _Optional[_Union[Principal, _Mapping]] = ...) -> None: ...
 
+class ResolveSubjectRequest(_message.Message):
+    __slots__ = ("subject",)
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    subject: _common_pb2.SubjectRef
+    def __init__(self, subject: _Optional[_Union[_common_pb2.SubjectRef, _Mapping]] = ...) -> None: ...
+
+class ResolveSubjectResponse(_message.Message):
+    __slots__ = ("account_id", "role", "status")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    role: Role
+    status: AccountStatus
+    def __init__(self, account_id: _Optional[str] = ..., role: _Optional[_Union[Role, str]] = ..., status: _Optional[_Union[AccountStatus, str]] = ...) -> None: ...
+
+class ListClosedAccountsRequest(_message.Message):
+    __slots__ = ("limit",)
+    LIMIT_FIELD_NUMBER: _ClassVar[int]
+    limit: int
+    def __init__(self, limit: _Optional[int] = ...) -> None: ...
+
+class ClosedAccount(_message.Message):
+    __slots__ = ("account_id", "closed_at")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CLOSED_AT_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    closed_at: _timestamp_pb2.Timestamp
+    def __init__(self, account_id: _Optional[str] = ..., closed_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListClosedAccountsResponse(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedCompositeFieldContainer[ClosedAccount]
+    def __init__(self, accounts: _Optional[_Iterable[_Union[ClosedAccount, _Mapping]]] = ...) -> None: ...
+
 class ListAnalyticsOptOutsRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

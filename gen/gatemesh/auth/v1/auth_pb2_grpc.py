@@ -150,6 +150,16 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
                 _registered_method=True)
+        self.ResolveSubject = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/ResolveSubject',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectResponse.FromString,
+                _registered_method=True)
+        self.ListClosedAccounts = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/ListClosedAccounts',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -312,6 +322,22 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ResolveSubject(self, request, context):
+        """The account a data-subject request names (P8.5), by id or email: its id, role and
+        status, never its email. The privacy service resolves subjects with it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListClosedAccounts(self, request, context):
+        """Closed accounts not yet erased, oldest closure first: the privacy service polls them and
+        raises one erasure each (P5.4), so closing an account waits for nobody.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -429,6 +455,16 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.Authenticate,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.SerializeToString,
+            ),
+            'ResolveSubject': grpc.unary_unary_rpc_method_handler(
+                    servicer.ResolveSubject,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectResponse.SerializeToString,
+            ),
+            'ListClosedAccounts': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListClosedAccounts,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1053,6 +1089,60 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/Authenticate',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.AuthenticateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ResolveSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/ResolveSubject',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ResolveSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListClosedAccounts(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/ListClosedAccounts',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.FromString,
             options,
             channel_credentials,
             insecure,

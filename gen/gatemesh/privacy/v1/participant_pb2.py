@@ -27,7 +27,7 @@ from gatemesh.privacy.v1 import data_pb2 as gatemesh_dot_privacy_dot_v1_dot_data
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatemesh/privacy/v1/participant.proto\x12\x13gatemesh.privacy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13\x44\x65scribeDataRequest\"o\n\tDataField\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x33\n\x08personal\x18\x04 \x01(\x0b\x32!.gatemesh.privacy.v1.PersonalData\"W\n\x14\x44\x65scribeDataResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12.\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1e.gatemesh.privacy.v1.DataField\"[\n\x14\x45xportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x0e\x45xportedRecord\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"^\n\x15\x45xportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"\xd6\x01\n\x15RectifySubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12H\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x37.gatemesh.privacy.v1.RectifySubjectRequest.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x16RectifySubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12I\n\x07updated\x18\x02 \x03(\x0b\x32\x38.gatemesh.privacy.v1.RectifySubjectResponse.UpdatedEntry\x1a.\n\x0cUpdatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Z\n\x13\x45raseSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"e\n\rErasureAction\x12\r\n\x05store\x18\x01 \x01(\t\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32$.gatemesh.privacy.v1.ErasureStrategy\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"n\n\x14\x45raseSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x33\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\".gatemesh.privacy.v1.ErasureAction\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x32\xc9\x03\n\x12PrivacyParticipant\x12i\n\x0c\x44\x65scribeData\x12(.gatemesh.privacy.v1.DescribeDataRequest\x1a).gatemesh.privacy.v1.DescribeDataResponse\"\x04\x88\xe7\x18\x05\x12l\n\rExportSubject\x12).gatemesh.privacy.v1.ExportSubjectRequest\x1a*.gatemesh.privacy.v1.ExportSubjectResponse\"\x04\x88\xe7\x18\x05\x12o\n\x0eRectifySubject\x12*.gatemesh.privacy.v1.RectifySubjectRequest\x1a+.gatemesh.privacy.v1.RectifySubjectResponse\"\x04\x88\xe7\x18\x05\x12i\n\x0c\x45raseSubject\x12(.gatemesh.privacy.v1.EraseSubjectRequest\x1a).gatemesh.privacy.v1.EraseSubjectResponse\"\x04\x88\xe7\x18\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatemesh/privacy/v1/participant.proto\x12\x13gatemesh.privacy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13\x44\x65scribeDataRequest\"o\n\tDataField\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x33\n\x08personal\x18\x04 \x01(\x0b\x32!.gatemesh.privacy.v1.PersonalData\"W\n\x14\x44\x65scribeDataResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12.\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1e.gatemesh.privacy.v1.DataField\"[\n\x14\x45xportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x0e\x45xportedRecord\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"^\n\x15\x45xportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"t\n\x1aStreamExportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"d\n\x1bStreamExportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"\xd6\x01\n\x15RectifySubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12H\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x37.gatemesh.privacy.v1.RectifySubjectRequest.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x16RectifySubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12I\n\x07updated\x18\x02 \x03(\x0b\x32\x38.gatemesh.privacy.v1.RectifySubjectResponse.UpdatedEntry\x1a.\n\x0cUpdatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Z\n\x13\x45raseSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"e\n\rErasureAction\x12\r\n\x05store\x18\x01 \x01(\t\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32$.gatemesh.privacy.v1.ErasureStrategy\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"n\n\x14\x45raseSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x33\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\".gatemesh.privacy.v1.ErasureAction\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x32\xcc\x04\n\x12PrivacyParticipant\x12i\n\x0c\x44\x65scribeData\x12(.gatemesh.privacy.v1.DescribeDataRequest\x1a).gatemesh.privacy.v1.DescribeDataResponse\"\x04\x88\xe7\x18\x05\x12l\n\rExportSubject\x12).gatemesh.privacy.v1.ExportSubjectRequest\x1a*.gatemesh.privacy.v1.ExportSubjectResponse\"\x04\x88\xe7\x18\x05\x12\x80\x01\n\x13StreamExportSubject\x12/.gatemesh.privacy.v1.StreamExportSubjectRequest\x1a\x30.gatemesh.privacy.v1.StreamExportSubjectResponse\"\x04\x88\xe7\x18\x05\x30\x01\x12o\n\x0eRectifySubject\x12*.gatemesh.privacy.v1.RectifySubjectRequest\x1a+.gatemesh.privacy.v1.RectifySubjectResponse\"\x04\x88\xe7\x18\x05\x12i\n\x0c\x45raseSubject\x12(.gatemesh.privacy.v1.EraseSubjectRequest\x1a).gatemesh.privacy.v1.EraseSubjectResponse\"\x04\x88\xe7\x18\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -42,6 +42,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['DescribeData']._serialized_options = b'\210\347\030\005'
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['ExportSubject']._loaded_options = None
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['ExportSubject']._serialized_options = b'\210\347\030\005'
+  _globals['_PRIVACYPARTICIPANT'].methods_by_name['StreamExportSubject']._loaded_options = None
+  _globals['_PRIVACYPARTICIPANT'].methods_by_name['StreamExportSubject']._serialized_options = b'\210\347\030\005'
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['RectifySubject']._loaded_options = None
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['RectifySubject']._serialized_options = b'\210\347\030\005'
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['EraseSubject']._loaded_options = None
@@ -58,20 +60,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_EXPORTEDRECORD']._serialized_end=547
   _globals['_EXPORTSUBJECTRESPONSE']._serialized_start=549
   _globals['_EXPORTSUBJECTRESPONSE']._serialized_end=643
-  _globals['_RECTIFYSUBJECTREQUEST']._serialized_start=646
-  _globals['_RECTIFYSUBJECTREQUEST']._serialized_end=860
-  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_start=814
-  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_end=860
-  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_start=863
-  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_end=1027
-  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_start=981
-  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_end=1027
-  _globals['_ERASESUBJECTREQUEST']._serialized_start=1029
-  _globals['_ERASESUBJECTREQUEST']._serialized_end=1119
-  _globals['_ERASUREACTION']._serialized_start=1121
-  _globals['_ERASUREACTION']._serialized_end=1222
-  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1224
-  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1334
-  _globals['_PRIVACYPARTICIPANT']._serialized_start=1337
-  _globals['_PRIVACYPARTICIPANT']._serialized_end=1794
+  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_start=645
+  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_end=761
+  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_start=763
+  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_end=863
+  _globals['_RECTIFYSUBJECTREQUEST']._serialized_start=866
+  _globals['_RECTIFYSUBJECTREQUEST']._serialized_end=1080
+  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_start=1034
+  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_end=1080
+  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_start=1083
+  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_end=1247
+  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_start=1201
+  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_end=1247
+  _globals['_ERASESUBJECTREQUEST']._serialized_start=1249
+  _globals['_ERASESUBJECTREQUEST']._serialized_end=1339
+  _globals['_ERASUREACTION']._serialized_start=1341
+  _globals['_ERASUREACTION']._serialized_end=1442
+  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1444
+  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1554
+  _globals['_PRIVACYPARTICIPANT']._serialized_start=1557
+  _globals['_PRIVACYPARTICIPANT']._serialized_end=2145
 # @@protoc_insertion_point(module_scope)

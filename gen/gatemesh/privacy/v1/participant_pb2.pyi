@@ -57,6 +57,24 @@ class ExportSubjectResponse(_message.Message):
     records: _containers.RepeatedCompositeFieldContainer[ExportedRecord]
     def __init__(self, service: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ExportedRecord, _Mapping]]] = ...) -> None: ...
 
+class StreamExportSubjectRequest(_message.Message):
+    __slots__ = ("subject", "request_id", "page_size")
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    subject: _common_pb2.SubjectRef
+    request_id: str
+    page_size: int
+    def __init__(self, subject: _Optional[_Union[_common_pb2.SubjectRef, _Mapping]] = ..., request_id: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
+
+class StreamExportSubjectResponse(_message.Message):
+    __slots__ = ("service", "records")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    records: _containers.RepeatedCompositeFieldContainer[ExportedRecord]
+    def __init__(self, service: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ExportedRecord, _Mapping]]] = ...) -> None: ...
+
 class RectifySubjectRequest(_message.Message):
     __slots__ = ("subject", "request_id", "changes")
     class ChangesEntry(_message.Message):

@@ -46,6 +46,11 @@ class PrivacyParticipantStub:
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectResponse.FromString,
                 _registered_method=True)
+        self.StreamExportSubject = channel.unary_stream(
+                '/gatemesh.privacy.v1.PrivacyParticipant/StreamExportSubject',
+                request_serializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectResponse.FromString,
+                _registered_method=True)
         self.RectifySubject = channel.unary_unary(
                 '/gatemesh.privacy.v1.PrivacyParticipant/RectifySubject',
                 request_serializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.RectifySubjectRequest.SerializeToString,
@@ -77,6 +82,15 @@ class PrivacyParticipantServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def StreamExportSubject(self, request, context):
+        """The same export as ExportSubject, streamed in pages of at most page_size records, so
+        that a subject with millions of records exports in bounded memory. A participant may
+        leave it unimplemented; the privacy service then falls back to ExportSubject.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RectifySubject(self, request, context):
         """Apply a correction, e.g. a new email address (P8.2).
         """
@@ -103,6 +117,11 @@ def add_PrivacyParticipantServicer_to_server(servicer, server):
                     servicer.ExportSubject,
                     request_deserializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectRequest.FromString,
                     response_serializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectResponse.SerializeToString,
+            ),
+            'StreamExportSubject': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamExportSubject,
+                    request_deserializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectRequest.FromString,
+                    response_serializer=gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectResponse.SerializeToString,
             ),
             'RectifySubject': grpc.unary_unary_rpc_method_handler(
                     servicer.RectifySubject,
@@ -171,6 +190,33 @@ class PrivacyParticipant:
             '/gatemesh.privacy.v1.PrivacyParticipant/ExportSubject',
             gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectRequest.SerializeToString,
             gatemesh_dot_privacy_dot_v1_dot_participant__pb2.ExportSubjectResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamExportSubject(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gatemesh.privacy.v1.PrivacyParticipant/StreamExportSubject',
+            gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectRequest.SerializeToString,
+            gatemesh_dot_privacy_dot_v1_dot_participant__pb2.StreamExportSubjectResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,1 @@
+"""The privacy service: data-subject requests fanned out to every PrivacyParticipant."""

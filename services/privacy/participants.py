@@ -1,0 +1,138 @@
+"""gRPC clients of the configured PrivacyParticipants (and of auth, for subjects).
+
+One pooled channel per participant, every call with a deadline. Exports are read with
+`StreamExportSubject` (pages, bounded memory) and fall back to the unary `ExportSubject`
+for a participant that does not implement the stream, so that any service implementing
+the original contract joins the fan-out. Records are returned as plain dicts (the proto
+JSON mapping), which is what the export document and the verification need.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import grpc
+from google.protobuf import json_format
+
+from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
+from gatemesh.common.v1 import common_pb2
+from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
+from services.runtime.clients import client_credentials, client_options, service_channel
+from services.runtime.errors import NotFound, Unavailable
+from services.runtime.timestamps import from_timestamp
+
+from .domain import Participant
+from .settings import PrivacySettings
+
+PAGE_SIZE = 2000
+
+
+@dataclass(frozen=True)
+class Subject:
+    account_id: str
+    role: int
+    status: int
+
+
+def _channel(settings: PrivacySettings, address: str, with_token: bool) -> grpc.aio.Channel:
+    if with_token:
+        return service_channel(address, settings)
+    creds = client_credentials(settings)
+    if creds is None:
+        return grpc.aio.insecure_channel(address, options=client_options(settings))
+    return grpc.aio.secure_channel(address, creds, options=client_options(settings))
+
+
+class Participants:
+    """The fan-out targets, by name."""
+
+    def __init__(self, settings: PrivacySettings) -> None:
+        self.timeout = settings.privacy_call_timeout_s
+        self.configured = [Participant(p.name, p.address, p.phase) for p in settings.participants()]
+        self._channels = {p.name: _channel(settings, p.address, p.service_token) for p in settings.participants()}
+        self._stubs = {name: participant_pb2_grpc.PrivacyParticipantStub(ch) for name, ch in self._channels.items()}
+
+    def stub(self, name: str) -> participant_pb2_grpc.PrivacyParticipantStub:
+        return self._stubs[name]
+
+    async def describe(self, name: str) -> dict[str, Any]:
+        reply = await self.stub(name).DescribeData(participant_pb2.DescribeDataRequest(), timeout=self.timeout)
+        return json_format.MessageToDict(reply, preserving_proto_field_name=True, use_integers_for_enums=True)
+
+    async def datamap(self) -> dict[str, Any]:
+        """The data map every participant declares now: the snapshot a request runs under."""
+        found: dict[str, Any] = {}
+        for p in self.configured:
+            try:
+                found[p.name] = await self.describe(p.name)
+            except grpc.aio.AioRpcError as error:
+                raise Unavailable(f"participant {p.name} did not describe its data ({error.code().name})") from None
+        return {"participants": found}
+
+    async def export_pages(self, name: str, account_id: str, request_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The subject's records at one participant, page by page."""
+        subject = common_pb2.SubjectRef(account_id=account_id)
+        request = participant_pb2.StreamExportSubjectRequest(
+            subject=subject, request_id=request_id, page_size=PAGE_SIZE
+        )
+        call = self.stub(name).StreamExportSubject(request, timeout=self.timeout)
+        try:
+            async for page in call:
+                yield [_record(r) for r in page.records]
+            return
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.UNIMPLEMENTED:
+                raise
+        unary = participant_pb2.ExportSubjectRequest(subject=subject, request_id=request_id)
+        reply = await self.stub(name).ExportSubject(unary, timeout=self.timeout)
+        records = [_record(r) for r in reply.records]
+        for start in range(0, len(records), PAGE_SIZE):
+            yield records[start : start + PAGE_SIZE]
+
+    async def rectify(self, name: str, account_id: str, request_id: str, changes: dict[str, str]) -> dict[str, int]:
+        request = participant_pb2.RectifySubjectRequest(
+            subject=common_pb2.SubjectRef(account_id=account_id), request_id=request_id, changes=changes
+        )
+        reply = await self.stub(name).RectifySubject(request, timeout=self.timeout)
+        return dict(reply.updated)
+
+    async def erase(self, name: str, account_id: str, request_id: str) -> tuple[list[dict[str, Any]], bool]:
+        request = participant_pb2.EraseSubjectRequest(
+            subject=common_pb2.SubjectRef(account_id=account_id), request_id=request_id
+        )
+        reply = await self.stub(name).EraseSubject(request, timeout=self.timeout)
+        actions = [{"store": a.store, "strategy": int(a.strategy), "count": int(a.count)} for a in reply.actions]
+        return actions, reply.replayed
+
+    async def close(self) -> None:
+        for channel in self._channels.values():
+            await channel.close()
+
+
+def _record(record: participant_pb2.ExportedRecord) -> dict[str, Any]:
+    return {"message": record.message, "data": json_format.MessageToDict(record.data)}
+
+
+class Subjects:
+    """Auth, asked who a subject is and which accounts were closed."""
+
+    def __init__(self, channel: grpc.aio.Channel, timeout_s: float = 10.0) -> None:
+        self.stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self.timeout = timeout_s
+
+    async def resolve(self, account_id: str = "", email: str = "") -> Subject:
+        request = auth_pb2.ResolveSubjectRequest(subject=common_pb2.SubjectRef(account_id=account_id, email=email))
+        try:
+            reply = await self.stub.ResolveSubject(request, timeout=self.timeout)
+        except grpc.aio.AioRpcError as error:
+            if error.code() == grpc.StatusCode.NOT_FOUND:
+                raise NotFound("unknown subject: no account matches", reason="UNKNOWN_SUBJECT") from None
+            raise Unavailable(f"the auth service could not resolve the subject ({error.code().name})") from None
+        return Subject(reply.account_id, int(reply.role), int(reply.status))
+
+    async def closed_accounts(self) -> Sequence[tuple[str, datetime | None]]:
+        reply = await self.stub.ListClosedAccounts(auth_pb2.ListClosedAccountsRequest(), timeout=self.timeout)
+        return [(a.account_id, from_timestamp(a.closed_at)) for a in reply.accounts]
