@@ -1,40 +1,53 @@
 """Print the exact pins (from this venv) of what the gatemesh package needs at run time:
-its dependencies without the dev extra, followed transitively, markers evaluated here.
+its dependencies without the dev extra, followed transitively, markers evaluated for the
+image's Python (`--python`, Debian bookworm's 3.11.2 by default, which may differ from this
+venv's: redis needs async-timeout below 3.11.3). A package the image needs that this venv
+lacks is printed as its requirement (pip wheel takes the newest that fits).
 
 The image installs only these (as wheels built on this machine), not the test tools the
 lock also pins."""
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
 
-def runtime_pins(root: str = "gatemesh") -> dict[str, str]:
+def runtime_pins(python: str, root: str = "gatemesh") -> dict[str, str]:
+    """Canonical name -> '==version' (installed here) or the requirement's specifier."""
+    target = {"python_full_version": python, "python_version": ".".join(python.split(".")[:2])}
     seen: dict[str, str] = {}
-    todo = [(root, frozenset[str]())]
+    todo: list[tuple[Requirement, frozenset[str]]] = [(Requirement(root), frozenset())]
     while todo:
-        name, extras = todo.pop()
-        dist = md.distribution(name)
-        key = canonicalize_name(dist.metadata["Name"])
+        req, extras = todo.pop()
+        key = canonicalize_name(req.name)
+        try:
+            dist = md.distribution(req.name)
+        except md.PackageNotFoundError:
+            seen.setdefault(key, str(req.specifier))
+            continue
         if key in seen and not extras:
             continue
-        seen[key] = dist.version
+        seen[key] = f"=={dist.version}"
         for line in dist.requires or []:
-            req = Requirement(line)
-            environments = [{"extra": extra} for extra in extras] or [{"extra": ""}]
-            if req.marker is not None and not any(req.marker.evaluate(env) for env in environments):
+            sub = Requirement(line)
+            environments = [{**target, "extra": extra} for extra in extras] or [{**target, "extra": ""}]
+            if sub.marker is not None and not any(sub.marker.evaluate(env) for env in environments):
                 continue
-            todo.append((req.name, frozenset(req.extras)))
+            todo.append((sub, frozenset(sub.extras)))
     seen.pop(canonicalize_name(root))
     return seen
 
 
 def main() -> None:
-    for name, version in sorted(runtime_pins().items()):
-        print(f"{name}=={version}")
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--python", default="3.11.2", help="the image's Python version")
+    args = parser.parse_args()
+    for name, pin in sorted(runtime_pins(args.python).items()):
+        print(f"{name}{pin}")
 
 
 if __name__ == "__main__":

@@ -172,8 +172,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def fake_upstream(log: Path) -> Iterator[str]:
-    port = free_port()
+def fake_upstream(log: Path, port: int = 0) -> Iterator[str]:
+    port = port or free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], stdout=out, stderr=out, cwd=ROOT
