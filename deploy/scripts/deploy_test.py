@@ -47,7 +47,10 @@ def log(message: str) -> None:
 
 
 def compose(*args: str, env: dict[str, str], check: bool = True) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*COMPOSE, *args], env=env, check=check, text=True, capture_output=True)
+    done = subprocess.run([*COMPOSE, *args], env=env, text=True, capture_output=True)
+    if check and done.returncode != 0:
+        raise SystemExit(f"deploy-test: docker-compose {' '.join(args)} failed:\n{done.stderr[-4000:]}")
+    return done
 
 
 def stack_env() -> dict[str, str]:

@@ -58,7 +58,7 @@ class AuthApp:
 async def build(settings: AuthSettings) -> AuthApp:
     engine = make_engine(settings.database_url())
     await migrate(engine, MIGRATIONS, "auth")
-    redis = make_redis(settings.redis_url)
+    redis = make_redis(settings.redis_url, cluster=settings.redis_cluster)
     store = AuthStore(engine)
     hmac_of = Hmac(settings.secret("key_hmac_secret"))
     cache = KeyCache(redis, settings.auth_local_cache_ttl_s, settings.auth_key_cache_ttl_s)

@@ -167,6 +167,7 @@ class KeyCache:
         """Background task: drop local entries that any instance revoked (reconnects)."""
         while True:
             try:
+                await self._redis.initialize()  # a cluster client learns its slots before pub/sub
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(REVOCATIONS)
                     self.drop_local(list(self._local))  # anything may have been missed

@@ -92,7 +92,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
         metadata,
         settings.proxy_settle_linger_s,
     )
-    redis = make_redis(settings.redis_url) if settings.redis_url else None
+    redis = make_redis(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
     if redis is not None:
         ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s, settings.proxy_outbox_write_timeout_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)

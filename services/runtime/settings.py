@@ -71,6 +71,9 @@ class GatemeshSettings(BaseSettings):
     billing_addr: str = Field("127.0.0.1:50052", description="Where the billing service is reached.")
     proxy_addr: str = Field("127.0.0.1:50053", description="Where the proxy service is reached.")
     privacy_addr: str = Field("127.0.0.1:50054", description="Where the privacy service is reached.")
+    redis_cluster: bool = Field(
+        False, description="redis_url names a node of a Redis Cluster: use the cluster client (docs/deploy.md)."
+    )
     metrics_host: str = Field(
         "127.0.0.1", description="Address the Prometheus endpoints bind (0.0.0.0 in a container or a pod)."
     )
