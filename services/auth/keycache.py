@@ -157,8 +157,9 @@ class KeyCache:
                         pipe.set(KEY_PREFIX + key_hash, REVOKED, ex=max(self._redis_ttl, 60))
                     else:
                         pipe.delete(KEY_PREFIX + key_hash)
-                pipe.publish(REVOCATIONS, " ".join(hashes))
                 await pipe.execute()
+            # After the tombstones, not in their pipeline: a cluster client refuses PUBLISH there.
+            await self._redis.publish(REVOCATIONS, " ".join(hashes))
         except RedisError:
             # The database change is done; repeating the call (idempotent) re-broadcasts.
             raise Unavailable("the change is saved but could not reach every cache yet; retry") from None

@@ -101,6 +101,7 @@ def _wait_ok(cli: str, port: int) -> None:
 async def redis(cluster: str) -> AsyncIterator[RedisCluster]:
     client = make_redis(cluster, cluster=True)
     assert isinstance(client, RedisCluster)
+    await client.initialize()
     yield client
     await client.aclose()
 
