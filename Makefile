@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: install lock up test lint gen proto-check docs bench clean
+.PHONY: install lock up test lint gen proto-check docs bench clean images deploy-test
 
 # Installs are reproducible: exact versions from requirements.lock, then the project itself
 # without resolving anything again. `make lock` rewrites the lock after a dependency change
@@ -53,6 +53,20 @@ docs: $(BIN)/.installed
 proto-check: install
 	bash scripts/proto_check.sh
 
+## Build the container images (gatemesh:dev, gatemesh-infra:dev) with Docker's engine from
+## Debian's packages, on a base made here by debootstrap, from wheels built on this machine.
+DOCKER := /usr/bin/docker
+images: $(BIN)/.installed
+	bash deploy/scripts/docker_up.sh
+	bash deploy/scripts/base_image.sh
+	bash deploy/scripts/wheels.sh
+	$(DOCKER) build --network host -q -f deploy/Dockerfile -t gatemesh:dev .
+	$(DOCKER) build --network host -q -f deploy/infra/Dockerfile -t gatemesh-infra:dev .
+
+## Run deploy/compose.yaml for real: paid and streamed calls through the containerized edge,
+## exact charges, a container restarted (deploy/scripts/deploy_test.py).
+deploy-test: images
+	$(BIN)/python deploy/scripts/deploy_test.py
 
 clean:
 	rm -rf $(VENV) node_modules .gatemesh

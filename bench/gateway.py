@@ -7,6 +7,9 @@
 - edge: Gatemesh through the REST edge (Envoy + proxy + auth + billing on PostgreSQL,
   Redis), with a real API key, every call held, settled and recorded;
 - grpc: the same mesh, calling the proxy over gRPC (no Envoy);
+- nometrics (not in the default set): a second mesh with `metrics_enabled=false`, both
+  ways in (`gatemesh edge -metrics`, `gatemesh grpc -metrics`): the cost of the metrics,
+  measured beside the mesh with every Prometheus endpoint on;
 - floor: the floor of this design: the same Envoy transcoder in front of a bare `grpc.aio`
   relay with the proxy's HTTP client (`bench.floor_relay`: no auth, no billing);
 - litellm: the LiteLLM proxy (`litellm[proxy]==1.100.0`, installed by this script into
@@ -297,9 +300,14 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/v1", proc.pid
 
 
-def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Target]:
-    """`gatemesh up` on PostgreSQL and Redis, a paying user, and the two ways in."""
+def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str, metrics: bool = True) -> tuple[Target, Target]:
+    """`gatemesh up` on PostgreSQL and Redis, a paying user, and the two ways in; with
+    `metrics`, every Prometheus endpoint on (as deployed), else metrics switched off."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
+
+    suffix = "" if metrics else " -metrics"
+    tmp = tmp / ("mesh" if metrics else "mesh-nometrics")
+    tmp.mkdir(parents=True, exist_ok=True)
 
     databases = {name: asyncio.run(create_database(f"bench_{name}")) for name in ("auth", "billing", "proxy")}
     stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
@@ -318,6 +326,8 @@ def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Ta
         "GATEMESH_AUTH_DEFAULT_RPM": "100000000",
         "GATEMESH_AUTH_DEFAULT_TPM": "100000000000",
         "OTEL_TRACES_EXPORTER": "none",
+        "GATEMESH_METRICS_ENABLED": "true" if metrics else "false",
+        **{f"GATEMESH_{name.upper()}_METRICS_PORT": str(free_port()) for name in ("auth", "billing", "proxy")},
     }
     up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], tmp / "up.log", env))
     deadline = time.monotonic() + 120
@@ -328,8 +338,8 @@ def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Ta
     edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
     key = paying_key(edge, env)
     return (
-        Target("gatemesh edge", "http", f"{edge}/v1", key, up.pid, infra=True),
-        Target("gatemesh grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+        Target(f"gatemesh edge{suffix}", "http", f"{edge}/v1", key, up.pid, infra=True),
+        Target(f"gatemesh grpc{suffix}", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
     )
 
 
@@ -546,6 +556,8 @@ def main() -> None:
         if "edge" in wanted or "grpc" in wanted:
             edge, grpc_target = gatemesh(stack, tmp, upstream_url)
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
+        if "nometrics" in wanted:  # the same mesh with metrics off: their cost, measured in this run
+            targets += list(gatemesh(stack, tmp, upstream_url, metrics=False))
         if "floor" in wanted:
             targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:

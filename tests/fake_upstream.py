@@ -16,7 +16,8 @@ in another form the SSE format allows: that line end, `data:` without a space, a
 line before each event.
 
 The bodies it received are kept in memory only (the last 200), for tests that check what
-reached the upstream: `GET /_fake/requests`, cleared by `DELETE /_fake/requests`.
+reached the upstream: `GET /_fake/requests`, cleared by `DELETE /_fake/requests`; the
+`traceparent` headers received: `GET /_fake/traceparents`.
 aiohttp serves thousands of requests per second here, so it is never a benchmark's bottleneck.
 """
 
@@ -103,6 +104,7 @@ class FakeUpstream:
     def __init__(self, mode: str = "") -> None:
         self.mode = mode
         self.received: deque[dict[str, Any]] = deque(maxlen=200)
+        self.traceparents: deque[str] = deque(maxlen=200)
         self.count = 0
 
     def app(self) -> web.Application:
@@ -112,6 +114,7 @@ class FakeUpstream:
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_fake/requests", self.requests)
         app.router.add_delete("/_fake/requests", self.clear)
+        app.router.add_get("/_fake/traceparents", self.traced)
         return app
 
     async def _read(self, request: web.Request) -> dict[str, Any]:
@@ -124,6 +127,8 @@ class FakeUpstream:
             ) from None
         self.count += 1
         self.received.append(body)
+        if "traceparent" in request.headers:
+            self.traceparents.append(request.headers["traceparent"])
         return body
 
     async def _failure(self, modes: set[str], body: dict[str, Any]) -> web.Response | None:
@@ -209,6 +214,10 @@ class FakeUpstream:
 
     async def requests(self, _request: web.Request) -> web.Response:
         return web.json_response(list(self.received))
+
+    async def traced(self, _request: web.Request) -> web.Response:
+        """The W3C `traceparent` headers of the calls received (the proxy's trace context)."""
+        return web.json_response(list(self.traceparents))
 
     async def clear(self, _request: web.Request) -> web.Response:
         self.received.clear()

@@ -128,8 +128,7 @@ class OtlpReceiver:
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = _decode(self.rfile.read(length), self.headers.get("content-encoding", ""))
+                raw = _decode(self._body(), self.headers.get("content-encoding", ""))
                 if self.path.rstrip("/") == "/v1/traces":
                     receiver.record(raw)
                 reply = ExportTraceServiceResponse().SerializeToString()
@@ -138,6 +137,17 @@ class OtlpReceiver:
                 self.send_header("content-length", str(len(reply)))
                 self.end_headers()
                 self.wfile.write(reply)
+
+            def _body(self) -> bytes:
+                """The request body, sized or chunked (Envoy's OTLP exporter sends chunks)."""
+                if "chunked" not in self.headers.get("transfer-encoding", "").lower():
+                    return self.rfile.read(int(self.headers.get("content-length") or 0))
+                chunks = []
+                while size := int(self.rfile.readline().split(b";")[0].strip() or b"0", 16):
+                    chunks.append(self.rfile.read(size))
+                    self.rfile.readline()
+                self.rfile.readline()  # the empty trailer section
+                return b"".join(chunks)
 
             def log_message(self, *_args: object) -> None:  # quiet: tests read spans, not logs
                 pass

@@ -8,9 +8,7 @@ jobs: the revocation listener, the last-used flush and the retention sweeper (P5
 
 from __future__ import annotations
 
-import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 import grpc
@@ -19,6 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
+from services.runtime.background import every
 from services.runtime.cache import make_redis
 from services.runtime.db import make_engine, migrate
 from services.runtime.server import ServiceSpec, run, serve
@@ -56,26 +55,10 @@ class AuthApp:
     spec: ServiceSpec
 
 
-def every(interval_s: float, job: Callable[[], Awaitable[object]], name: str) -> Callable[[], Awaitable[None]]:
-    """A background loop running `job` at start and then every `interval_s`, logging (not
-    dying on) failures. Running at start matters: an instance restarted more often than the
-    interval must still sweep."""
-
-    async def loop() -> None:
-        while True:
-            try:
-                await job()
-            except Exception:
-                log.exception("background job %s failed", name)
-            await asyncio.sleep(interval_s)
-
-    return loop
-
-
 async def build(settings: AuthSettings) -> AuthApp:
     engine = make_engine(settings.database_url())
     await migrate(engine, MIGRATIONS, "auth")
-    redis = make_redis(settings.redis_url)
+    redis = make_redis(settings.redis_url, cluster=settings.redis_cluster)
     store = AuthStore(engine)
     hmac_of = Hmac(settings.secret("key_hmac_secret"))
     cache = KeyCache(redis, settings.auth_local_cache_ttl_s, settings.auth_key_cache_ttl_s)
@@ -122,8 +105,8 @@ async def build(settings: AuthSettings) -> AuthApp:
         cleanups=[close],
         background=[
             cache.listen,
-            every(settings.auth_last_used_flush_s, keys.flush_last_used, "last-used flush"),
-            every(settings.auth_sweep_interval_s, accounts.sweep, "retention sweep"),
+            every(settings.auth_last_used_flush_s, keys.flush_last_used, "last-used flush", log),
+            every(settings.auth_sweep_interval_s, accounts.sweep, "retention sweep", log),
         ],
     )
     return AuthApp(settings, engine, redis, store, cache, accounts, keys, spec)

@@ -157,8 +157,9 @@ class KeyCache:
                         pipe.set(KEY_PREFIX + key_hash, REVOKED, ex=max(self._redis_ttl, 60))
                     else:
                         pipe.delete(KEY_PREFIX + key_hash)
-                pipe.publish(REVOCATIONS, " ".join(hashes))
                 await pipe.execute()
+            # After the tombstones, not in their pipeline: a cluster client refuses PUBLISH there.
+            await self._redis.publish(REVOCATIONS, " ".join(hashes))
         except RedisError:
             # The database change is done; repeating the call (idempotent) re-broadcasts.
             raise Unavailable("the change is saved but could not reach every cache yet; retry") from None
@@ -167,6 +168,7 @@ class KeyCache:
         """Background task: drop local entries that any instance revoked (reconnects)."""
         while True:
             try:
+                await self._redis.initialize()  # a cluster client learns its slots before pub/sub
                 async with self._redis.pubsub() as pubsub:
                     await pubsub.subscribe(REVOCATIONS)
                     self.drop_local(list(self._local))  # anything may have been missed

@@ -24,6 +24,7 @@ from typing import Any
 
 from redis.exceptions import RedisError
 
+from services.runtime import metrics
 from services.runtime.access import Principal
 from services.runtime.errors import (
     DomainError,
@@ -103,6 +104,7 @@ class VerifyIn:
 def admitted(entry: KeyEntry, decision: Decision) -> Verified:
     """The key's request, let through by its rate limit or refused with the wait."""
     if not decision.allowed:
+        metrics.RATE_LIMIT_REFUSALS.labels("auth").inc()
         raise ResourceExhausted(
             "rate limit reached for this API key; retry later",
             retry_after_s=decision.retry_after_s,

@@ -8,15 +8,20 @@ ReportTokens later moves the token count by the difference between actual and es
 
 Sign-in throttling counts failures per account and per IP for a window; the counter keys
 hold an HMAC of the email or IP, never the value itself.
+
+Redis Cluster: a key's two counters share a hash slot (`{key_id}` tag); a batch spanning
+keys is split into one script call per slot when the client is a cluster client.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
 from dataclasses import dataclass
 
 from redis.asyncio import Redis
+from redis.crc import key_slot
 
 CONSUME = """
 local t = redis.call('TIME')
@@ -57,6 +62,21 @@ return value
 """
 
 
+COUNT_FAILURE = """
+local value = redis.call('INCR', KEYS[1])
+if redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[1]))
+end
+return value
+"""
+
+
+def is_cluster(redis: Redis) -> bool:
+    from redis.asyncio.cluster import RedisCluster
+
+    return isinstance(redis, RedisCluster)
+
+
 @dataclass(frozen=True)
 class Decision:
     allowed: bool
@@ -70,12 +90,15 @@ class RateLimiter:
 
     def __init__(self, redis: Redis) -> None:
         self._redis = redis
+        self._cluster = is_cluster(redis)
         self._consume = redis.register_script(CONSUME)
         self._adjust = redis.register_script(ADJUST)
 
     @staticmethod
     def _keys(key_id: str) -> list[str]:
-        return [f"gm:auth:rl:{key_id}:r", f"gm:auth:rl:{key_id}:t"]
+        """A key's two counters, in one hash slot (the `{key_id}` tag): the scripts derive
+        each window's key from these, which Redis Cluster allows within the slot."""
+        return [f"gm:auth:rl:{{{key_id}}}:r", f"gm:auth:rl:{{{key_id}}}:t"]
 
     async def consume(self, key_id: str, rpm: int, tpm: int, tokens: int) -> Decision:
         return (await self.consume_many([(key_id, rpm, tpm, tokens)]))[0]
@@ -86,6 +109,32 @@ class RateLimiter:
         one command and one round trip however many requests. (A pipeline of one script
         call per request cost a SCRIPT EXISTS round trip before each batch, and the client's
         packing and parsing per command were most of auth's CPU for a batch.)"""
+        if self._cluster:
+            return await self._consume_by_slot(requests)
+        keys: list[str] = []
+        args: list[int] = []
+        for key_id, rpm, tpm, tokens in requests:
+            keys += self._keys(key_id)
+            args += (rpm, tpm, tokens)
+        replies = await self._consume(keys=keys, args=args)
+        return [Decision(bool(a), max(1, int(reset)), max(0, int(r)), max(0, int(t))) for a, reset, r, t in replies]
+
+    async def _consume_by_slot(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
+        """On a Redis Cluster a script's keys must share a slot: one call per slot (the
+        requests of one key stay together, in order), concurrently."""
+        groups: dict[int, list[int]] = {}
+        for index, (key_id, *_rest) in enumerate(requests):
+            groups.setdefault(key_slot(self._keys(key_id)[0].encode()), []).append(index)
+        parts = await asyncio.gather(
+            *(self._consume_one_slot([requests[i] for i in indexes]) for indexes in groups.values())
+        )
+        decisions: list[Decision | None] = [None] * len(requests)
+        for indexes, part in zip(groups.values(), parts, strict=True):
+            for index, decision in zip(indexes, part, strict=True):
+                decisions[index] = decision
+        return [d for d in decisions if d is not None]
+
+    async def _consume_one_slot(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
         keys: list[str] = []
         args: list[int] = []
         for key_id, rpm, tpm, tokens in requests:
@@ -107,6 +156,7 @@ class SignInThrottle:
         self._secret = secret.encode()
         self._caps = {"acct": max_account, "ip": max_ip}
         self._window = window_s
+        self._count = redis.register_script(COUNT_FAILURE)
 
     def _names(self, email: str, ip: str) -> dict[str, str]:
         names = {"acct": self._name("acct", email)}
@@ -134,11 +184,11 @@ class SignInThrottle:
         return max(1, *waits) if waits else None
 
     async def failed(self, email: str, ip: str) -> None:
-        async with self._redis.pipeline(transaction=True) as pipe:
-            for name in self._names(email, ip).values():
-                pipe.incr(name)
-                pipe.expire(name, self._window, nx=True)
-            await pipe.execute()
+        """Count the failure on each counter, each in one script (INCR and its first EXPIRE
+        atomic per key: the account and IP counters live in different hash slots)."""
+        await asyncio.gather(
+            *(self._count(keys=[name], args=[self._window]) for name in self._names(email, ip).values())
+        )
 
     async def succeeded(self, email: str) -> None:
         await self._redis.delete(self._name("acct", email))

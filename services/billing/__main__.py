@@ -16,6 +16,7 @@ import grpc
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2_grpc
+from services.runtime import metrics
 from services.runtime.authn import remote_authenticator
 from services.runtime.background import every
 from services.runtime.clients import service_channel
@@ -31,6 +32,7 @@ from .participant import BillingParticipant
 from .prices import PriceTable
 from .servicer import BillingServicer
 from .settings import BillingSettings
+from .sqlstore import open_holds
 
 log = logging.getLogger("gatemesh.billing")
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -119,6 +121,13 @@ async def main() -> None:
     ]
     if chain is not None and chain.w3 is not None:
         background.append(lambda: chain.run_forever(settings.billing_chain_poll_s))
+
+    async def measure_holds() -> None:
+        count, amount = await open_holds(engine)
+        metrics.HOLDS_OUTSTANDING.set(count)
+        metrics.HOLDS_OUTSTANDING_MICROS.set(amount)
+
+    metrics.add_probe("open_holds", measure_holds)
 
     async def close() -> None:
         await auth_channel.close()

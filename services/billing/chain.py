@@ -36,7 +36,9 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 from web3 import Web3
 
+from services.runtime import metrics
 from services.runtime.errors import FailedPrecondition, Violations
+from services.runtime.telemetry import root_span
 
 from . import store
 from .domain import Billing, check_account, new_id
@@ -179,23 +181,28 @@ class ChainDeposits:
             return 0
         head = int(await self._call(lambda: self.w3.eth.block_number))
         cursor = await self._cursor()
+        metrics.CHAIN_HEAD.set(head)
+        metrics.CHAIN_LAG.set(max(0, head - cursor))
         while cursor < head:
             to = min(head, cursor + self.max_block_range)
             await self._scan(cursor + 1, to)
             cursor = to
             await self._set_cursor(cursor)
+            metrics.CHAIN_LAG.set(head - cursor)
         return await self._confirm(head)
 
     async def run_forever(self, poll_s: float) -> None:
+        """A pass every `poll_s`, each in its own trace."""
         while True:
-            try:
-                credited = await self.run_once()
-                if credited:
-                    log.info("credited %d on-chain deposits", credited)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                log.exception("chain watcher pass failed; retrying")
+            with root_span("chain watcher pass"):
+                try:
+                    credited = await self.run_once()
+                    if credited:
+                        log.info("credited %d on-chain deposits", credited)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:
+                    log.exception("chain watcher pass failed; retrying")
             await asyncio.sleep(poll_s)
 
     async def _cursor(self) -> int:

@@ -298,3 +298,12 @@ class SqlTransaction:
             .order_by(_T.c.created_at, _T.c.id)
         )
         return list((await self.conn.execute(query)).all())
+
+
+async def open_holds(engine: AsyncEngine) -> tuple[int, int]:
+    """How many holds are open and how much they hold (the outstanding-holds gauges); uses
+    the (status, expires_at) index."""
+    query = select(func.count(), func.coalesce(func.sum(_H.c.amount), 0)).where(_H.c.status == "open")
+    async with engine.connect() as conn:
+        count, amount = (await conn.execute(query)).one()
+    return int(count), int(amount)

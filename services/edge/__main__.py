@@ -13,7 +13,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from . import config, openapi
+from . import config, observability, openapi
 from .descriptors import descriptor_path
 from .settings import EdgeSettings
 
@@ -33,7 +33,8 @@ def prepare(settings: EdgeSettings) -> Path:
     doc_path = directory / "openapi.json"
     doc_path.write_text(openapi.render(openapi.document(settings.edge_services)))
     files = config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc_path))
-    return config.write(config.bootstrap(settings, files), directory / "envoy.yaml")
+    bootstrap = config.bootstrap(settings, files, otlp=observability.otlp_target())
+    return config.write(bootstrap, directory / "envoy.yaml")
 
 
 def envoy_args(settings: EdgeSettings, config_path: Path) -> list[str]:

@@ -31,6 +31,7 @@ from typing import Any
 
 import yaml
 
+from . import observability
 from .descriptors import rest_services
 from .settings import MESH_SERVICES, EdgeSettings
 
@@ -263,11 +264,20 @@ def cluster(settings: EdgeSettings, name: str) -> dict[str, Any]:
     return result
 
 
-def bootstrap(settings: EdgeSettings, files_: EdgeFiles, mesh_services: Sequence[str] | None = None) -> dict[str, Any]:
-    """The whole Envoy bootstrap as a dict (YAML- and JSON-serialisable)."""
+def bootstrap(
+    settings: EdgeSettings,
+    files_: EdgeFiles,
+    mesh_services: Sequence[str] | None = None,
+    otlp: observability.OtlpTarget | None = None,
+) -> dict[str, Any]:
+    """The whole Envoy bootstrap as a dict (YAML- and JSON-serialisable); with `otlp`,
+    requests are traced and their spans exported there."""
     wanted = [s for s in (mesh_services or settings.edge_services) if s in MESH_SERVICES]
     services = rest_services(wanted)
-    chain: dict[str, Any] = {"filters": [connection_manager(settings, files_, services)]}
+    manager = connection_manager(settings, files_, services)
+    if otlp is not None:
+        manager["typed_config"]["tracing"] = observability.tracing(otlp)
+    chain: dict[str, Any] = {"filters": [manager]}
     if settings.edge_tls:
         chain["transport_socket"] = downstream_tls(settings)
     listener = {
@@ -295,7 +305,18 @@ def bootstrap(settings: EdgeSettings, files_: EdgeFiles, mesh_services: Sequence
     }
     if settings.edge_admin_port:
         config["admin"] = {"address": socket_address("127.0.0.1", settings.edge_admin_port)}
+    observe(config, settings, otlp)
     return config
+
+
+def observe(config: dict[str, Any], settings: EdgeSettings, otlp: observability.OtlpTarget | None) -> None:
+    """Add the metrics listener and the clusters that metrics and tracing need."""
+    resources = config["static_resources"]
+    if settings.edge_metrics_port and settings.edge_admin_port:
+        resources["listeners"].append(observability.metrics_listener(settings.edge_host, settings.edge_metrics_port))
+        resources["clusters"].append(observability.admin_cluster(settings.edge_admin_port))
+    if otlp is not None:
+        resources["clusters"].append(observability.otlp_cluster(otlp))
 
 
 def render(config: dict[str, Any]) -> str:

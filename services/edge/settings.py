@@ -26,6 +26,11 @@ class EdgeSettings(GatemeshSettings):
         15 * 1024 * 1024, description="Largest request body; must stay below grpc_max_message_bytes."
     )
     edge_admin_port: int = Field(0, description="Envoy admin port on 127.0.0.1; 0 disables the admin interface.")
+    edge_metrics_port: int = Field(
+        0,
+        description="Port on edge_host serving Envoy's statistics for Prometheus at /metrics (needs edge_admin_port);"
+        " 0: off.",
+    )
     edge_services: list[str] = Field(
         list(MESH_SERVICES), description="Services whose annotated REST APIs the edge exposes."
     )
@@ -41,6 +46,8 @@ class EdgeSettings(GatemeshSettings):
         # back as a misleading RESOURCE_EXHAUSTED, so the edge must refuse it first (413).
         if self.edge_max_request_body_bytes > self.grpc_max_message_bytes - 4096:
             raise ValueError("edge_max_request_body_bytes must be at least 4 KiB below grpc_max_message_bytes")
+        if self.edge_metrics_port and not self.edge_admin_port:
+            raise ValueError("edge_metrics_port needs edge_admin_port (the metrics come from Envoy's admin interface)")
         unknown = set(self.edge_services) - set(MESH_SERVICES)
         if unknown:
             raise ValueError(f"edge_services: unknown services {sorted(unknown)}")

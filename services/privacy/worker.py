@@ -33,6 +33,8 @@ from opentelemetry import propagate, trace
 from sqlalchemy import update
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from services.runtime import metrics
+
 from . import audit, domain
 from .participants import Participants
 from .settings import PrivacySettings
@@ -193,6 +195,7 @@ class Worker:
             values = {"status": domain.DONE, "counts": counts, "result": result, "finished_at": now, "last_error": ""}
             if not await self.store.settle_step(db, step, self.owner, **values):
                 return  # the lease went to another worker: its outcome counts, not ours
+            metrics.PRIVACY_STEPS.labels(step.participant, "done").inc()
             await self.store.append_audit(
                 db, event=f"step_{step.phase}_done", request_id=request.request_id, actor=step.participant,
                 subject_id=request.subject_id, at=now,
@@ -215,6 +218,7 @@ class Worker:
                 values = {"status": domain.ATTENTION, "finished_at": now}
             if not await self.store.settle_step(db, step, self.owner, last_error=code.name, **values):
                 return
+            metrics.PRIVACY_STEPS.labels(step.participant, "retry" if again else "needs_attention").inc()
             event = "step_retry_scheduled" if again else "step_needs_attention"
             await self.store.append_audit(
                 db, event=event, request_id=request.request_id, actor=step.participant, subject_id=request.subject_id,
@@ -225,6 +229,7 @@ class Worker:
                 if locked is not None and locked.status == domain.RUNNING:
                     locked.status = domain.NEEDS_ATTENTION
                     db.add(locked)
+                    request_metric(locked)
 
     async def _finish_if_complete(self, db: AsyncSession, request_id: str) -> bool:
         """Finish the request if every step is done; True when the privacy tables need a vacuum."""
@@ -260,11 +265,18 @@ class Worker:
                 request.account_id, request.changes = None, {}
                 event, details = "erasure_certified", {"privacy": forgotten}
         db.add(request)
+        request_metric(request)
         await self.store.append_audit(
             db, event=event, request_id=request_id, actor="privacy", subject_id=request.subject_id,
             details=details, at=now,
         )  # fmt: skip
         return erasure and not found
+
+
+def request_metric(request: RequestRow) -> None:
+    """Count a request reaching its final status, by kind and status name."""
+    status = domain.STATUS_NAMES.get(request.status, "unknown").replace(" ", "_")
+    metrics.PRIVACY_REQUESTS.labels(domain.TYPE_NAMES.get(request.type, "unknown"), status).inc()
 
 
 def certificate(

@@ -11,7 +11,6 @@ retention sweeper (P5.2) and, with a Redis server, the settle outbox's replay.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import os
 from collections.abc import Awaitable, Callable
@@ -23,7 +22,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
+from services.runtime import metrics
 from services.runtime.access import SERVICE_TOKEN_HEADER
+from services.runtime.background import every
 from services.runtime.cache import make_redis
 from services.runtime.clients import client_credentials, client_options, service_channel
 from services.runtime.db import make_engine, migrate
@@ -95,7 +96,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
         metadata,
         settings.proxy_settle_linger_s,
     )
-    redis = make_redis(settings.redis_url) if settings.redis_url else None
+    redis = make_redis(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
     if redis is not None:
         ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s, settings.proxy_outbox_write_timeout_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
@@ -111,18 +112,18 @@ async def build(settings: ProxySettings) -> ProxyApp:
         settings.proxy_batch_calls,
     )
     participant = ProxyParticipant(engine, writer)
+    metrics.breaker_gauge(lambda: [(p.name, p.breaker.state) for p in router.providers])
+    if ledger.outbox is not None:
+        metrics.add_probe("settle_outbox", ledger.outbox.measure)
 
     def register(server: grpc.aio.Server) -> None:
         proxy_pb2_grpc.add_ProxyServiceServicer_to_server(ProxyServicer(gateway), server)
         participant_pb2_grpc.add_PrivacyParticipantServicer_to_server(participant, server)
 
-    async def sweeper() -> None:
-        while True:
-            try:
-                await store.sweep(engine, settings.proxy_log_retention_days)
-            except Exception as error:  # parameters must not reach the log
-                log.error("request-log retention sweep failed (%s)", type(error).__name__)
-            await asyncio.sleep(SWEEP_INTERVAL_S)
+    async def retention() -> None:
+        await store.sweep(engine, settings.proxy_log_retention_days)
+
+    sweeper = every(SWEEP_INTERVAL_S, retention, "request-log retention sweep", log)
 
     async def cleanup() -> None:
         await gateway.tasks.drain()

@@ -25,6 +25,7 @@ from google.protobuf import timestamp_pb2
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.runtime import metrics
 from services.runtime.errors import (
     DomainError,
     FailedPrecondition,
@@ -197,6 +198,7 @@ class Coalescer:
         self._md = metadata
         self._queue: list[tuple[Any, asyncio.Future[Any], contextvars.Context]] = []
         self._draining = False
+        self._rpc_name = rpc_name(batch)
 
     async def call(self, request: Any) -> Any:
         """The reply to `request`; raises DomainError (a failed call or a refused item)."""
@@ -235,6 +237,7 @@ class Coalescer:
             self._draining = False
 
     async def _send(self, batch: list[tuple[Any, asyncio.Future[Any]]]) -> None:
+        metrics.batch_size(self._rpc_name, len(batch))
         if not self._enabled:  # queued before billing turned out to lack the batch RPC
             await asyncio.gather(*(self._call_one(request, future) for request, future in batch))
             return
@@ -261,6 +264,13 @@ class Coalescer:
             _resolve(future, result=await self._single(request))
         except DomainError as error:
             _resolve(future, error=error)
+
+
+def rpc_name(multicallable: Any) -> str:
+    """'HoldBatch' from a stub's multicallable (its method path), for the batch-size metric."""
+    method = getattr(multicallable, "_method", b"") or b""
+    name = method.decode() if isinstance(method, bytes) else str(method)
+    return name.rsplit("/", 1)[-1] or "unknown"
 
 
 def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseException | None = None) -> None:

@@ -38,6 +38,7 @@ from typing import Any
 from redis.asyncio import Redis
 
 from gatemesh.billing.v1 import billing_pb2
+from services.runtime import metrics
 from services.runtime.errors import Aborted, DeadlineExceeded, DomainError, Unavailable
 
 log = logging.getLogger("gatemesh.proxy.outbox")
@@ -136,6 +137,22 @@ class SettleOutbox:
             await self._redis.hdel(OUTBOX_KEY, key)
             answered += 1
         return answered
+
+    async def measure(self, exact_up_to: int = 1000) -> None:
+        """Set the outbox's depth and oldest age (a metrics probe). Exact up to `exact_up_to`
+        entries; beyond, the age is the oldest of a random sample (HRANDFIELD), so a probe
+        never reads a huge hash."""
+        depth = int(await self._redis.hlen(OUTBOX_KEY))
+        if depth == 0:
+            values: list[bytes] = []
+        elif depth <= exact_up_to:
+            values = list((await self._redis.hgetall(OUTBOX_KEY)).values())
+        else:
+            pairs = await self._redis.hrandfield(OUTBOX_KEY, exact_up_to, withvalues=True)
+            values = list(pairs[1::2])
+        written = [float(value.partition(b":")[0]) for value in values]
+        metrics.OUTBOX_DEPTH.set(depth)
+        metrics.OUTBOX_AGE.set(max(0.0, time.time() - min(written)) if written else 0.0)
 
     async def run(self, send: Send) -> None:
         """Replay at start, then every `stale_s`, for as long as the proxy runs."""

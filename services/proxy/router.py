@@ -13,12 +13,14 @@ from __future__ import annotations
 import asyncio
 import os
 import random
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Generic, TypeVar
 
 import aiohttp
 
+from services.runtime import metrics
 from services.runtime.errors import BadGateway, DeadlineExceeded, DomainError, InvalidArgument, NotFound, Unavailable
 
 from .checks import key_missing
@@ -102,7 +104,7 @@ class Router:
             if admission is None:
                 continue
             try:
-                return await self._attempts(provider, admission, path, body, prime, failures)
+                return await self._attempts(provider, admission, route.model, path, body, prime, failures)
             except _NextProvider:
                 continue
             except BaseException:
@@ -114,6 +116,7 @@ class Router:
         self,
         provider: Provider,
         admission: Admission,
+        model: str,
         path: str,
         body: bytes,
         prime: Prime[T],
@@ -124,8 +127,9 @@ class Router:
             if attempt:
                 await asyncio.sleep(self._delay(attempt, failures[-1]))
             try:
-                result = await self._attempt(provider, path, body, prime)
+                result = await self._attempt(provider, model, path, body, prime)
             except UpstreamFailure as failure:
+                metrics.upstream_failed(provider.name, model, failure.kind, failure.status)
                 failures.append(failure)
                 admission.failed(failure)
                 if not failure.retryable:
@@ -137,7 +141,11 @@ class Router:
             return result
         raise _NextProvider
 
-    async def _attempt(self, provider: Provider, path: str, body: bytes, prime: Prime[T]) -> Attempt[T]:
+    async def _attempt(self, provider: Provider, model: str, path: str, body: bytes, prime: Prime[T]) -> Attempt[T]:
+        """One attempt, counted and timed: until `prime` has read the whole answer, or the
+        first event of a stream (its time to first token)."""
+        metrics.upstream_attempt(provider.name, model)
+        start = time.perf_counter()
         response = await provider.post(path, body)
         try:
             primed = await prime(response)
@@ -150,6 +158,8 @@ class Router:
         except BaseException:
             response.close()
             raise
+        streamed = response.content_type == "text/event-stream"
+        metrics.upstream_answered(provider.name, model, time.perf_counter() - start, streamed)
         return Attempt(provider, response, primed)
 
     def _delay(self, attempt: int, failure: UpstreamFailure) -> float:

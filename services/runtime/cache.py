@@ -10,11 +10,17 @@ from __future__ import annotations
 from redis.asyncio import BlockingConnectionPool, Redis
 
 
-def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0) -> Redis:
+def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0, cluster: bool = False) -> Redis:
     """A pooled client for `url`, or the in-process substitute when `url` is empty.
 
     The pool blocks (up to `pool_timeout_s`) when all its connections are busy, instead of
-    failing the call: more concurrent calls than connections only queue."""
+    failing the call: more concurrent calls than connections only queue. With `cluster`,
+    redis-py's cluster client (it discovers the nodes from the one `url` names); every
+    multi-key command and script of the mesh keeps its keys in one hash slot."""
+    if url and cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        return RedisCluster.from_url(url, max_connections=max_connections)  # type: ignore[return-value]
     if url:
         pool = BlockingConnectionPool.from_url(
             url, max_connections=max_connections, timeout=pool_timeout_s, health_check_interval=30

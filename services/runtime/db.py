@@ -10,6 +10,7 @@ bulk writes need: the idle-only ping and the one-statement bulk insert.
 from __future__ import annotations
 
 import functools
+import hashlib
 import time
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
@@ -149,7 +150,9 @@ def alembic_config(migrations_dir: Path, service: str) -> Config:
 
 
 async def migrate(engine: AsyncEngine, migrations_dir: Path, service: str) -> None:
-    """Bring the service's database to the newest migration."""
+    """Bring the service's database to the newest migration. On PostgreSQL under a
+    transaction-scoped advisory lock: instances started at once (several replicas, the
+    migration Job) migrate one after the other, and the later ones find the schema at head."""
     config = alembic_config(migrations_dir, service)
 
     def upgrade(connection: Connection) -> None:
@@ -157,7 +160,14 @@ async def migrate(engine: AsyncEngine, migrations_dir: Path, service: str) -> No
         command.upgrade(config, "head")
 
     async with engine.begin() as connection:
+        if connection.dialect.name == "postgresql":  # replicas starting together take turns
+            await connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": migration_lock_key(service)})
         await connection.run_sync(upgrade)
+
+
+def migration_lock_key(service: str) -> int:
+    """A stable 63-bit advisory-lock key per service database (not Python's salted hash)."""
+    return int.from_bytes(hashlib.sha256(f"gatemesh-migrate-{service}".encode()).digest()[:8], "big") >> 1
 
 
 def run_migrations_in_env(target_metadata: object) -> None:

@@ -33,12 +33,11 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: BaseExcepti
     await abort_with(context, Internal("internal error"))
 
 
-class ServerInterceptor(grpc.aio.ServerInterceptor):
-    """Access control and domain-error mapping around every handler."""
+class HandlerWrapper(grpc.aio.ServerInterceptor):
+    """Wraps each method's unary or server-streaming behaviour (`_wrap_unary`,
+    `_wrap_stream`), once per (method, handler): the hot path pays no per-call wrapping."""
 
-    def __init__(self, policy: AccessPolicy) -> None:
-        self._policy = policy
-        # Wrapped handlers, built once per (method, handler): the hot path pays no per-call wrapping.
+    def __init__(self) -> None:
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler, grpc.RpcMethodHandler]] = {}
 
     async def intercept_service(
@@ -70,6 +69,22 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
                 response_serializer=handler.response_serializer,
             )
         return handler
+
+    def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+        raise NotImplementedError
+
+    def _wrap_stream(
+        self, method: str, behavior: Callable[..., AsyncIterator[Any]]
+    ) -> Callable[..., AsyncIterator[Any]]:
+        raise NotImplementedError
+
+
+class ServerInterceptor(HandlerWrapper):
+    """Access control and domain-error mapping around every handler."""
+
+    def __init__(self, policy: AccessPolicy) -> None:
+        super().__init__()
+        self._policy = policy
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:

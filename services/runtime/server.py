@@ -1,9 +1,10 @@
 """The async gRPC server every service runs.
 
-`serve()` builds a `grpc.aio` server with the shared interceptors (tracing, access
-control, error mapping), health checking and reflection, binds it (TLS when configured),
-and runs until SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish
-for `shutdown_grace_s`, and runs the service's cleanup. `run()` starts a service's main on
+`serve()` builds a `grpc.aio` server with the shared interceptors (metrics, tracing,
+access control, error mapping), health checking and reflection, binds it (TLS when
+configured), starts the Prometheus endpoint and its probes (`metrics`), and runs until
+SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish for
+`shutdown_grace_s`, and runs the service's cleanup. `run()` starts a service's main on
 uvloop where it is installed (`event_loop`): measured through the proxy's hot path at
 concurrency 64, about 10 % less CPU per call for the mesh than asyncio's own loop.
 
@@ -31,6 +32,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 from .access import AccessPolicy, Authenticator
 from .clients import channel_options
 from .interceptors import ServerInterceptor
+from .metrics import MetricsInterceptor, enable, run_probes, serve_metrics
 from .settings import GatemeshSettings
 from .telemetry import traces_exported
 
@@ -117,6 +119,13 @@ def server_credentials(settings: GatemeshSettings) -> grpc.ServerCredentials | N
     return grpc.ssl_server_credentials(pair)
 
 
+def metered(settings: GatemeshSettings) -> list[grpc.aio.ServerInterceptor]:
+    """The metrics interceptor, unless metrics are switched off (which switches off the
+    upstream and batch metrics too)."""
+    enable(settings.metrics_enabled)
+    return [MetricsInterceptor()] if settings.metrics_enabled else []
+
+
 def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.aio.Server, health.aio.HealthServicer]:
     """A server with every shared piece attached, not yet bound or started."""
     policy = AccessPolicy(
@@ -126,7 +135,7 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
         mtls=bool(settings.tls_ca_file),
     )
     server = grpc.aio.server(
-        interceptors=[TracingInterceptor(), ServerInterceptor(policy)],
+        interceptors=[*metered(settings), TracingInterceptor(), ServerInterceptor(policy)],
         options=server_options(settings),
     )
     spec.register(server)
@@ -159,7 +168,14 @@ def taken_port_message(address: str, setting: str) -> str:
 
 
 async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> None:
-    """Run the service until SIGTERM/SIGINT, then shut down gracefully."""
+    """Run the service until SIGTERM/SIGINT, then shut down gracefully. With
+    `migrate_only` (its database is migrated by then: every composition root migrates
+    before it serves) return at once, after the cleanups."""
+    if settings.migrate_only:
+        log.info("%s: database migrated (migrate_only); not serving", spec.name)
+        for cleanup in spec.cleanups:
+            await cleanup()
+        return
     server, health_servicer = build_server(spec, settings)
     port = bind(server, address, settings, address_setting(spec.name, settings, address))
     await server.start()
@@ -167,7 +183,10 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     jobs = spec.background if settings.run_background else []
     tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
-    log.info("%s listening on %s (port %d)", spec.name, address, port)
+    tasks.append(asyncio.create_task(run_probes(settings.metrics_refresh_s), name=f"{spec.name}-metrics"))
+    wanted = getattr(settings, f"{spec.name}_metrics_port", 0) if settings.metrics_enabled else 0
+    metrics_port = serve_metrics(settings.metrics_host, wanted)
+    log.info("%s listening on %s (port %d, metrics port %d)", spec.name, address, port, metrics_port)
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

@@ -71,6 +71,22 @@ class GatemeshSettings(BaseSettings):
     billing_addr: str = Field("127.0.0.1:50052", description="Where the billing service is reached.")
     proxy_addr: str = Field("127.0.0.1:50053", description="Where the proxy service is reached.")
     privacy_addr: str = Field("127.0.0.1:50054", description="Where the privacy service is reached.")
+    redis_cluster: bool = Field(
+        False, description="redis_url names a node of a Redis Cluster: use the cluster client (docs/deploy.md)."
+    )
+    metrics_host: str = Field(
+        "127.0.0.1", description="Address the Prometheus endpoints bind (0.0.0.0 in a container or a pod)."
+    )
+    auth_metrics_port: int = Field(0, description="Port of the auth service's Prometheus endpoint; 0: off.")
+    billing_metrics_port: int = Field(0, description="Port of the billing service's Prometheus endpoint; 0: off.")
+    proxy_metrics_port: int = Field(0, description="Port of the proxy service's Prometheus endpoint; 0: off.")
+    privacy_metrics_port: int = Field(0, description="Port of the privacy service's Prometheus endpoint; 0: off.")
+    metrics_enabled: bool = Field(
+        True, description="false leaves every metric out (no interceptor, no endpoint): to measure their cost."
+    )
+    metrics_refresh_s: float = Field(
+        15.0, description="How often gauges read from PostgreSQL or Redis (holds, settle outbox) are refreshed."
+    )
     redis_url: str = Field("", description="redis://...; empty: an in-process substitute (local only).")
     service_token: SecretStr | None = Field(None, description="Shared credential between services.")
     admin_token: SecretStr | None = Field(None, description="Operator credential for admin RPCs and the CLI.")
@@ -86,6 +102,10 @@ class GatemeshSettings(BaseSettings):
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="The event loop a service runs on: uvloop (less CPU per call; where installed) or asyncio.",
+    )
+    migrate_only: bool = Field(
+        False,
+        description="Migrate this service's database, then exit without serving (the Kubernetes migration Job).",
     )
     run_background: bool = Field(
         True,

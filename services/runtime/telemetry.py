@@ -4,7 +4,8 @@ Tracing: the SDK's TracerProvider with the resource from `OTEL_SERVICE_NAME` /
 `OTEL_RESOURCE_ATTRIBUTES`, exporters named by the standard `OTEL_TRACES_EXPORTER`
 (`otlp`, `console`, `none`; unset means `none` so a local mesh needs no collector), the
 OTLP exporter configured by the standard `OTEL_EXPORTER_OTLP_*` variables, W3C trace
-context propagation, and instrumentation of gRPC (client and server), SQLAlchemy and Redis.
+context propagation, and instrumentation of gRPC (client and server), SQLAlchemy, Redis and
+the aiohttp client (the upstream call). Background jobs start their own traces (`root_span`).
 
 Every span passes through `RedactingSpanProcessor` before export: attributes whose names
 could hold content, credentials or personal data are dropped, and string values that look
@@ -22,10 +23,12 @@ import logging
 import os
 import re
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 from opentelemetry import trace
+from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import Event, ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, ConsoleSpanExporter, SpanExporter
@@ -146,11 +149,23 @@ def traces_exported() -> bool:
 
 
 def _instrument_libraries() -> None:
+    """Redis calls, and aiohttp's client (the proxy's upstream call: a span, and W3C
+    `traceparent` sent to the provider). Only URL, method and status are recorded."""
+    from opentelemetry.instrumentation.aiohttp_client import AioHttpClientInstrumentor
     from opentelemetry.instrumentation.redis import RedisInstrumentor
 
-    instrumentor = RedisInstrumentor()
-    if not instrumentor.is_instrumented_by_opentelemetry:
-        instrumentor.instrument()
+    for instrumentor in (RedisInstrumentor(), AioHttpClientInstrumentor()):
+        if not instrumentor.is_instrumented_by_opentelemetry:
+            instrumentor.instrument()
+
+
+@contextmanager
+def root_span(name: str) -> Iterator[None]:
+    """A span that starts its own trace (a sweep, a watcher pass): background work is not
+    part of whichever call happened to be current when its loop was started."""
+    tracer = trace.get_tracer("gatemesh.background")
+    with tracer.start_as_current_span(name, context=Context(), kind=trace.SpanKind.INTERNAL):
+        yield
 
 
 class ScrubFilter(logging.Filter):

@@ -87,7 +87,13 @@ class Mesh:
             created = _ok(client.post("/api/v1/keys", json={"name": "e2e", **key}, headers=headers))
         if credit_micros:
             self.grant(account["account_id"], credit_micros)
-        return User(self, account["account_id"], created["api_key"])
+        return User(self, account["account_id"], created["api_key"], email)
+
+    def metrics_urls(self) -> dict[str, str]:
+        """Each service's Prometheus endpoint, and the edge's (Envoy's statistics)."""
+        ports = {name: self.env[f"GATEMESH_{name.upper()}_METRICS_PORT"] for name in SERVICES}
+        ports["edge"] = self.env["GATEMESH_EDGE_METRICS_PORT"]
+        return {name: f"http://127.0.0.1:{port}/metrics" for name, port in ports.items()}
 
     def upstream_requests(self) -> list[dict[str, Any]]:
         return httpx.get(f"{self.upstream}/_fake/requests").json()
@@ -112,6 +118,7 @@ class User:
     mesh: Mesh
     account_id: str
     api_key: str
+    email: str = ""
 
     def balance(self) -> tuple[int, int]:
         """(available, held) micro-units, read through the edge's /api/v1/balance."""
@@ -167,8 +174,8 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def fake_upstream(log: Path) -> Iterator[str]:
-    port = free_port()
+def fake_upstream(log: Path, port: int = 0) -> Iterator[str]:
+    port = port or free_port()
     with open(log, "wb") as out:
         process = subprocess.Popen(
             [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], stdout=out, stderr=out, cwd=ROOT
@@ -206,6 +213,10 @@ def mesh_env(tmp: Path, databases: dict[str, str], upstream: str, receiver: Otlp
             "GATEMESH_PRICES": json.dumps({m: price for m in (MODEL, OTHER, EMBED, FLAKY, DEAD, SLOW)}),
             "GATEMESH_PROVIDERS": json.dumps(providers),
             "GATEMESH_PROXY_LOG_FLUSH_S": "0.1",
+            **{f"GATEMESH_{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES},
+            "GATEMESH_METRICS_REFRESH_S": "0.5",
+            "GATEMESH_EDGE_ADMIN_PORT": str(free_port()),
+            "GATEMESH_EDGE_METRICS_PORT": str(free_port()),
             "GATEMESH_PROXY_PRICE_REFRESH_S": "1",
         }
     )
