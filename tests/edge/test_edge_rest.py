@@ -127,6 +127,22 @@ def test_service_errors_keep_their_status_and_openai_body(edge: Edge) -> None:
     assert "email" in str(missing["message"])
 
 
+def test_rules_declared_on_the_protos_answer_400_naming_the_field(edge: Edge) -> None:
+    """The runtime's interceptor enforces the contract's rules; the edge shows them OpenAI's way."""
+    body = {**sign_up_body(), "email": "not-an-address", "password": "short"}
+    error = assert_openai_error(httpx.post(f"{edge.url}/api/v1/accounts", json=body), 400, "invalid_request_error")
+    assert error["param"] == "email"
+    assert "email: must be a valid email address" in str(error["message"])
+    assert "password: must be at least 12 characters" in str(error["message"])
+    account = sign_up_body()
+    httpx.post(f"{edge.url}/api/v1/accounts", json=account)
+    session = httpx.post(f"{edge.url}/api/v1/sessions", json={"email": account["email"], "password": PASSWORD})
+    headers = {"authorization": f"Bearer {session.json()['session_token']}"}
+    page = httpx.get(f"{edge.url}/api/v1/keys", params={"page.page_size": "-1"}, headers=headers)
+    error = assert_openai_error(page, 400, "invalid_request_error")
+    assert error["param"] == "page.page_size"
+
+
 def test_malformed_json_and_wrong_types_get_400_naming_the_problem(edge: Edge) -> None:
     json_type = {"content-type": "application/json"}
     broken = httpx.post(f"{edge.url}/api/v1/accounts", content=b'{"email": ', headers=json_type)
