@@ -65,6 +65,8 @@ class GatemeshSettings(BaseSettings):
     billing_addr: str = Field("127.0.0.1:50052", description="Where the billing service is reached.")
     proxy_addr: str = Field("127.0.0.1:50053", description="Where the proxy service is reached.")
     privacy_addr: str = Field("127.0.0.1:50054", description="Where the privacy service is reached.")
+    # Shared: auth enforces it at sign-up; the edge states it in the OpenAPI document.
+    auth_policy_version: str = Field("2026-11-01", description="The current privacy-policy version (P10.2).")
     redis_url: str = Field("", description="redis://...; empty: an in-process substitute (local only).")
     service_token: SecretStr | None = Field(None, description="Shared credential between services.")
     admin_token: SecretStr | None = Field(None, description="Operator credential for admin RPCs and the CLI.")
