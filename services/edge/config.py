@@ -35,10 +35,12 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import descriptor_pb2
 
-from .descriptors import HTTP_BODY, HttpMethod, http_methods, query_fields, rest_services
+from .descriptors import HTTP_BODY, HttpMethod, http_methods, messages, query_fields, rest_services
 from .settings import MESH_SERVICES, EdgeSettings
 
+F = descriptor_pb2.FieldDescriptorProto
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 LUA = "envoy.filters.http.lua"
 TYPE = "@type"
@@ -94,17 +96,65 @@ def lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
+def lua_fields(fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: set[str] = frozenset()) -> dict[str, str]:
+    """{JSON name: "true" or the nested message's FIELDS key}, proto and lowerCamel names alike
+    (the transcoder takes both)."""
+    entries: dict[str, str] = {}
+    for field in fields:
+        if field.name in skip:
+            continue
+        nested = field.type == F.TYPE_MESSAGE and not field.type_name.startswith(".google.")
+        value = lua_string(field.type_name.lstrip(".")) if nested else "true"
+        for name in {field.name, field.json_name or field.name}:
+            entries[name] = value
+    return entries
+
+
+def lua_table(entries: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[{lua_string(k)}] = {v}" for k, v in sorted(entries.items())) + "}"
+
+
+def body_types(methods: Iterable[HttpMethod]) -> dict[str, descriptor_pb2.DescriptorProto]:
+    """The messages a parsed body may hold, by full name (without the leading dot)."""
+    index = messages()
+    found: dict[str, descriptor_pb2.DescriptorProto] = {}
+    pending = [m.method.input_type for m in methods if m.rule.body and m.method.input_type != HTTP_BODY]
+    while pending:
+        name = pending.pop()
+        if name.lstrip(".") in found or name not in index or name.startswith(".google."):
+            continue
+        found[name.lstrip(".")] = index[name]
+        pending.extend(f.type_name for f in index[name].field if f.type == F.TYPE_MESSAGE)
+    return found
+
+
 def lua_tables(methods: Iterable[HttpMethod]) -> str:
-    """ROUTES (pattern, method, whether the transcoder parses a JSON body) and
-    TIMESTAMP_PARAMS, for errors.lua."""
-    routes, times = [], set()
-    for item in methods:
+    """ROUTES (pattern, method, whether the transcoder parses a JSON body, the FIELDS key of
+    its root), FIELDS (the members each body message may have) and TIMESTAMP_PARAMS, for
+    errors.lua. A root without the fields its path binds: those come from the path."""
+    methods = list(methods)
+    index = messages()
+    routes, times, fields = [], set(), {}
+    for position, item in enumerate(methods):
         verb, template = item.verb_and_path()
         parsed = bool(item.rule.body) and item.method.input_type != HTTP_BODY
-        routes.append(f"  {{{lua_string(lua_pattern(template))}, {lua_string(verb.upper())}, {str(parsed).lower()}}},")
+        root = "nil"
+        if parsed and item.rule.body == "*":
+            bound = set(re.findall(r"\{([^}=]+)", template))
+            root = lua_string(f"route:{position}")
+            fields[f"route:{position}"] = lua_table(lua_fields(index[item.method.input_type].field, bound))
+        pattern, method = lua_string(lua_pattern(template)), lua_string(verb.upper())
+        routes.append(f"  {{{pattern}, {method}, {str(parsed).lower()}, {root}}},")
         times.update(query_fields(item))
+    for name, message in body_types(methods).items():
+        fields[name] = lua_table(lua_fields(message.field))
     names = ", ".join(f"[{lua_string(name)}] = true" for name in sorted(times))
-    return "local ROUTES = {\n" + "\n".join(routes) + "\n}\nlocal TIMESTAMP_PARAMS = {" + names + "}\n\n"
+    field_lines = "\n".join(f"  [{lua_string(k)}] = {v}," for k, v in sorted(fields.items()))
+    return (
+        "local ROUTES = {\n" + "\n".join(routes) + "\n}\n"
+        "local FIELDS = {\n" + field_lines + "\n}\n"
+        "local TIMESTAMP_PARAMS = {" + names + "}\n\n"
+    )
 
 
 def lua_source(mesh_services: Sequence[str] = MESH_SERVICES) -> str:

@@ -10,12 +10,13 @@
 --
 -- Requests, before the transcoder: a method the path does not have is a 405 with `Allow`
 -- (TRACE included), not the transcoder's 404; a body the transcoder parses must be valid
--- JSON, an object, or it is a 400 saying where ("the request body is not valid JSON (line 1
+-- JSON, an object with only the message's fields (the transcoder would drop others
+-- silently), or it is a 400 saying where ("the request body is not valid JSON (line 1
 -- column 1)", as the proxy words it for the raw routes); timestamps in query strings may be
 -- a date alone or a time without a zone (UTC), as the CLI takes them.
 -- Native gRPC clients (content-type application/grpc) are left untouched.
 --
--- ROUTES and TIMESTAMP_PARAMS are generated from the descriptor set
+-- ROUTES, FIELDS and TIMESTAMP_PARAMS are generated from the descriptor set
 -- (services/edge/config.py) and prepended to this file.
 
 local HTTP_OF_GRPC = {
@@ -87,8 +88,9 @@ local function match_route(path, method)
 end
 
 -- A strict JSON (RFC 8259) check: nil when valid, else the byte position of the first
--- character that cannot be there, or 0 when the document is valid but not an object.
-local function json_problem(text)
+-- character that cannot be there, or 0 when the document is valid but not an object, or
+-- {field = "limits.colour"} for a member the message (`root`, a FIELDS entry) does not have.
+local function json_problem(text, root)
   local pos, len = 1, #text
   local find, byte, sub = string.find, string.byte, string.sub
   local function ws()
@@ -148,7 +150,7 @@ local function json_problem(text)
       error(pos + 1, 0)
     end
   end
-  local function container(close, member, depth)
+  local function container(close, member, depth, kind, prefix)
     pos = pos + 1
     ws()
     if sub(text, pos, pos) == close then
@@ -156,7 +158,7 @@ local function json_problem(text)
       return
     end
     while true do
-      member(depth)
+      member(depth, kind, prefix)
       ws()
       local c = sub(text, pos, pos)
       if c == close then
@@ -169,28 +171,38 @@ local function json_problem(text)
       ws()
     end
   end
-  local function pair(depth)
+  local function pair(depth, kind, prefix)
     if sub(text, pos, pos) ~= '"' then
       error(pos, 0)
     end
+    local start = pos + 1
     str()
+    local key = sub(text, start, pos - 2)
+    local inner = nil
+    if kind ~= nil then
+      local entry = kind[key]
+      if entry == nil then
+        error({field = prefix .. key}, 0)
+      end
+      inner = entry ~= true and FIELDS[entry] or nil
+    end
     ws()
     if sub(text, pos, pos) ~= ":" then
       error(pos, 0)
     end
     pos = pos + 1
     ws()
-    value(depth)
+    value(depth, inner, prefix .. key .. ".")
   end
-  function value(depth)
+  function value(depth, kind, prefix)
     if depth > 256 then
       error(pos, 0)
     end
     local c = sub(text, pos, pos)
     if c == "{" then
-      container("}", pair, depth + 1)
+      container("}", pair, depth + 1, kind, prefix or "")
     elseif c == "[" then
-      container("]", value, depth + 1)
+      container("]", value, depth + 1, kind, prefix or "")
     elseif c == '"' then
       str()
     elseif c == "t" then
@@ -206,7 +218,7 @@ local function json_problem(text)
   local ok, where = pcall(function()
     ws()
     local first = sub(text, pos, pos)
-    value(0)
+    value(0, first == "{" and root or nil, "")
     ws()
     if pos <= len then
       error(pos, 0)
@@ -229,18 +241,20 @@ local function line_column(text, pos)
   return line, pos - start - continuation + 1
 end
 
-local function check_body(handle)
+local function check_body(handle, root)
   local buffer = handle:body()
   local text = buffer and buffer:getBytes(0, buffer:length()) or ""
   if not string.find(text, "[^ \t\r\n]") then
     return true -- no body: every field takes its default
   end
-  local problem = json_problem(text)
-  if problem == nil then
-    return true
+  local problem = json_problem(text, root)
+  if problem == nil or type(problem) == "string" then
+    return true -- valid, or a fault of this check (a Lua error): the transcoder judges
   end
   local message = "the request body must be a JSON object"
-  if problem > 0 then
+  if type(problem) == "table" then
+    message = "the request body has a field this API does not define: " .. problem.field
+  elseif problem > 0 then
     local line, column = line_column(text, problem)
     message = string.format("the request body is not valid JSON (line %d column %d)", line, column)
   end
@@ -317,7 +331,7 @@ function envoy_on_request(handle)
     return -- an unknown path: the transcoder's 404
   end
   normalize_times(handle, path)
-  if route[3] and not check_body(handle) then
+  if route[3] and not check_body(handle, FIELDS[route[4]]) then
     return
   end
 end

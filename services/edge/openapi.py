@@ -12,7 +12,7 @@ contracts declare (see `services/runtime/validation.py`) become schema keywords:
 `format: email`, `enum`; integer `gt`/`gte`/`lt`/`lte` -> `minimum`/`maximum` (exclusive
 for gt/lt); bool `const` -> a one-value `enum`; repeated `min_items`/`max_items`/`items`
 -> `minItems`/`maxItems`/`items`. The raw-body OpenAI methods (`google.api.HttpBody`)
-are documented with OpenAI's fields (`openai_schemas`), and SSE when server-streaming.
+are documented with OpenAI's fields (`raw_bodies`), and SSE when server-streaming.
 `gatemesh openapi` prints it; the edge serves it at `/openapi.json`.
 """
 
@@ -32,7 +32,7 @@ from gatemesh.common.v1 import common_pb2
 from services.runtime.settings import GatemeshSettings
 
 from .descriptors import HttpMethod, descriptor_set, http_methods
-from .openai_schemas import RAW_BODIES
+from .raw_bodies import RAW_BODIES
 from .settings import MESH_SERVICES
 
 F = descriptor_pb2.FieldDescriptorProto
@@ -87,6 +87,7 @@ ERROR_SCHEMA = {
 }
 ERROR_REF = {"$ref": "#/components/schemas/Error"}
 WIDE_INTEGERS = {F.TYPE_INT64, F.TYPE_UINT64, F.TYPE_SINT64, F.TYPE_FIXED64, F.TYPE_SFIXED64}
+UNSIGNED = {F.TYPE_UINT32, F.TYPE_UINT64, F.TYPE_FIXED32, F.TYPE_FIXED64}
 INBOUND_WIDE = {"type": "integer", "format": "int64"}
 INPUT_SUFFIX = ".Input"
 PATH_PARAM = re.compile(r"\{([^}=]+)(=[^}]*)?\}")
@@ -169,6 +170,21 @@ def integer_keywords(rules: Any) -> dict[str, Any]:
     return keywords
 
 
+def non_empty(schema: dict[str, Any]) -> dict[str, Any]:
+    """A REQUIRED field's schema: the runtime takes an empty value for a missing one."""
+    schema = dict(schema)
+    kind = schema.get("type")
+    if kind == "string" and "enum" not in schema:
+        schema["minLength"] = max(1, schema.get("minLength", 0))
+    elif kind == "array":
+        schema["minItems"] = max(1, schema.get("minItems", 0))
+    elif kind == "boolean" and "enum" not in schema:
+        schema["enum"] = [True]
+    elif kind == "integer" and not (schema.get("minimum", -1) > 0 or schema.get("exclusiveMinimum")):
+        schema["not"] = {"enum": [0]}
+    return schema
+
+
 def value_keywords(rules: validate_pb2.FieldRules) -> dict[str, Any]:
     """The schema keywords of one value's buf.validate rules."""
     kind = rules.WhichOneof("type")
@@ -207,6 +223,16 @@ class SchemaBuilder:
             self.schemas[name] = self.message_schema(type_name, inbound)
         return {"$ref": f"#/components/schemas/{name}"}
 
+    def body_schema(self, type_name: str, path_fields: set[str]) -> dict[str, Any]:
+        """The body of a `body: "*"` rule with path parameters: the fields the path binds
+        are not in it (grpc-gateway's rule; a body value would override the path)."""
+        schema = self.message_schema(type_name, inbound=True)
+        schema["properties"] = {k: v for k, v in schema["properties"].items() if k not in path_fields}
+        required = [name for name in schema.pop("required", []) if name not in path_fields]
+        if required:
+            schema["required"] = required
+        return schema
+
     def named(self, name: str, schema: dict[str, Any]) -> dict[str, Any]:
         """A component written by hand (the raw OpenAI bodies), by reference."""
         self.schemas[name] = schema
@@ -228,11 +254,15 @@ class SchemaBuilder:
         properties = {}
         for index, field in enumerate(message.field):
             prop = self.field_schema(field, inbound)
+            if is_required(field):
+                prop = non_empty(prop)
             doc = self.catalog.comment(f"{key},2,{index}")
             if doc:
                 prop = {**prop, "description": doc} if "$ref" not in prop else {"allOf": [prop], "description": doc}
             properties[field.name] = prop
-        schema: dict[str, Any] = {"type": "object", "properties": properties}
+        # The edge prints only the message's fields, and refuses a request body with others
+        # (errors.lua: the transcoder alone would drop them silently).
+        schema: dict[str, Any] = {"type": "object", "properties": properties, "additionalProperties": False}
         required = [field.name for field in message.field if is_required(field)]
         if required:
             schema["required"] = required
@@ -256,6 +286,8 @@ class SchemaBuilder:
             single = dict(INBOUND_WIDE)
         else:
             single = dict(SCALARS[field.type])
+        if field.type in UNSIGNED and single.get("type") == "integer":
+            single["minimum"] = 0
         if field.label != F.LABEL_REPEATED:
             return {**single, **value_keywords(rules)} if "$ref" not in single else single
         repeated = rules.repeated if rules.WhichOneof("type") == "repeated" else validate_pb2.RepeatedRules()
@@ -287,6 +319,8 @@ def query_parameters(builder: SchemaBuilder, type_name: str, skip: set[str], pre
             continue
         param: dict[str, Any] = {"name": name, "in": "query", "required": is_required(field)}
         param["schema"] = builder.field_schema(field, inbound=True)
+        if is_required(field):
+            param["schema"] = non_empty(param["schema"])
         doc = builder.catalog.comment(f"{key},2,{index}")
         if doc:
             param["description"] = doc
@@ -300,7 +334,7 @@ def path_parameter(builder: SchemaBuilder, type_name: str, name: str) -> dict[st
     message, _ = builder.catalog.messages[type_name]
     field = next((f for f in message.field if f.name == name), None)
     if field is not None:
-        schema = builder.field_schema(field, inbound=True)
+        schema = non_empty(builder.field_schema(field, inbound=True))
     return {"name": name, "in": "path", "required": True, "schema": schema}
 
 
@@ -332,8 +366,12 @@ def operation(builder: SchemaBuilder, item: HttpMethod) -> dict[str, Any]:
         op["description"] = doc
     parameters = [path_parameter(builder, method.input_type, n) for n in path_fields]
     raw = RAW_BODIES.get(f"{item.service_full_name}.{method.name}")
-    if raw is not None and raw[0] is not None:
-        op["requestBody"] = json_body(builder.named(f"{raw[2]}Request", raw[0]))
+    if raw is not None:
+        parameters += [dict(header) for header in raw.headers]
+    if raw is not None and raw.request is not None:
+        op["requestBody"] = json_body(builder.named(f"{raw.name}Request", raw.request))
+    elif item.rule.body == "*" and path_fields:
+        op["requestBody"] = json_body(builder.body_schema(method.input_type, set(path_fields)))
     elif item.rule.body == "*":
         op["requestBody"] = json_body(builder.ref(method.input_type, inbound=True))
     elif item.rule.body:
@@ -345,7 +383,7 @@ def operation(builder: SchemaBuilder, item: HttpMethod) -> dict[str, Any]:
         parameters += query_parameters(builder, method.input_type, set(path_fields))
     if parameters:
         op["parameters"] = parameters
-    output = builder.named(f"{raw[2]}Response", raw[1]) if raw is not None else builder.ref(method.output_type)
+    output = builder.named(f"{raw.name}Response", raw.response) if raw is not None else builder.ref(method.output_type)
     content = {"application/json": {"schema": output}}
     if method.server_streaming:
         content["text/event-stream"] = {"schema": {"type": "string", "description": "Server-sent events."}}

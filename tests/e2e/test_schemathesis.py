@@ -7,6 +7,12 @@ Its checks include, beyond "no server error": valid data per the schema is accep
 content types, headers and bodies conform to the document, methods the document does not
 list are 405 with `Allow`, and authentication is not ignored. Kept small for CI: a few
 examples per operation, deterministic generation, no example database.
+
+Configured exceptions, each for a reason a schema cannot carry (`schemathesis.toml`): page
+tokens are the server's to issue (the run asks for first pages), and the models are the
+mesh's configuration. One probe is left out: the draft HTTP method QUERY, which Envoy's
+HTTP/1 codec refuses with a bare 400 before any filter can answer 405 (every other
+undeclared method, TRACE included, is checked).
 """
 
 from __future__ import annotations
@@ -16,6 +22,7 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
 import pytest
 
 from tests.e2e.edge_mesh import Mesh, running_mesh
@@ -23,6 +30,7 @@ from tests.support import ROOT
 
 pytestmark = pytest.mark.e2e
 SCHEMATHESIS = str(Path(sys.executable).parent / "schemathesis")
+CONFIG = Path(__file__).with_name("schemathesis.toml")
 MAX_EXAMPLES = 5
 
 
@@ -36,6 +44,8 @@ def test_every_operation_passes_all_of_schemathesis_checks(mesh: Mesh, tmp_path:
     user = mesh.rest_user(credit_micros=50_000_000)
     command = [
         SCHEMATHESIS,
+        "--config-file",
+        str(CONFIG),
         "run",
         f"{mesh.url}/openapi.json",
         "--checks",
@@ -43,8 +53,8 @@ def test_every_operation_passes_all_of_schemathesis_checks(mesh: Mesh, tmp_path:
         "--max-examples",
         str(MAX_EXAMPLES),
         "--generation-deterministic",
-        "--generation-database",
-        "none",
+        "--exclude-method",
+        "QUERY",
         "--seed",
         "20261202",
         "--workers",
@@ -62,4 +72,5 @@ def test_every_operation_passes_all_of_schemathesis_checks(mesh: Mesh, tmp_path:
     done = subprocess.run(command, capture_output=True, text=True, timeout=1500, cwd=ROOT, check=False)
     output = done.stdout + done.stderr
     assert done.returncode == 0, output[-20000:]
-    assert "25 selected" in output or "operations" in output
+    operations = sum(len(methods) for methods in httpx.get(f"{mesh.url}/openapi.json").json()["paths"].values())
+    assert f"Tested: {operations}" in output, output[-5000:]

@@ -126,7 +126,7 @@ def test_openapi_describes_streams_path_parameters_and_proto_field_names() -> No
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     revoke = doc["paths"]["/api/v1/keys/{key_id}"]["delete"]
-    key_id = {"type": "string", "maxLength": 40}
+    key_id = {"type": "string", "maxLength": 40, "minLength": 1}
     assert revoke["parameters"][0] == {"name": "key_id", "in": "path", "required": True, "schema": key_id}
     sign_up = doc["components"]["schemas"]["gatemesh.auth.v1.SignUpRequest"]
     assert "accepted_policy_version" in sign_up["properties"]
@@ -143,13 +143,13 @@ def test_openapi_states_the_rules_the_protos_declare() -> None:
     schemas = doc["components"]["schemas"]
     sign_up = schemas["gatemesh.auth.v1.SignUpRequest"]
     assert sign_up["required"] == ["email", "password", "age_attested", "accepted_policy_version"]
-    assert sign_up["properties"]["email"] == {"type": "string", "maxLength": 254, "format": "email"}
+    assert sign_up["properties"]["email"] == {"type": "string", "maxLength": 254, "format": "email", "minLength": 1}
     assert sign_up["properties"]["password"]["minLength"] == 12
     assert sign_up["properties"]["age_attested"]["enum"] == [True]
     page = {p["name"]: p for p in doc["paths"]["/api/v1/keys"]["get"]["parameters"]}
     assert page["page.page_size"]["schema"] == {"type": "integer", "format": "int32", "minimum": 0, "maximum": 1000}
     statement = {p["name"]: p for p in doc["paths"]["/api/v1/statements/{month}"]["get"]["parameters"]}
-    assert statement["month"]["schema"]["pattern"] == "^[0-9]{4}-(0[1-9]|1[0-2])$"
+    assert statement["month"]["schema"]["pattern"] == "^(19|20)[0-9]{2}-(0[1-9]|1[0-2])$"
     assert statement["format"]["schema"]["enum"] == ["json", "csv"]
     key = schemas["gatemesh.auth.v1.CreateApiKeyRequest"]
     assert key["properties"]["allowed_models"]["maxItems"] == 100

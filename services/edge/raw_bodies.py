@@ -1,4 +1,5 @@
-"""The documented schemas of the OpenAI-compatible raw bodies.
+"""The documented schemas of the raw-body methods: the OpenAI-compatible API and the card
+processor's webhook.
 
 `/v1/chat/completions`, `/v1/embeddings` and `/v1/models` travel as `google.api.HttpBody`,
 so the descriptor set says nothing about their fields. The proxy checks only what it must
@@ -12,9 +13,10 @@ fields added by OpenAI or a provider still reach the upstream).
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from typing import Any
 
-STRING_OR_STRINGS = {"oneOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}]}
+TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer"}}
 USAGE = {
     "type": "object",
     "properties": {
@@ -109,8 +111,8 @@ EMBEDDINGS_REQUEST: dict[str, Any] = {
             "oneOf": [
                 {"type": "string", "minLength": 1},
                 {"type": "array", "minItems": 1, "items": {"type": "string"}},
-                {"type": "array", "minItems": 1, "items": {"type": "integer"}},
-                {"type": "array", "minItems": 1, "items": {"type": "array", "items": {"type": "integer"}}},
+                TOKEN_IDS,
+                {"type": "array", "minItems": 1, "items": TOKEN_IDS},
             ],
         },
         "encoding_format": _passed_on('"float" or "base64".'),
@@ -141,9 +143,39 @@ MODELS_RESPONSE = _list_of(
     "model", {"id": {"type": "string"}, "created": {"type": "integer"}, "owned_by": {"type": "string"}}
 )
 
-# Method full name -> (request schema or None, response schema, component name prefix).
-RAW_BODIES: dict[str, tuple[dict[str, Any] | None, dict[str, Any], str]] = {
-    "gatemesh.proxy.v1.ProxyService.ChatCompletions": (CHAT_REQUEST, CHAT_RESPONSE, "ChatCompletion"),
-    "gatemesh.proxy.v1.ProxyService.Embeddings": (EMBEDDINGS_REQUEST, EMBEDDINGS_RESPONSE, "Embeddings"),
-    "gatemesh.proxy.v1.ProxyService.ListModels": (None, MODELS_RESPONSE, "Models"),
+STRIPE_EVENT: dict[str, Any] = {
+    "type": "object",
+    "description": "A Stripe event, verified against the Stripe-Signature header before anything is read.",
+    "additionalProperties": True,
+}
+WEBHOOK_REPLY: dict[str, Any] = {
+    "type": "object",
+    "properties": {"received": {"type": "boolean"}, "outcome": {"type": "string"}},
+}
+STRIPE_SIGNATURE = {
+    "name": "Stripe-Signature",
+    "in": "header",
+    "required": True,
+    "schema": {"type": "string", "minLength": 1},
+    "description": "The card processor's signature of the body (400 when missing, refused when wrong).",
+}
+
+
+@dataclass(frozen=True)
+class RawBody:
+    """What a raw-body method takes and returns, for the document."""
+
+    name: str
+    response: dict[str, Any]
+    request: dict[str, Any] | None = None
+    headers: tuple[dict[str, Any], ...] = field(default_factory=tuple)
+
+
+RAW_BODIES: dict[str, RawBody] = {
+    "gatemesh.proxy.v1.ProxyService.ChatCompletions": RawBody("ChatCompletion", CHAT_RESPONSE, CHAT_REQUEST),
+    "gatemesh.proxy.v1.ProxyService.Embeddings": RawBody("Embeddings", EMBEDDINGS_RESPONSE, EMBEDDINGS_REQUEST),
+    "gatemesh.proxy.v1.ProxyService.ListModels": RawBody("Models", MODELS_RESPONSE),
+    "gatemesh.billing.v1.BillingService.HandleStripeWebhook": RawBody(
+        "StripeWebhook", WEBHOOK_REPLY, STRIPE_EVENT, (STRIPE_SIGNATURE,)
+    ),
 }
