@@ -6,7 +6,9 @@ other by proto path (`from gatemesh.auth.v1 import auth_pb2`), which works becau
 is a package root that `pyproject.toml` installs. `gen/gatemesh/descriptor.pb` is the
 descriptor set (with imports and source info) that Envoy's transcoder and the OpenAPI
 generator read. The vendored `google/api` and `google/rpc` protos are not generated: the
-`googleapis-common-protos` package provides their Python modules.
+`googleapis-common-protos` package provides their Python modules. `buf/validate/validate.proto`
+(vendored by `scripts/vendor_protovalidate.py`) is: `protovalidate` imports
+`buf.validate.validate_pb2`, and no wheel carries it.
 """
 
 from __future__ import annotations
@@ -21,6 +23,8 @@ ROOT = Path(__file__).resolve().parent.parent
 PROTOS = ROOT / "protos"
 THIRD_PARTY = PROTOS / "third_party"
 OUT = ROOT / "gen"
+# Vendored protos whose Python modules no installed package provides.
+VENDORED_GENERATED = ["buf/validate/validate.proto"]
 
 
 def proto_files() -> list[str]:
@@ -53,7 +57,11 @@ def generate(out: Path) -> None:
     ]
     if protoc.main(args) != 0:
         raise SystemExit("protoc failed")
-    for package in [out / "gatemesh", *(p for p in (out / "gatemesh").rglob("*") if p.is_dir())]:
+    vendored = ["protoc", f"-I{THIRD_PARTY}", f"-I{well_known_include()}", f"--python_out={out}", f"--pyi_out={out}"]
+    if protoc.main([*vendored, *VENDORED_GENERATED]) != 0:
+        raise SystemExit("protoc failed on the vendored protos")
+    packages = [p for top in ("gatemesh", "buf") for p in [out / top, *(out / top).rglob("*")] if p.is_dir()]
+    for package in packages:
         (package / "__init__.py").touch()
 
 

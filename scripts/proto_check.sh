@@ -6,6 +6,9 @@ cd "$(dirname "$0")/.."
 
 node_modules/.bin/buf lint
 
+# The vendored buf/validate/validate.proto must be what the pinned npm package carries.
+.venv/bin/python scripts/vendor_protovalidate.py --check
+
 if git rev-parse --verify --quiet HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then
   node_modules/.bin/buf breaking --against '.git#ref=HEAD~1'
 else

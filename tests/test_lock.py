@@ -14,7 +14,7 @@ from packaging.utils import canonicalize_name
 
 from tests.support import ROOT
 
-OWN = {"services", "gatemesh", "tests", "bench", "scripts"}
+OWN = {"services", "gatemesh", "buf", "tests", "bench", "scripts"}  # buf: generated from the vendored validate.proto
 
 
 def declared() -> list[Requirement]:

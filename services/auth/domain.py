@@ -285,7 +285,8 @@ class Accounts:
 
     async def sign_out(self, caller: Principal) -> None:
         if not caller.session_id:
-            raise FailedPrecondition("sign-out ends a dashboard session; this call did not use one")
+            # The credential (an API key) may not do this: 403, as for any other refused action.
+            raise PermissionDenied("sign-out ends a dashboard session; this call did not use one")
         await self.store.end_sessions(caller.account_id, session_id=caller.session_id)
 
     async def get(self, account_id: str) -> AccountRow:

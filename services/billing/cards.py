@@ -26,6 +26,7 @@ from services.runtime.errors import BadGateway, FailedPrecondition, InvalidArgum
 
 from . import store
 from .domain import Billing, check_account, check_key, new_id
+from .model import scoped_key
 from .store import CardPayment, StripeEvent
 
 log = logging.getLogger("gatemesh.billing.cards")
@@ -76,7 +77,7 @@ class CardTopups:
         v.raise_if_any()
         params = {"account": account_id, "amount": amount, "success": success_url, "cancel": cancel_url}
         async with self.billing.engine.begin() as conn:
-            first = await store.claim_key(conn, "checkout", f"{account_id}:{idempotency_key}", params)
+            first = await store.claim_key(conn, "checkout", scoped_key(account_id, idempotency_key), params)
             if first is not None:
                 return CheckoutResult(**first)
             payment_id = new_id()
@@ -88,7 +89,7 @@ class CardTopups:
                 )
             )  # fmt: skip
             result = CheckoutResult(session.id, session.url or "")
-            await store.finish_key(conn, "checkout", f"{account_id}:{idempotency_key}", result.__dict__)
+            await store.finish_key(conn, "checkout", scoped_key(account_id, idempotency_key), result.__dict__)
             return result
 
     async def _create_session(

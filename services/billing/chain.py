@@ -37,11 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from web3 import Web3
 
 from services.runtime import metrics
-from services.runtime.errors import FailedPrecondition, Violations
+from services.runtime.errors import Violations
 from services.runtime.telemetry import root_span
 
 from . import store
 from .domain import Billing, check_account, new_id
+from .model import not_offered
 from .store import ChainCursor, ChainDeposit, DepositAddress
 
 log = logging.getLogger("gatemesh.billing.chain")
@@ -152,7 +153,7 @@ class ChainDeposits:
         v.check(chain_id in (0, self.chain_id), "chain_id", f"deposits are accepted on chain {self.chain_id} only")
         v.raise_if_any()
         if self._derive is None:
-            raise FailedPrecondition("on-chain top-ups are not configured")
+            raise not_offered("on-chain top-ups")
         t = DepositAddress.__table__  # type: ignore[attr-defined]
         async with self.billing.engine.begin() as conn:
             mine = select(t.c.address).where(t.c.account_id == account_id, t.c.chain_id == self.chain_id)

@@ -18,7 +18,7 @@ from datetime import UTC, datetime
 from services.runtime.errors import FailedPrecondition, NotFound, Violations
 
 from .credits import Credits
-from .model import CodesResult, TransferResult, check_account, check_amount, check_key, naive, new_id
+from .model import CodesResult, TransferResult, check_account, check_amount, check_key, naive, new_id, scoped_key
 from .ports import Storage
 
 CODE_ALPHABET = re.compile(r"^[A-Z2-7]{20}$")
@@ -81,7 +81,8 @@ class Codes:
         v.raise_if_any()
         digest = self.code_hash(body or "")
         async with self.storage.begin() as tx:
-            first = await tx.claim_key("redeem", f"{account_id}:{idempotency_key}", {"code": digest})
+            key = scoped_key(account_id, idempotency_key)
+            first = await tx.claim_key("redeem", key, {"code": digest})
             if first is not None:
                 return TransferResult(**first)
             terms = await tx.code_terms(digest)
@@ -92,5 +93,5 @@ class Codes:
             if not await tx.take_code(digest, account_id, self.clock()):
                 raise FailedPrecondition("the code has already been redeemed", reason="code_redeemed")
             result = await self.credits.credit(tx, account_id, terms.amount, "redeem", "promo", digest[:16])
-            await tx.finish_key("redeem", f"{account_id}:{idempotency_key}", vars(result))
+            await tx.finish_key("redeem", key, vars(result))
             return result

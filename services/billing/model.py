@@ -8,6 +8,7 @@ shares (account ids, idempotency keys, amounts) and the names of ledger accounts
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import re
 import uuid
@@ -15,7 +16,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from services.runtime.errors import Violations
+from services.runtime.errors import NotFound, Violations
 from services.runtime.money import format_usd
 
 ACCOUNT_ID = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -56,6 +57,21 @@ def holds_account(account_id: str) -> str:
 def system(name: str) -> str:
     """A system ledger account (revenue, grants, top-ups, refunds): no running balance."""
     return f"{SYSTEM_PREFIX}{name}"
+
+
+def scoped_key(account_id: str, idempotency_key: str) -> str:
+    """An idempotency key stored per account (two people may pick the same key), within the
+    column's 200 characters: a long caller key is kept as its SHA-256."""
+    key = f"{account_id}:{idempotency_key}"
+    if len(key) <= MAX_KEY_LEN:
+        return key
+    return f"{account_id}:sha256:{hashlib.sha256(idempotency_key.encode()).hexdigest()}"
+
+
+def not_offered(feature: str) -> NotFound:
+    """A top-up method this deployment has not configured: for the caller, a route that
+    leads nowhere (404), not a request to fix (400)."""
+    return NotFound(f"{feature} are not offered here (not configured)", reason="not_configured")
 
 
 def check_account(v: Violations, account_id: str, name: str = "account_id") -> None:

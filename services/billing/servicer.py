@@ -14,12 +14,13 @@ from google.api import httpbody_pb2
 
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.access import principal
-from services.runtime.errors import FailedPrecondition, InvalidArgument, Unauthenticated, batch_item
+from services.runtime.errors import InvalidArgument, Unauthenticated, batch_item
 from services.runtime.timestamps import from_timestamp, to_timestamp
 
 from .cards import CardTopups
 from .chain import ChainDeposits
 from .domain import Billing, HoldIn, HoldResult, SettleIn, UsageIn, UsageQuery
+from .model import not_offered
 from .participant import usage_record
 
 
@@ -249,23 +250,26 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
 
     async def CreateCheckoutSession(self, request: Any, context: Any) -> billing_pb2.CreateCheckoutSessionResponse:
         if self.cards is None:
-            raise FailedPrecondition("card top-ups are not configured")
+            raise not_offered("card top-ups")
         r = await self.cards.create_checkout(
             caller_account(), request.amount_micros, request.success_url, request.cancel_url, request.idempotency_key
         )
         return billing_pb2.CreateCheckoutSessionResponse(session_id=r.session_id, url=r.url)
 
     async def HandleStripeWebhook(self, request: Any, context: Any) -> httpbody_pb2.HttpBody:
-        if self.cards is None:
-            raise FailedPrecondition("card top-ups are not configured")
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
-        outcome = await self.cards.handle_webhook(request.data, metadata.get("stripe-signature", ""))
+        signature = metadata.get("stripe-signature", "")
+        if not signature:
+            raise InvalidArgument("missing Stripe-Signature header", field_violations={"stripe-signature": "required"})
+        if self.cards is None:
+            raise not_offered("card top-ups")
+        outcome = await self.cards.handle_webhook(request.data, signature)
         body = f'{{"received": true, "outcome": "{outcome}"}}'.encode()
         return httpbody_pb2.HttpBody(content_type="application/json", data=body)
 
     async def GetDepositAddress(self, request: Any, context: Any) -> billing_pb2.GetDepositAddressResponse:
         if self.chain is None:
-            raise FailedPrecondition("on-chain top-ups are not configured")
+            raise not_offered("on-chain top-ups")
         address = await self.chain.deposit_address(caller_account(), request.chain_id)
         tokens = [
             billing_pb2.DepositToken(symbol=t.symbol, contract=t.contract, decimals=t.decimals)

@@ -1,6 +1,7 @@
 """`python -m services.edge`: write the Envoy config and the OpenAPI document, exec Envoy.
 
-Files go to `<data_dir>/edge/` (`envoy.yaml`, `openapi.json`). Exec (not a child
+Files go to `<data_dir>/edge/` (`envoy.yaml`, `openapi.json`, and `docs/`, the API
+reference page with its assets). Exec (not a child
 process) so that whoever started us signals Envoy directly. `--print` writes the config
 to stdout instead; `--example` prints the multi-host example kept in `deploy/envoy/`.
 """
@@ -15,6 +16,7 @@ from pathlib import Path
 
 from . import config, observability, openapi
 from .descriptors import descriptor_path
+from .docs import write_docs
 from .settings import EdgeSettings
 
 
@@ -27,12 +29,14 @@ def envoy_binary() -> str:
 
 
 def prepare(settings: EdgeSettings) -> Path:
-    """Write openapi.json and envoy.yaml under the data directory; returns the config path."""
+    """Write openapi.json, docs/ and envoy.yaml under the data directory; returns the config path."""
     directory = (settings.data_dir / "edge").resolve()
     directory.mkdir(parents=True, exist_ok=True)
     doc_path = directory / "openapi.json"
-    doc_path.write_text(openapi.render(openapi.document(settings.edge_services)))
-    files = config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc_path))
+    doc = openapi.document(settings.edge_services, policy_version=settings.auth_policy_version)
+    doc_path.write_text(openapi.render(doc))
+    docs = write_docs(directory / "docs")
+    files = config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc_path), docs=str(docs))
     bootstrap = config.bootstrap(settings, files, otlp=observability.otlp_target())
     return config.write(bootstrap, directory / "envoy.yaml")
 

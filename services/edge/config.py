@@ -5,7 +5,9 @@ error filter (`errors.lua`), the gRPC-JSON transcoder (every service of the mesh
 carries `google.api.http` rules) and the router. After transcoding the request path is
 the gRPC method (`/gatemesh.auth.v1.AuthService/SignUp`); the transcoder clears the
 route cache, so routes pick the cluster of each service by that path prefix. The only
-hand-written route serves the generated OpenAPI document at `/openapi.json`.
+hand-written routes serve the generated OpenAPI document at `/openapi.json` and the API
+reference page (Swagger UI, from the `swagger-ui-bundle-v2` package's files) at `/docs`;
+other methods on them are a 405 with `Allow`.
 
 Choices and why (see also FACTS.md "The edge"):
 - route `timeout: 0s`: long SSE streams must not be cut after Envoy's default 15 s;
@@ -16,29 +18,44 @@ Choices and why (see also FACTS.md "The edge"):
   so auth's security log sees the client IP and a client cannot forge it;
 - errors from the services get their OpenAI body and status in the Lua filter; Envoy's
   own replies (unknown path, service down, body too large) get the same shape from
-  `local_reply_config`. `grpc-status` is never removed by route config (that turns every
-  error into a 200).
+  `local_reply_config`. The Lua filter also answers wrong methods (405 + `Allow`) and bad
+  JSON bodies before the transcoder, from a table of the routes generated here
+  (`lua_source`), and accepts a date alone in timestamp query parameters. `grpc-status`
+  is never removed by route config (that turns every error into a 200).
 """
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+import re
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 import yaml
+from google.protobuf import descriptor_pb2
 
 from . import observability
-from .descriptors import rest_services
+from .descriptors import HTTP_BODY, HttpMethod, http_methods, messages, query_fields, rest_services
 from .settings import MESH_SERVICES, EdgeSettings
 
+F = descriptor_pb2.FieldDescriptorProto
 TRANSCODER = "envoy.filters.http.grpc_json_transcoder"
 LUA = "envoy.filters.http.lua"
 TYPE = "@type"
 OPENAPI_PATH = "/openapi.json"
+DOCS_PATH = "/docs"
+# The API reference page's assets: (file in the swagger-ui-bundle-v2 package, content type).
+DOCS_ASSETS = {
+    "swagger-ui.css": "text/css; charset=utf-8",
+    "swagger-ui-bundle.js": "application/javascript; charset=utf-8",
+    "favicon-32x32.png": "image/png",
+}
+DOCS_PAGE = "index.html"
+DOCS_INIT = "gatemesh-init.js"
+STATIC_METHODS = "GET, HEAD"
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 # Envoy's local replies: status -> (OpenAI error type, code).
@@ -61,10 +78,89 @@ class EdgeFiles:
 
     descriptor: str
     openapi: str
+    docs: str  # the directory with the API reference page and its assets (see docs.py)
 
 
-def lua_source() -> str:
-    return (files("services.edge") / "errors.lua").read_text()
+def lua_pattern(template: str) -> str:
+    """A path template (`/api/v1/keys/{key_id}`) as an anchored Lua pattern."""
+    parts = re.split(r"(\{[^}]+\})", template)
+    out = []
+    for part in parts:
+        if part.startswith("{"):
+            out.append(".+" if "**" in part else "[^/]+")
+        else:
+            out.append(re.sub(r"([%^$().\[\]*+?-])", r"%\1", part))
+    return "^" + "".join(out) + "$"
+
+
+def lua_string(text: str) -> str:
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def lua_fields(fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: set[str] = frozenset()) -> dict[str, str]:
+    """{JSON name: "true" or the nested message's FIELDS key}, proto and lowerCamel names alike
+    (the transcoder takes both)."""
+    entries: dict[str, str] = {}
+    for field in fields:
+        if field.name in skip:
+            continue
+        nested = field.type == F.TYPE_MESSAGE and not field.type_name.startswith(".google.")
+        value = lua_string(field.type_name.lstrip(".")) if nested else "true"
+        for name in {field.name, field.json_name or field.name}:
+            entries[name] = value
+    return entries
+
+
+def lua_table(entries: dict[str, str]) -> str:
+    return "{" + ", ".join(f"[{lua_string(k)}] = {v}" for k, v in sorted(entries.items())) + "}"
+
+
+def body_types(methods: Iterable[HttpMethod]) -> dict[str, descriptor_pb2.DescriptorProto]:
+    """The messages a parsed body may hold, by full name (without the leading dot)."""
+    index = messages()
+    found: dict[str, descriptor_pb2.DescriptorProto] = {}
+    pending = [m.method.input_type for m in methods if m.rule.body and m.method.input_type != HTTP_BODY]
+    while pending:
+        name = pending.pop()
+        if name.lstrip(".") in found or name not in index or name.startswith(".google."):
+            continue
+        found[name.lstrip(".")] = index[name]
+        pending.extend(f.type_name for f in index[name].field if f.type == F.TYPE_MESSAGE)
+    return found
+
+
+def lua_tables(methods: Iterable[HttpMethod]) -> str:
+    """ROUTES (pattern, method, whether the transcoder parses a JSON body, the FIELDS key of
+    its root), FIELDS (the members each body message may have) and TIMESTAMP_PARAMS, for
+    errors.lua. A root without the fields its path binds: those come from the path."""
+    methods = list(methods)
+    index = messages()
+    routes, times, fields = [], set(), {}
+    for position, item in enumerate(methods):
+        verb, template = item.verb_and_path()
+        parsed = bool(item.rule.body) and item.method.input_type != HTTP_BODY
+        root = "nil"
+        if parsed and item.rule.body == "*":
+            bound = set(re.findall(r"\{([^}=]+)", template))
+            root = lua_string(f"route:{position}")
+            fields[f"route:{position}"] = lua_table(lua_fields(index[item.method.input_type].field, bound))
+        pattern, method = lua_string(lua_pattern(template)), lua_string(verb.upper())
+        routes.append(f"  {{{pattern}, {method}, {str(parsed).lower()}, {root}}},")
+        times.update(query_fields(item))
+    for name, message in body_types(methods).items():
+        fields[name] = lua_table(lua_fields(message.field))
+    names = ", ".join(f"[{lua_string(name)}] = true" for name in sorted(times))
+    field_lines = "\n".join(f"  [{lua_string(k)}] = {v}," for k, v in sorted(fields.items()))
+    return (
+        "local ROUTES = {\n" + "\n".join(routes) + "\n}\n"
+        "local FIELDS = {\n" + field_lines + "\n}\n"
+        "local TIMESTAMP_PARAMS = {" + names + "}\n\n"
+    )
+
+
+def lua_source(mesh_services: Sequence[str] = MESH_SERVICES) -> str:
+    methods = [item for item in http_methods() if item.mesh_service in mesh_services]
+    return lua_tables(methods) + (files("services.edge") / "errors.lua").read_text()
 
 
 def split_address(address: str) -> tuple[str, int]:
@@ -120,14 +216,36 @@ def local_reply_config() -> dict[str, Any]:
     return {"mappers": mappers}
 
 
-def routes(files_: EdgeFiles, services: dict[str, list[str]]) -> list[dict[str, Any]]:
-    openapi = {
-        "match": {"path": OPENAPI_PATH},
-        "direct_response": {"status": 200, "body": {"filename": files_.openapi}},
-        "response_headers_to_add": [header("content-type", "application/json")],
+def static_routes(path: str, filename: str, content_type: str) -> list[dict[str, Any]]:
+    """A file served by Envoy itself for GET and HEAD; any other method is a 405 with Allow."""
+    read = {"headers": [{"name": ":method", "string_match": {"safe_regex": {"regex": "GET|HEAD"}}}]}
+    served = {
+        "match": {"path": path, **read},
+        "direct_response": {"status": 200, "body": {"filename": filename}},
+        "response_headers_to_add": [header("content-type", content_type)],
         "typed_per_filter_config": {TRANSCODER: disabled(), LUA: disabled()},
     }
-    result = [openapi]
+    refused = {
+        "match": {"path": path},
+        "direct_response": {"status": 405, "body": {"inline_string": f"only {STATIC_METHODS} are allowed here"}},
+        "response_headers_to_add": [header("allow", STATIC_METHODS)],
+        "typed_per_filter_config": {TRANSCODER: disabled(), LUA: disabled()},
+    }
+    return [served, refused]
+
+
+def docs_routes(directory: str) -> list[dict[str, Any]]:
+    page = f"{directory}/{DOCS_PAGE}"
+    result = static_routes(DOCS_PATH, page, "text/html; charset=utf-8")
+    result += static_routes(f"{DOCS_PATH}/", page, "text/html; charset=utf-8")
+    result += static_routes(f"{DOCS_PATH}/{DOCS_INIT}", f"{directory}/{DOCS_INIT}", DOCS_ASSETS["swagger-ui-bundle.js"])
+    for name, content_type in DOCS_ASSETS.items():
+        result += static_routes(f"{DOCS_PATH}/{name}", f"{directory}/{name}", content_type)
+    return result
+
+
+def routes(files_: EdgeFiles, services: dict[str, list[str]]) -> list[dict[str, Any]]:
+    result = static_routes(OPENAPI_PATH, files_.openapi, "application/json") + docs_routes(files_.docs)
     for mesh_service, names in services.items():
         for name in names:
             result.append({"match": {"prefix": f"/{name}/"}, "route": {"cluster": mesh_service, "timeout": "0s"}})
@@ -151,12 +269,12 @@ def transcoder(settings: EdgeSettings, files_: EdgeFiles, services: dict[str, li
     }
 
 
-def lua_filter() -> dict[str, Any]:
+def lua_filter(mesh_services: Sequence[str]) -> dict[str, Any]:
     return {
         "name": LUA,
         "typed_config": {
             TYPE: "type.googleapis.com/envoy.extensions.filters.http.lua.v3.Lua",
-            "default_source_code": {"inline_string": lua_source()},
+            "default_source_code": {"inline_string": lua_source(mesh_services)},
         },
     }
 
@@ -187,7 +305,7 @@ def connection_manager(settings: EdgeSettings, files_: EdgeFiles, services: dict
             "route_config": route_config,
             "local_reply_config": local_reply_config(),
             "http_filters": [
-                lua_filter(),
+                lua_filter(list(services)),
                 transcoder(settings, files_, services),
                 {
                     "name": "envoy.filters.http.router",
@@ -331,7 +449,9 @@ def write(config: dict[str, Any], path: Path) -> Path:
     return path
 
 
-EXAMPLE_FILES = EdgeFiles(descriptor="/etc/gatemesh/descriptor.pb", openapi="/etc/gatemesh/openapi.json")
+EXAMPLE_FILES = EdgeFiles(
+    descriptor="/etc/gatemesh/descriptor.pb", openapi="/etc/gatemesh/openapi.json", docs="/etc/gatemesh/docs"
+)
 
 
 def example_settings() -> EdgeSettings:

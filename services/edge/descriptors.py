@@ -8,17 +8,21 @@ document read the same `gen/gatemesh/descriptor.pb`, installed as package data o
 from __future__ import annotations
 
 import importlib.resources
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 
-from google.api import annotations_pb2, http_pb2
+from buf.validate import validate_pb2  # noqa: F401 (registers the rules' extensions)
+from google.api import annotations_pb2, field_behavior_pb2, http_pb2  # noqa: F401
 from google.protobuf import descriptor_pb2
 
 from gatemesh.common.v1 import common_pb2
 
 DESCRIPTOR_RESOURCE = "descriptor.pb"
+TIMESTAMP = ".google.protobuf.Timestamp"
+HTTP_BODY = ".google.api.HttpBody"
 
 
 def descriptor_path() -> Path:
@@ -29,7 +33,8 @@ def descriptor_path() -> Path:
 
 @cache
 def descriptor_set() -> descriptor_pb2.FileDescriptorSet:
-    # The annotations_pb2 and common_pb2 imports register the extensions read below.
+    # The annotations_pb2, common_pb2, validate_pb2 and field_behavior_pb2 imports register
+    # the extensions read from it (HTTP rules, access, request rules).
     return descriptor_pb2.FileDescriptorSet.FromString(descriptor_path().read_bytes())
 
 
@@ -82,4 +87,42 @@ def rest_services(mesh_services: list[str] | tuple[str, ...]) -> dict[str, list[
     for item in http_methods():
         if item.mesh_service in mesh_services and item.service_full_name not in found.get(item.mesh_service, []):
             found.setdefault(item.mesh_service, []).append(item.service_full_name)
+    return found
+
+
+def messages(fds: descriptor_pb2.FileDescriptorSet | None = None) -> dict[str, descriptor_pb2.DescriptorProto]:
+    """Every message of the descriptor set by full name (`.gatemesh.auth.v1.SignUpRequest`)."""
+    found: dict[str, descriptor_pb2.DescriptorProto] = {}
+
+    def add(scope: str, message: descriptor_pb2.DescriptorProto) -> None:
+        found[f"{scope}.{message.name}"] = message
+        for nested in message.nested_type:
+            add(f"{scope}.{message.name}", nested)
+
+    for file in (fds or descriptor_set()).file:
+        for message in file.message_type:
+            add(f".{file.package}", message)
+    return found
+
+
+def query_fields(item: HttpMethod, type_name: str = TIMESTAMP) -> list[str]:
+    """The query parameters of a method (grpc-gateway's rule: the request fields neither the
+    path nor the body binds) whose type is `type_name`, by their dotted names."""
+    if item.rule.body == "*":
+        return []
+    bound = {m.split("=")[0] for m in re.findall(r"\{([^}]+)\}", item.verb_and_path()[1])} | {item.rule.body}
+    index = messages()
+    found: list[str] = []
+
+    def walk(message_type: str, prefix: str, depth: int) -> None:
+        for field in index[message_type].field if message_type in index else ():
+            name = f"{prefix}{field.name}"
+            if name in bound or depth > 4:
+                continue
+            if field.type_name == type_name:
+                found.append(name)
+            elif field.type == descriptor_pb2.FieldDescriptorProto.TYPE_MESSAGE:
+                walk(field.type_name, f"{name}.", depth + 1)
+
+    walk(item.method.input_type, "", 0)
     return found

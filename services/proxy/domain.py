@@ -260,7 +260,11 @@ class Gateway:
         violations = Violations()
         model = body.get("model")
         violations.check(isinstance(model, str) and bool(model), "model", "must be a non-empty string")
-        violations.check(body.get("input") not in (None, "", []), "input", "must be a string or a list")
+        violations.check(
+            embedding_input_ok(body.get("input")),
+            "input",
+            "must be a string, an array of strings, of token ids or of token-id arrays, not empty",
+        )
         violations.raise_if_any()
         route = self.router.resolve(str(model))
         if route.model != route.public_model:
@@ -690,6 +694,20 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return body
+
+
+def embedding_input_ok(value: Any) -> bool:
+    """OpenAI's embeddings input: text, texts, token ids or token-id arrays, none empty (the
+    upstream would refuse anything else, after a hold was placed for it)."""
+
+    def token_ids(items: Any) -> bool:
+        return isinstance(items, list) and bool(items) and all(type(t) is int for t in items)
+
+    if isinstance(value, str):
+        return bool(value)
+    if not isinstance(value, list) or not value:
+        return False
+    return all(isinstance(v, str) for v in value) or token_ids(value) or all(token_ids(v) for v in value)
 
 
 def validate_chat(body: dict[str, Any]) -> tuple[str, bool]:

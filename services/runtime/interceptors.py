@@ -1,9 +1,11 @@
-"""The one server interceptor every service runs: access control, then error mapping.
+"""The one server interceptor every service runs: access control, request rules, error mapping.
 
-For each call it resolves the caller (see `access`), runs the handler with the Principal
-set, and turns a raised `DomainError` into a gRPC status with details and the edge's
-trailers. An unexpected exception becomes INTERNAL with a generic message (the traceback
-goes to the log, never to the caller). Both unary and server-streaming handlers are
+For each call it resolves the caller (see `access`), checks the request against the rules
+its proto declares (see `validation`: INVALID_ARGUMENT with a field violation per bad field,
+before the handler sees it), runs the handler with the Principal set, and turns a raised
+`DomainError` into a gRPC status with details and the edge's trailers. An unexpected
+exception becomes INTERNAL with a generic message (the traceback goes to the log, never to
+the caller). Both unary and server-streaming handlers are
 wrapped; these are the only shapes the contracts use.
 """
 
@@ -16,7 +18,8 @@ from typing import Any
 import grpc
 
 from .access import AccessPolicy, set_principal
-from .errors import DomainError, Internal
+from .errors import DomainError, Internal, InvalidArgument
+from .validation import RequestRules
 
 log = logging.getLogger("gatemesh.rpc")
 
@@ -31,6 +34,13 @@ async def _fail(context: grpc.aio.ServicerContext, method: str, exc: BaseExcepti
         await abort_with(context, exc)
     log.exception("unhandled error in %s", method)
     await abort_with(context, Internal("internal error"))
+
+
+def check_request(rules: RequestRules, request: Any) -> None:
+    """Raise INVALID_ARGUMENT naming every field that breaks its declared rules."""
+    problems = rules.violations(request)
+    if problems:
+        raise InvalidArgument("invalid request", field_violations=problems)
 
 
 class HandlerWrapper(grpc.aio.ServerInterceptor):
@@ -80,16 +90,18 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
 
 
 class ServerInterceptor(HandlerWrapper):
-    """Access control and domain-error mapping around every handler."""
+    """Access control, request rules and domain-error mapping around every handler."""
 
-    def __init__(self, policy: AccessPolicy) -> None:
+    def __init__(self, policy: AccessPolicy, rules: RequestRules | None = None) -> None:
         super().__init__()
         self._policy = policy
+        self._rules = rules or RequestRules()
 
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
         async def unary(request: Any, context: grpc.aio.ServicerContext) -> Any:
             try:
                 set_principal(await self._policy.resolve(method, context))
+                check_request(self._rules, request)
                 return await behavior(request, context)
             except (grpc.aio.AbortError, grpc.aio.UsageError):
                 raise
@@ -104,6 +116,7 @@ class ServerInterceptor(HandlerWrapper):
         async def stream(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             try:
                 set_principal(await self._policy.resolve(method, context))
+                check_request(self._rules, request)
                 async for response in behavior(request, context):
                     yield response
             except (grpc.aio.AbortError, grpc.aio.UsageError):

@@ -39,10 +39,16 @@ async def test_sign_up_records_age_attestation_and_policy_acceptance_p9_1_p10_2(
 
 
 async def test_sign_up_refuses_without_age_attestation_or_current_policy_p9_1(auth) -> None:
-    request = auth_pb2.SignUpRequest(email="kid@example.com", password=PASSWORD, accepted_policy_version="1999-01-01")
+    request = auth_pb2.SignUpRequest(email="kid@example.com", password=PASSWORD, accepted_policy_version=POLICY)
     error = await refused(auth.stub.SignUp(request))
     assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
-    assert "age_attested" in error.details() and "accepted_policy_version" in error.details()
+    assert "age_attested" in error.details()
+    old = auth_pb2.SignUpRequest(
+        email="kid@example.com", password=PASSWORD, age_attested=True, accepted_policy_version="1999-01-01"
+    )
+    error = await refused(auth.stub.SignUp(old))
+    assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert f"accepted_policy_version: must be the current policy version {POLICY}" in error.details()
     assert await auth.app.store.account_by_email("kid@example.com") is None
 
 

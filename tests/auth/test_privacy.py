@@ -89,7 +89,13 @@ BAD_INPUT = [
         ),
         {"password"},
     ),
-    ("SignUp", auth_pb2.SignUpRequest(email="x" * 5000 + "@example.com", password=PASSWORD), {"email"}),
+    (
+        "SignUp",
+        auth_pb2.SignUpRequest(
+            email="x" * 5000 + "@example.com", password=PASSWORD, age_attested=True, accepted_policy_version=POLICY
+        ),
+        {"email"},
+    ),
     ("SignIn", auth_pb2.SignInRequest(email="@", password=""), {"email", "password"}),
     ("VerifyKey", auth_pb2.VerifyKeyRequest(api_key="gm-tooshort"), {"api_key"}),
     ("VerifyKey", auth_pb2.VerifyKeyRequest(), {"api_key"}),

@@ -15,6 +15,7 @@ from gatemesh.common.v1 import common_pb2
 from services.edge import config, openapi
 from services.edge.__main__ import envoy_binary
 from services.edge.descriptors import descriptor_path, http_methods
+from services.edge.docs import write_docs
 from services.edge.settings import EdgeSettings
 from tests.support import ROOT
 
@@ -27,7 +28,8 @@ def settings(tmp_path: Path, **values: Any) -> EdgeSettings:
 def files(tmp_path: Path) -> config.EdgeFiles:
     doc = tmp_path / "openapi.json"
     doc.write_text("{}")
-    return config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc))
+    docs = write_docs(tmp_path / "docs")
+    return config.EdgeFiles(descriptor=str(descriptor_path()), openapi=str(doc), docs=str(docs))
 
 
 def hcm(bootstrap: dict[str, Any]) -> dict[str, Any]:
@@ -48,7 +50,10 @@ def test_every_annotated_service_is_transcoded_and_routed_to_its_cluster(tmp_pat
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]
     by_prefix = {r["match"].get("prefix"): r["route"] for r in routes if "route" in r}
     assert by_prefix["/gatemesh.proxy.v1.ProxyService/"] == {"cluster": "proxy", "timeout": "0s"}
-    assert [r["match"] for r in routes if "direct_response" in r] == [{"path": "/openapi.json"}]
+    direct = [r for r in routes if "direct_response" in r]
+    served = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 200}
+    refused = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 405}
+    assert {"/openapi.json", "/docs", "/docs/swagger-ui-bundle.js", "/docs/swagger-ui.css"} <= served == refused
     clusters = boot["static_resources"]["clusters"]
     assert [c["name"] for c in clusters] == ["auth", "billing", "proxy"]
     for cluster in clusters:
@@ -121,7 +126,8 @@ def test_openapi_describes_streams_path_parameters_and_proto_field_names() -> No
     chat = doc["paths"]["/v1/chat/completions"]["post"]
     assert set(chat["responses"]["200"]["content"]) == {"application/json", "text/event-stream"}
     revoke = doc["paths"]["/api/v1/keys/{key_id}"]["delete"]
-    assert revoke["parameters"][0] == {"name": "key_id", "in": "path", "required": True, "schema": {"type": "string"}}
+    key_id = {"type": "string", "maxLength": 40, "minLength": 1}
+    assert revoke["parameters"][0] == {"name": "key_id", "in": "path", "required": True, "schema": key_id}
     sign_up = doc["components"]["schemas"]["gatemesh.auth.v1.SignUpRequest"]
     assert "accepted_policy_version" in sign_up["properties"]
     assert "13 or older" in sign_up["properties"]["age_attested"]["description"]
@@ -129,6 +135,55 @@ def test_openapi_describes_streams_path_parameters_and_proto_field_names() -> No
     assert refs > 0
     for name in doc["components"]["schemas"]:
         assert doc["components"]["schemas"][name], f"empty schema {name}"
+
+
+def test_openapi_states_the_rules_the_protos_declare() -> None:
+    """Required fields, formats, lengths, ranges and allowed values, as the runtime enforces them."""
+    doc = openapi.document()
+    schemas = doc["components"]["schemas"]
+    sign_up = schemas["gatemesh.auth.v1.SignUpRequest"]
+    assert sign_up["required"] == ["email", "password", "age_attested", "accepted_policy_version"]
+    assert sign_up["properties"]["email"] == {"type": "string", "maxLength": 254, "format": "email", "minLength": 1}
+    assert sign_up["properties"]["password"]["minLength"] == 12
+    assert sign_up["properties"]["age_attested"]["enum"] == [True]
+    page = {p["name"]: p for p in doc["paths"]["/api/v1/keys"]["get"]["parameters"]}
+    assert page["page.page_size"]["schema"] == {"type": "integer", "format": "int32", "minimum": 0, "maximum": 1000}
+    statement = {p["name"]: p for p in doc["paths"]["/api/v1/statements/{month}"]["get"]["parameters"]}
+    assert statement["month"]["schema"]["pattern"] == "^(19|20)[0-9]{2}-(0[1-9]|1[0-2])$"
+    assert statement["format"]["schema"]["enum"] == ["json", "csv"]
+    key = schemas["gatemesh.auth.v1.CreateApiKeyRequest"]
+    assert key["properties"]["allowed_models"]["maxItems"] == 100
+    assert key["properties"]["allowed_models"]["items"] == {"type": "string", "minLength": 1, "maxLength": 200}
+    # 64-bit integers: integers with their range in requests, strings as the edge prints them.
+    assert key["properties"]["spend_cap_micros"] == {
+        "type": "integer",
+        "format": "int64",
+        "minimum": 0,
+        "maximum": 10**15,
+        "description": "0: no cap.",
+    }
+    assert key["properties"]["limits"] == {"$ref": "#/components/schemas/gatemesh.auth.v1.KeyLimits.Input"}
+    assert schemas["gatemesh.auth.v1.KeyLimits"]["properties"]["tokens_per_minute"]["type"] == "string"
+    checkout = schemas["gatemesh.billing.v1.CreateCheckoutSessionRequest"]
+    assert checkout["properties"]["amount_micros"]["exclusiveMinimum"] is True
+    assert set(checkout["required"]) == {"amount_micros", "success_url", "cancel_url", "idempotency_key"}
+
+
+def test_openapi_names_openai_fields_of_the_raw_bodies() -> None:
+    doc = openapi.document()
+    body_of = {
+        path: doc["paths"][path]["post"]["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for path in ("/v1/chat/completions", "/v1/embeddings")
+    }
+    schemas = doc["components"]["schemas"]
+    chat = schemas[body_of["/v1/chat/completions"].rsplit("/", 1)[1]]
+    assert chat["required"] == ["model", "messages"]
+    assert {"model", "messages", "stream", "max_tokens", "temperature", "tools"} <= set(chat["properties"])
+    assert chat["additionalProperties"] is True  # the body stays raw: every field reaches the upstream
+    embeddings = schemas[body_of["/v1/embeddings"].rsplit("/", 1)[1]]
+    assert embeddings["required"] == ["model", "input"]
+    models = doc["paths"]["/v1/models"]["get"]["responses"]["200"]["content"]["application/json"]["schema"]
+    assert "data" in schemas[models["$ref"].rsplit("/", 1)[1]]["properties"]
 
 
 def test_gatemesh_openapi_prints_the_document(capsys: pytest.CaptureFixture[str]) -> None:

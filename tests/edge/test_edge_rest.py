@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import secrets
 import ssl
 from collections.abc import Iterator
@@ -127,15 +128,83 @@ def test_service_errors_keep_their_status_and_openai_body(edge: Edge) -> None:
     assert "email" in str(missing["message"])
 
 
+def test_rules_declared_on_the_protos_answer_400_naming_the_field(edge: Edge) -> None:
+    """The runtime's interceptor enforces the contract's rules; the edge shows them OpenAI's way."""
+    body = {**sign_up_body(), "email": "not-an-address", "password": "short"}
+    error = assert_openai_error(httpx.post(f"{edge.url}/api/v1/accounts", json=body), 400, "invalid_request_error")
+    assert error["param"] == "email"
+    assert "email: must be a valid email address" in str(error["message"])
+    assert "password: must be at least 12 characters" in str(error["message"])
+    account = sign_up_body()
+    httpx.post(f"{edge.url}/api/v1/accounts", json=account)
+    session = httpx.post(f"{edge.url}/api/v1/sessions", json={"email": account["email"], "password": PASSWORD})
+    headers = {"authorization": f"Bearer {session.json()['session_token']}"}
+    page = httpx.get(f"{edge.url}/api/v1/keys", params={"page.page_size": "-1"}, headers=headers)
+    error = assert_openai_error(page, 400, "invalid_request_error")
+    assert error["param"] == "page.page_size"
+
+
 def test_malformed_json_and_wrong_types_get_400_naming_the_problem(edge: Edge) -> None:
     json_type = {"content-type": "application/json"}
     broken = httpx.post(f"{edge.url}/api/v1/accounts", content=b'{"email": ', headers=json_type)
-    assert_openai_error(broken, 400, "invalid_request_error")
-    wrong = httpx.post(f"{edge.url}/api/v1/accounts", json={**sign_up_body(), "password": 12})
+    error = assert_openai_error(broken, 400, "invalid_request_error")
+    # Worded as /v1/chat/completions words it, never the parser's text (which quotes the body).
+    assert error["message"] == "the request body is not valid JSON (line 1 column 11)"
+    for body, where in [(b"secret-text", "line 1 column 1"), (b'{\n "a": 1,\n "b": tru}', "line 3 column 7")]:
+        error = assert_openai_error(httpx.post(f"{edge.url}/api/v1/keys", content=body), 400, "invalid_request_error")
+        assert error["message"] == f"the request body is not valid JSON ({where})"
+    trailing = httpx.post(f"{edge.url}/api/v1/accounts", content=b'{"email": "a@example.com",}')
+    assert "line 1 column 27" in str(assert_openai_error(trailing, 400, "invalid_request_error")["message"])
+    listed = httpx.post(f"{edge.url}/api/v1/sessions", content=b"[1, 2]")
+    error = assert_openai_error(listed, 400, "invalid_request_error")
+    assert error["message"] == "the request body must be a JSON object"
+    wrong = httpx.post(f"{edge.url}/api/v1/accounts", json={**sign_up_body(), "password": 1234567})
     error = assert_openai_error(wrong, 400, "invalid_request_error")
-    assert "password" in str(error["message"])
+    assert error["message"] == "password: must be a string" and error["param"] == "password"
+    assert "1234567" not in wrong.text
     query = httpx.get(f"{edge.url}/api/v1/keys?colour=blue", headers={"authorization": "Bearer x"})
     assert "colour" in str(assert_openai_error(query, 400, "invalid_request_error")["message"])
+
+
+def test_timestamps_in_query_strings_take_a_date_alone_or_say_which_form(edge: Edge) -> None:
+    """The CLI's forms (2026-01-31, 2026-01-31T12:00) reach the service (here billing, which
+    is down: 503); anything else is a 400 that names the forms, not the parser's text."""
+    for since in ("2026-01-31", "2026-01-31T12:00", "2026-01-31 12:00:30", "2026-01-31T12:00:00+02:00"):
+        reply = httpx.get(f"{edge.url}/api/v1/usage", params={"since": since}, headers={"authorization": "Bearer x"})
+        assert reply.status_code == 503, (since, reply.text)
+    bad = httpx.get(f"{edge.url}/api/v1/usage", params={"until": "yesterday"}, headers={"authorization": "Bearer x"})
+    error = assert_openai_error(bad, 400, "invalid_request_error")
+    assert error["param"] == "until"
+    assert error["message"] == "until: must be a date (2026-01-31) or an RFC 3339 time (2026-01-31T12:00:00Z)"
+
+
+def test_a_wrong_method_is_405_with_allow(edge: Edge) -> None:
+    for method, path, allow in [
+        ("PUT", "/api/v1/accounts", "POST"),
+        ("GET", "/api/v1/keys/key_1", "DELETE"),
+        ("TRACE", "/api/v1/keys", "GET, POST"),
+        ("DELETE", "/api/v1/prices", "GET"),
+        ("POST", "/openapi.json", "GET, HEAD"),
+        ("TRACE", "/docs", "GET, HEAD"),
+    ]:
+        reply = httpx.request(method, f"{edge.url}{path}")
+        assert_openai_error(reply, 405, "invalid_request_error")
+        assert reply.headers["allow"] == allow, (method, path)
+
+
+def test_the_api_reference_page_and_its_assets_are_served_by_the_edge(edge: Edge) -> None:
+    """Swagger UI from a package's files, over /openapi.json: nothing comes from elsewhere."""
+    page = httpx.get(f"{edge.url}/docs")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    sources = re.findall(r'(?:src|href)="([^"]+)"', page.text)
+    assert sources and all(source.startswith("/docs/") for source in sources)
+    for source in sources:
+        asset = httpx.get(f"{edge.url}{source}")
+        assert asset.status_code == 200 and len(asset.content) > 0, source
+    init = httpx.get(f"{edge.url}/docs/gatemesh-init.js").text
+    assert '"/openapi.json"' in init and "validatorUrl: null" in init
+    bundle = httpx.get(f"{edge.url}/docs/swagger-ui-bundle.js")
+    assert "SwaggerUIBundle" in bundle.text and bundle.headers["content-type"].startswith("application/javascript")
 
 
 def test_unknown_path_is_an_openai_404(edge: Edge) -> None:

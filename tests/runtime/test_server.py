@@ -131,7 +131,13 @@ async def test_invalid_argument_has_field_violations_and_edge_trailers(server: s
     status = rpc_status.from_call(error)
     request_errors = error_details_pb2.BadRequest()
     assert status.details[0].Unpack(request_errors)
-    assert {v.field for v in request_errors.field_violations} == {"email", "password"}
+    # The interceptor's rules from the proto (tests/runtime/test_validation.py) answer first.
+    assert {v.field for v in request_errors.field_violations} == {
+        "email",
+        "password",
+        "age_attested",
+        "accepted_policy_version",
+    }
     trailers = dict(error.trailing_metadata())
     assert trailers["gm-http-status"] == "400"
     assert "email" in trailers["gm-error-json"]

@@ -22,24 +22,29 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from buf.validate import validate_pb2 as buf_dot_validate_dot_validate__pb2
 from google.protobuf import descriptor_pb2 as google_dot_protobuf_dot_descriptor__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fgatemesh/common/v1/common.proto\x12\x12gatemesh.common.v1\x1a google/protobuf/descriptor.proto\")\n\x05Money\x12\x0e\n\x06micros\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"/\n\nSubjectRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"4\n\x0bPageRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t*\x82\x01\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x11\n\rACCESS_PUBLIC\x10\x01\x12\x0f\n\x0b\x41\x43\x43\x45SS_USER\x10\x02\x12\x10\n\x0c\x41\x43\x43\x45SS_ADMIN\x10\x03\x12\x15\n\x11\x41\x43\x43\x45SS_COMPLIANCE\x10\x04\x12\x13\n\x0f\x41\x43\x43\x45SS_INTERNAL\x10\x05:L\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xf1\x8c\x03 \x01(\x0e\x32\x1a.gatemesh.common.v1.Accessb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fgatemesh/common/v1/common.proto\x12\x12gatemesh.common.v1\x1a\x1b\x62uf/validate/validate.proto\x1a google/protobuf/descriptor.proto\")\n\x05Money\x12\x0e\n\x06micros\x18\x01 \x01(\x03\x12\x10\n\x08\x63urrency\x18\x02 \x01(\t\"/\n\nSubjectRef\x12\x12\n\naccount_id\x18\x01 \x01(\t\x12\r\n\x05\x65mail\x18\x02 \x01(\t\"J\n\x0bPageRequest\x12\x1d\n\tpage_size\x18\x01 \x01(\x05\x42\n\xbaH\x07\x1a\x05\x18\xe8\x07(\x00\x12\x1c\n\npage_token\x18\x02 \x01(\tB\x08\xbaH\x05r\x03\x18\x80\x04\"\'\n\x0cPageResponse\x12\x17\n\x0fnext_page_token\x18\x01 \x01(\t*\x82\x01\n\x06\x41\x63\x63\x65ss\x12\x16\n\x12\x41\x43\x43\x45SS_UNSPECIFIED\x10\x00\x12\x11\n\rACCESS_PUBLIC\x10\x01\x12\x0f\n\x0b\x41\x43\x43\x45SS_USER\x10\x02\x12\x10\n\x0c\x41\x43\x43\x45SS_ADMIN\x10\x03\x12\x15\n\x11\x41\x43\x43\x45SS_COMPLIANCE\x10\x04\x12\x13\n\x0f\x41\x43\x43\x45SS_INTERNAL\x10\x05:L\n\x06\x61\x63\x63\x65ss\x12\x1e.google.protobuf.MethodOptions\x18\xf1\x8c\x03 \x01(\x0e\x32\x1a.gatemesh.common.v1.Accessb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatemesh.common.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_ACCESS']._serialized_start=277
-  _globals['_ACCESS']._serialized_end=407
-  _globals['_MONEY']._serialized_start=89
-  _globals['_MONEY']._serialized_end=130
-  _globals['_SUBJECTREF']._serialized_start=132
-  _globals['_SUBJECTREF']._serialized_end=179
-  _globals['_PAGEREQUEST']._serialized_start=181
-  _globals['_PAGEREQUEST']._serialized_end=233
-  _globals['_PAGERESPONSE']._serialized_start=235
-  _globals['_PAGERESPONSE']._serialized_end=274
+  _globals['_PAGEREQUEST'].fields_by_name['page_size']._loaded_options = None
+  _globals['_PAGEREQUEST'].fields_by_name['page_size']._serialized_options = b'\272H\007\032\005\030\350\007(\000'
+  _globals['_PAGEREQUEST'].fields_by_name['page_token']._loaded_options = None
+  _globals['_PAGEREQUEST'].fields_by_name['page_token']._serialized_options = b'\272H\005r\003\030\200\004'
+  _globals['_ACCESS']._serialized_start=328
+  _globals['_ACCESS']._serialized_end=458
+  _globals['_MONEY']._serialized_start=118
+  _globals['_MONEY']._serialized_end=159
+  _globals['_SUBJECTREF']._serialized_start=161
+  _globals['_SUBJECTREF']._serialized_end=208
+  _globals['_PAGEREQUEST']._serialized_start=210
+  _globals['_PAGEREQUEST']._serialized_end=284
+  _globals['_PAGERESPONSE']._serialized_start=286
+  _globals['_PAGERESPONSE']._serialized_end=325
 # @@protoc_insertion_point(module_scope)
