@@ -18,6 +18,7 @@ refused call.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import random
 import time
@@ -145,18 +146,28 @@ async def one_call(http: httpx.AsyncClient, url: str, call: Call) -> None:
     call.seconds = time.monotonic() - started
 
 
+# Connections per httpx client: httpcore's pool scans all of its connections for each
+# request, so one client with a thousand connections spent the load in that scan.
+SHARD = 32
+
+
 async def run_load(mesh: ChaosMesh, calls: list[Call], concurrency: int) -> float:
     """Run every call, at most `concurrency` at once; returns the seconds it took."""
-    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    shards = max(1, -(-concurrency // SHARD))
+    limits = httpx.Limits(max_connections=SHARD, max_keepalive_connections=SHARD)
     gate = asyncio.Semaphore(concurrency)
     started = time.monotonic()
-    async with httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(60.0)) as http:
+    async with contextlib.AsyncExitStack() as stack:
+        clients = [
+            await stack.enter_async_context(httpx.AsyncClient(limits=limits, timeout=httpx.Timeout(120.0)))
+            for _ in range(shards)
+        ]
 
-        async def gated(call: Call) -> None:
+        async def gated(index: int, call: Call) -> None:
             async with gate:
-                await one_call(http, mesh.url, call)
+                await one_call(clients[index % shards], mesh.url, call)
 
-        await asyncio.gather(*(gated(call) for call in calls))
+        await asyncio.gather(*(gated(index, call) for index, call in enumerate(calls)))
     return time.monotonic() - started
 
 
