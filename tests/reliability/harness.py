@@ -108,7 +108,7 @@ class ChaosMesh:
             env = {key: value for key, value in env.items() if not key.startswith("OTEL_")}
         providers = json.loads(env["GATEMESH_PROVIDERS"])
         chaos = {"name": "chaos", "base_url": f"{self.upstream}/v1", "models": [CHAOS], "timeout_s": CHAOS_TIMEOUT_S}
-        providers.append({**chaos, "max_retries": 1})
+        providers.append({**chaos, "max_retries": 1, "max_connections": 2048})
         prices = json.loads(env["GATEMESH_PRICES"])
         prices[CHAOS] = {"input_per_mtok_usd": INPUT_MICROS, "output_per_mtok_usd": OUTPUT_MICROS}
         env.update(

@@ -211,7 +211,8 @@ async def check_billing(
 
 async def _ledger_balances(mesh: ChaosMesh) -> Verdict:
     verdict = Verdict("ledger balances (entries sum to zero, balances = entries, none negative)")
-    engine = create_async_engine(mesh.databases["billing"])
+    # One snapshot for every query: releases may still be committing while it reads.
+    engine = create_async_engine(mesh.databases["billing"], isolation_level="REPEATABLE READ")
     try:
         await assert_invariants(engine)
     except AssertionError as error:

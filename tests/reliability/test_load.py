@@ -1,4 +1,4 @@
-"""1,000 concurrent calls through the real edge with upstream faults and clients leaving,
+"""Concurrent calls through the real edge with upstream faults and clients leaving,
 then billing's own tables checked: the ledger balances, nobody is charged twice or left
 unbilled for a served call, no balance is negative, no hold is left open, and each
 account's usage records add up to its ledger debits (`tests/reliability/load.py`)."""
@@ -17,7 +17,9 @@ from tests.reliability.results import Row, record
 
 pytestmark = pytest.mark.e2e
 
-ACCOUNTS, KEYS_EACH, CONCURRENCY = 10, 100, 1000
+# CI's share: 400 calls at once (each a key of its own; making 1,000 keys alone took 35-60 s
+# on the shared 2-core machine). `python -m bench.soak` runs 1,000 and more at once.
+ACCOUNTS, KEYS_EACH, CONCURRENCY = 4, 100, 400
 CREDIT = 50_000_000
 LEAVE_RATE = 0.1
 
@@ -28,19 +30,19 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ChaosMesh]:
         yield running
 
 
-def test_a_thousand_concurrent_calls_with_faults_leave_billing_exact(mesh: ChaosMesh) -> None:
+def test_concurrent_calls_with_faults_leave_billing_exact(mesh: ChaosMesh) -> None:
     accounts = asyncio.run(mesh.accounts(ACCOUNTS, KEYS_EACH, CREDIT))
     calls = plan_calls(accounts, random.Random(7), LEAVE_RATE)
     asyncio.run(run_load(mesh, calls, CONCURRENCY))
     seen = outcomes(calls)
-    verdicts = asyncio.run(check_billing(mesh, accounts, calls, hold_wait_s=30))
+    verdicts = asyncio.run(check_billing(mesh, accounts, calls, hold_wait_s=60))
     drawn = mesh.upstream_stats()["drawn"]
     faults = sum(n for fault, n in drawn.items() if fault != "ok") + seen["left"]
     failed = [v for v in verdicts if not v.passed]
     unbilled = sum(len(v.failures) for v in verdicts if v.name.startswith("every served call"))
     record(
         Row(
-            "load: 1,000 calls, upstream chaos, clients leaving",
+            f"load: {len(calls)} calls at once, upstream chaos, clients leaving",
             calls=len(calls),
             faults=faults,
             survived=faults if not failed and not seen["error"] else 0,
