@@ -34,6 +34,7 @@ from tests.billing.ledger_checks import assert_invariants
 from tests.e2e.edge_mesh import INPUT_MICROS, OUTPUT_MICROS
 from tests.fake_upstream import plan_chat
 from tests.reliability.harness import CHAOS, Account, ChaosMesh
+from tests.reliability.results import Row
 
 PROMPT = "tell me something reliable please"
 
@@ -282,3 +283,20 @@ def _served_failures(call: Call, rows: list[dict[str, Any]], text: str, prompt: 
         estimated = row["tokens_estimated"]
         return [f"{call.key_id}: upstream reported {call.usage}, billed {tokens} (estimated {estimated})"]
     return []
+
+
+def load_row(name: str, calls: list[Call], faults_drawn: dict[str, int], verdicts: list[Verdict]) -> Row:
+    """The results-table row of one load: faults are the upstream's non-ok draws plus the
+    clients that left; they count as survived when every check passed and no call broke."""
+    seen = outcomes(calls)
+    faults = sum(n for fault, n in faults_drawn.items() if fault != "ok") + seen["left"]
+    failed = [v for v in verdicts if not v.passed]
+    return Row(
+        name,
+        calls=len(calls),
+        faults=faults,
+        survived=faults if not failed and not seen["error"] else 0,
+        checks=len(verdicts),
+        passed=len(verdicts) - len(failed),
+        lost=sum(len(v.failures) for v in verdicts if v.name.startswith("every served call")),
+    )

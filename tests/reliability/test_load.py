@@ -12,8 +12,8 @@ from collections.abc import Iterator
 import pytest
 
 from tests.reliability.harness import ChaosMesh, chaos_mesh
-from tests.reliability.load import check_billing, outcomes, plan_calls, run_load
-from tests.reliability.results import Row, record
+from tests.reliability.load import check_billing, load_row, outcomes, plan_calls, run_load
+from tests.reliability.results import record
 
 pytestmark = pytest.mark.e2e
 
@@ -36,21 +36,9 @@ def test_concurrent_calls_with_faults_leave_billing_exact(mesh: ChaosMesh) -> No
     asyncio.run(run_load(mesh, calls, CONCURRENCY))
     seen = outcomes(calls)
     verdicts = asyncio.run(check_billing(mesh, accounts, calls, hold_wait_s=60))
-    drawn = mesh.upstream_stats()["drawn"]
-    faults = sum(n for fault, n in drawn.items() if fault != "ok") + seen["left"]
+    name = f"load: {len(calls)} calls at once, upstream chaos, clients leaving"
+    record(load_row(name, calls, mesh.upstream_stats()["drawn"], verdicts))
     failed = [v for v in verdicts if not v.passed]
-    unbilled = sum(len(v.failures) for v in verdicts if v.name.startswith("every served call"))
-    record(
-        Row(
-            f"load: {len(calls)} calls at once, upstream chaos, clients leaving",
-            calls=len(calls),
-            faults=faults,
-            survived=faults if not failed and not seen["error"] else 0,
-            checks=len(verdicts),
-            passed=len(verdicts) - len(failed),
-            lost=unbilled,
-        )
-    )
     assert seen["error"] == 0, [c.detail for c in calls if c.outcome == "error"][:5]
     assert seen["served"] > len(calls) // 4, seen
     assert seen["refused"] and seen["cut"] and seen["left"], seen
