@@ -15,6 +15,12 @@ with commas: `"fake_mode": "echo,no_usage"`. `"fake_sse": "crlf"` or `"cr"` writ
 in another form the SSE format allows: that line end, `data:` without a space, a comment
 line before each event.
 
+`chaos` (per request, or `--mode chaos`) draws one of those at random for every request, from
+a generator seeded by `--seed`: `ok`, `500`, `429`, `hang` (answers after `--hang-s`, past a
+provider's timeout), `cut` (streams stop midway; JSON calls are answered), `no_usage`, with
+the weights of `CHAOS_WEIGHTS`. `GET /_fake/stats` counts what was drawn, so a load test can
+report the faults it injected.
+
 The bodies it received are kept in memory only (the last 200), for tests that check what
 reached the upstream: `GET /_fake/requests`, cleared by `DELETE /_fake/requests`; the
 `traceparent` headers received: `GET /_fake/traceparents`.
@@ -26,8 +32,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import random
 import time
-from collections import deque
+from collections import Counter, deque
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,6 +43,8 @@ from aiohttp import web
 DEFAULT_WORDS = 8
 WORD = " hello"
 EMBEDDING_DIM = 8
+# The faults `chaos` draws from, and how often: half the calls meet one.
+CHAOS_WEIGHTS = {"ok": 50, "500": 12, "429": 10, "hang": 6, "cut": 12, "no_usage": 10}
 
 
 @dataclass(frozen=True)
@@ -101,11 +110,22 @@ def _usage(prompt: int, completion: int) -> dict[str, int]:
 class FakeUpstream:
     """The aiohttp application and its in-memory state."""
 
-    def __init__(self, mode: str = "") -> None:
+    def __init__(self, mode: str = "", seed: int = 0, hang_s: float = 2.0) -> None:
         self.mode = mode
         self.received: deque[dict[str, Any]] = deque(maxlen=200)
         self.traceparents: deque[str] = deque(maxlen=200)
         self.count = 0
+        self.chaos = random.Random(seed)
+        self.hang_s = hang_s
+        self.drawn: Counter[str] = Counter()
+
+    def _draw(self, modes: set[str]) -> set[str]:
+        """Replace `chaos` by one fault drawn at random (counted in `drawn`)."""
+        if "chaos" not in modes:
+            return modes
+        fault = self.chaos.choices(list(CHAOS_WEIGHTS), weights=list(CHAOS_WEIGHTS.values()))[0]
+        self.drawn[fault] += 1
+        return (modes - {"chaos"}) | {fault}
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=64 * 1024 * 1024)
@@ -113,6 +133,7 @@ class FakeUpstream:
         app.router.add_post("/v1/embeddings", self.embeddings)
         app.router.add_get("/v1/models", self.models)
         app.router.add_get("/_fake/requests", self.requests)
+        app.router.add_get("/_fake/stats", self.stats)
         app.router.add_delete("/_fake/requests", self.clear)
         app.router.add_get("/_fake/traceparents", self.traced)
         return app
@@ -132,6 +153,8 @@ class FakeUpstream:
         return body
 
     async def _failure(self, modes: set[str], body: dict[str, Any]) -> web.Response | None:
+        if "hang" in modes:
+            await asyncio.sleep(self.hang_s)
         if "slow" in modes:
             await asyncio.sleep(int(body.get("fake_delay_ms") or 200) / 1000)
         if "500" in modes:
@@ -142,7 +165,7 @@ class FakeUpstream:
 
     async def chat(self, request: web.Request) -> web.StreamResponse:
         body = await self._read(request)
-        modes = _modes(body, self.mode)
+        modes = self._draw(_modes(body, self.mode))
         failure = await self._failure(modes, body)
         if failure is not None:
             return failure
@@ -195,7 +218,7 @@ class FakeUpstream:
 
     async def embeddings(self, request: web.Request) -> web.Response:
         body = await self._read(request)
-        modes = _modes(body, self.mode)
+        modes = self._draw(_modes(body, self.mode))
         failure = await self._failure(modes, body)
         if failure is not None:
             return failure
@@ -218,6 +241,9 @@ class FakeUpstream:
     async def traced(self, _request: web.Request) -> web.Response:
         """The W3C `traceparent` headers of the calls received (the proxy's trace context)."""
         return web.json_response(list(self.traceparents))
+
+    async def stats(self, _request: web.Request) -> web.Response:
+        return web.json_response({"requests": self.count, "drawn": dict(self.drawn)})
 
     async def clear(self, _request: web.Request) -> web.Response:
         self.received.clear()
@@ -246,8 +272,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--mode", default="", help="failure mode for every request (see the module docstring)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the `chaos` mode's draws")
+    parser.add_argument("--hang-s", type=float, default=2.0, help="how long `hang` waits before answering")
     args = parser.parse_args()
-    web.run_app(FakeUpstream(args.mode).app(), host=args.host, port=args.port, access_log=None, print=None)
+    upstream = FakeUpstream(args.mode, args.seed, args.hang_s)
+    # A deep accept queue: load tests open a thousand connections at once.
+    web.run_app(upstream.app(), host=args.host, port=args.port, access_log=None, print=None, backlog=2048)
 
 
 if __name__ == "__main__":

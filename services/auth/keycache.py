@@ -23,7 +23,7 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import asdict, dataclass
 
 from redis.asyncio import Redis
@@ -65,6 +65,13 @@ class KeyEntry:
 
 Cached = KeyEntry | str
 Loader = Callable[[str], Awaitable[Cached]]
+ManyLoader = Callable[[Sequence[str]], Awaitable[dict[str, Cached]]]
+
+
+def _parse(raw: bytes | str) -> Cached:
+    """A Redis value: a tombstone string or a key entry's JSON."""
+    text = raw.decode() if isinstance(raw, bytes) else raw
+    return text if text in (REVOKED, UNKNOWN) else KeyEntry.loads(text)
 
 
 class KeyCache:
@@ -103,6 +110,51 @@ class KeyCache:
             self._remember(key_hash, value)
         return value
 
+    async def lookup_many(self, key_hashes: Sequence[str], load_many: ManyLoader) -> dict[str, Cached]:
+        """`lookup` for many hashes: local, then one Redis MGET, then one `load_many` for the
+        rest; fills the levels each missed (one pipeline)."""
+        found: dict[str, Cached] = {}
+        for key_hash in dict.fromkeys(key_hashes):
+            hit = self.local(key_hash)
+            if hit is not None:
+                found[key_hash] = hit
+        missing = [key_hash for key_hash in dict.fromkeys(key_hashes) if key_hash not in found]
+        if not missing:
+            return found
+        epoch = self._epoch
+        in_redis = await self._many_from_redis(missing)
+        unknown = [key_hash for key_hash in missing if key_hash not in in_redis]
+        loaded = await load_many(unknown) if unknown else {}
+        await self._many_to_redis(loaded)
+        for key_hash in missing:
+            found[key_hash] = in_redis.get(key_hash) or loaded[key_hash]
+            if epoch == self._epoch:
+                self._remember(key_hash, found[key_hash])
+        return found
+
+    async def _many_from_redis(self, key_hashes: list[str]) -> dict[str, Cached]:
+        if self._redis_ttl <= 0:
+            return {}
+        try:
+            raws = await self._redis.mget([KEY_PREFIX + key_hash for key_hash in key_hashes])
+        except RedisError:
+            log.warning("redis unavailable for the key cache; reading the database")
+            return {}
+        return {key_hash: _parse(raw) for key_hash, raw in zip(key_hashes, raws, strict=True) if raw is not None}
+
+    async def _many_to_redis(self, values: dict[str, Cached]) -> None:
+        if self._redis_ttl <= 0 or not values:
+            return
+        try:
+            async with self._redis.pipeline(transaction=False) as pipe:
+                for key_hash, value in values.items():
+                    ttl = min(self._redis_ttl, UNKNOWN_TTL_S) if value == UNKNOWN else self._redis_ttl
+                    raw = value if isinstance(value, str) else value.dumps()
+                    pipe.set(KEY_PREFIX + key_hash, raw, ex=ttl, nx=True)
+                await pipe.execute()
+        except RedisError:
+            log.warning("redis unavailable for the key cache; not caching")
+
     async def _from_redis(self, key_hash: str) -> Cached | None:
         if self._redis_ttl <= 0:
             return None
@@ -111,10 +163,7 @@ class KeyCache:
         except RedisError:
             log.warning("redis unavailable for the key cache; reading the database")
             return None
-        if raw is None:
-            return None
-        text = raw.decode() if isinstance(raw, bytes) else raw
-        return text if text in (REVOKED, UNKNOWN) else KeyEntry.loads(text)
+        return None if raw is None else _parse(raw)
 
     async def _to_redis(self, key_hash: str, value: Cached) -> None:
         if self._redis_ttl <= 0:

@@ -294,6 +294,17 @@ class AuthStore:
             row = (await db.execute(query)).first()
             return KeyRecord(row[0], row[1]) if row else None
 
+    async def keys_for_verification(self, key_hashes: Sequence[str]) -> dict[str, KeyRecord]:
+        """`key_for_verification` for many hashes in one query (a burst of keys no cache
+        holds yet, as after a restart, costs one round trip instead of one each)."""
+        async with self.sessions() as db:
+            query = (
+                select(ApiKeyRow, AccountRow)
+                .join(AccountRow, AccountRow.account_id == ApiKeyRow.account_id)
+                .where(ApiKeyRow.key_hash.in_(key_hashes))  # type: ignore[attr-defined]
+            )
+            return {row[0].key_hash: KeyRecord(row[0], row[1]) for row in await db.execute(query)}
+
     async def record_last_used(self, used: dict[str, datetime]) -> None:
         """Write buffered last-used times (only ever moving them forward)."""
         if not used:

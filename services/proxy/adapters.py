@@ -41,6 +41,11 @@ from .outbox import SettleOutbox
 
 log = logging.getLogger("gatemesh.proxy")
 
+# Release RPCs in flight at once (they have no batch twin): hundreds at once, each a
+# transaction on the same few wallet rows, all missed their deadline, were retried and
+# missed it again, so holds of failed calls stayed open (found by tests/reliability).
+RELEASES_IN_FLIGHT = 16
+
 # Per-call metadata: the service credential when the channel has no interceptor adding it.
 Metadata = tuple[tuple[str, str], ...]
 
@@ -297,6 +302,7 @@ class RemoteLedger:
     ) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._timeout = timeout_s
+        self._releases = asyncio.Semaphore(RELEASES_IN_FLIGHT)
         self._ttl = hold_ttl_s
         self._md = metadata
         self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
@@ -349,7 +355,8 @@ class RemoteLedger:
         if usage is not None:
             request.usage.CopyFrom(usage_proto(usage))
         try:
-            await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
+            async with self._releases:  # the deadline starts once the call is sent
+                await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
         except grpc.aio.AioRpcError as error:
             raise domain_error(error, "billing") from None
 

@@ -339,6 +339,7 @@ class Gateway:
         call.tokens_taken = True
         if hold.exception() is not None:
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
+            call.reclaim_if_unknown(hold.exception())
             raise hold.exception()  # type: ignore[misc]
         call.hold_id = hold.result()
         self.known_keys.put(api_key, grant)
@@ -392,6 +393,7 @@ class MeteredCall:
         self._done: asyncio.Task[Any] | None = None
         self._durable = asyncio.Event()
         self.tokens_taken = True  # auth counted the estimate against the key's tokens per minute
+        self.hold_amount = 0
 
     @property
     def finished(self) -> bool:
@@ -404,6 +406,7 @@ class MeteredCall:
         open until it expires."""
         place, grant, request_id = self.gateway.ledger.hold, self.grant, self.request_id
         retry_until = time.monotonic() + HOLD_RETRY_S
+        self.hold_amount = amount_micros
         return self.gateway.tasks.spawn(with_retries(lambda: place(grant, amount_micros, request_id), retry_until))
 
     async def place_hold(self, amount_micros: int) -> None:
@@ -414,14 +417,35 @@ class MeteredCall:
         except asyncio.CancelledError:
             hold.add_done_callback(self._abandoned_hold)
             raise
-        except BaseException:
+        except BaseException as error:
             self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            self.reclaim_if_unknown(error)
             raise
+
+    def reclaim_if_unknown(self, error: BaseException | None) -> None:
+        """A hold that failed as unavailable may have been placed all the same (billing
+        committed it after the proxy's deadline): ask again, in the background, with the same
+        idempotency key, which returns that hold (or places one), and release it. Retried
+        until billing answers or the hold would have expired. Before, such holds stayed open,
+        the customer's credit reserved, until they expired (found by tests/reliability)."""
+        if isinstance(error, Unavailable | DeadlineExceeded) and self._done is None:
+            self._done = self.gateway.tasks.spawn(self._reclaim())
+
+    async def _reclaim(self) -> None:
+        place, grant, amount, request_id = self.gateway.ledger.hold, self.grant, self.hold_amount, self.request_id
+        try:
+            hold_id = await with_retries(lambda: place(grant, amount, request_id), self._until())
+        except DomainError as error:  # refused now (no credit): nothing was held
+            log.info("no hold to reclaim for request %s: %s", request_id, error.message)
+            return
+        await self._discard(hold_id)
 
     def _abandoned_hold(self, hold: asyncio.Task[Any]) -> None:
         if hold.cancelled() or hold.exception() is not None:
             if self.tokens_taken:
                 self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            if not hold.cancelled():
+                self.reclaim_if_unknown(hold.exception())
             return
         self.hold_id = hold.result()
         self.release(499, "client_disconnected")
@@ -441,6 +465,8 @@ class MeteredCall:
         record, no request-log row, no tokens to give back."""
         if self._done is None and not hold.cancelled() and hold.exception() is None:
             self._done = self.gateway.tasks.spawn(self._discard(hold.result()))
+        elif not hold.cancelled():
+            self.reclaim_if_unknown(hold.exception())
 
     async def _discard(self, hold_id: str) -> None:
         release = self.gateway.ledger.release

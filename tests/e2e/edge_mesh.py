@@ -174,12 +174,12 @@ def stop(process: subprocess.Popen[bytes]) -> None:
 
 
 @contextmanager
-def fake_upstream(log: Path, port: int = 0) -> Iterator[str]:
+def fake_upstream(log: Path, *options: str, port: int = 0) -> Iterator[str]:
+    """The fake upstream as a process (`options`: its command-line flags), stopped after."""
     port = port or free_port()
     with open(log, "wb") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tests.fake_upstream", "--port", str(port)], stdout=out, stderr=out, cwd=ROOT
-        )
+        command = [sys.executable, "-m", "tests.fake_upstream", "--port", str(port), *options]
+        process = subprocess.Popen(command, stdout=out, stderr=out, cwd=ROOT)
         try:
             wait_port(port, process)
             yield f"http://127.0.0.1:{port}"

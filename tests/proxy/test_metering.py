@@ -61,6 +61,7 @@ class Ledger:
     hold_refusal: Exception | None = None
     events: list[str] = field(default_factory=list)
     held_for: list[KeyGrant] = field(default_factory=list)
+    hold_replies_lost: bool = False  # holds are placed but their replies lost (a deadline)
 
     async def price(self, model: str) -> Price | None:
         return Price(1_000_000, 2_000_000)
@@ -71,9 +72,13 @@ class Ledger:
             await self.hold_gate.wait()
         if self.hold_refusal is not None:
             raise self.hold_refusal
-        self.held_for.append(grant)
-        self.holds.append(f"hold-{idempotency_key}")
-        return self.holds[-1]
+        hold_id = f"hold-{idempotency_key}"
+        if hold_id not in self.holds:  # idempotent, as billing's Hold is
+            self.held_for.append(grant)
+            self.holds.append(hold_id)
+        if self.hold_replies_lost:
+            raise Unavailable("the billing service is not available")
+        return hold_id
 
     async def settle(
         self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None] = lambda: None
@@ -136,6 +141,23 @@ async def test_hold_placed_after_the_client_left_is_released_when_its_reply_arri
     assert not ledger.settled
     assert sum(gatekeeper.reported) == -(gateway.counter.prompt_tokens("m", BODY) + 16)
     assert [entry.outcome for entry in log.entries] == ["client_disconnected"]
+
+
+async def test_hold_whose_reply_was_lost_is_found_and_released(parts: Any) -> None:
+    """Billing placed the hold but its reply never came (the deadline passed while billing was
+    overloaded): the call fails with 503, and the proxy asks again with the same idempotency
+    key until billing answers, then releases that hold. Before, it stayed open, the
+    customer's credit reserved, until it expired (found by tests/reliability)."""
+    gateway, ledger, _, log = parts
+    ledger.hold_replies_lost = True
+    with pytest.raises(Unavailable):
+        await gateway.chat("gm-key", json.dumps(BODY).encode())
+    assert len(ledger.holds) == 1 and not ledger.released
+    ledger.hold_replies_lost = False  # billing is back
+    await until(lambda: bool(ledger.released))
+    await gateway.tasks.drain()
+    assert ledger.released == [(ledger.holds[0], None)] and len(ledger.holds) == 1
+    assert not ledger.settled and not log.entries
 
 
 async def test_json_answer_does_not_wait_for_the_settle(parts: Any) -> None:
