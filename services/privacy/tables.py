@@ -135,5 +135,6 @@ class ExportRow(PrivacyModel, table=True):
     created_at: datetime = _when()
     expires_at: datetime = _when()
 
+
 # The policy-version tables (P10) live in their own module, on this metadata.
 from . import policy_tables  # noqa: E402, F401

@@ -29,9 +29,7 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("version"),
     )
     with op.batch_alter_table("privacy_policy_versions", schema=None) as batch_op:
-        batch_op.create_index(
-            batch_op.f("ix_privacy_policy_versions_effective_at"), ["effective_at"], unique=False
-        )
+        batch_op.create_index(batch_op.f("ix_privacy_policy_versions_effective_at"), ["effective_at"], unique=False)
 
     op.create_table(
         "privacy_policy_notifications",
