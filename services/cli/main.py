@@ -17,6 +17,7 @@ COMMAND_MODULES = [
     "services.cli.auth_commands",
     "services.cli.billing_commands",
     "services.cli.edge_commands",
+    "services.cli.privacy_policy_commands",
 ]
 
 
