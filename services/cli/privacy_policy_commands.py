@@ -32,6 +32,7 @@ from services.privacy import datamap
 from services.runtime.clients import service_channel
 from services.runtime.timestamps import from_timestamp, to_timestamp
 
+from .billing_commands import parse_date
 from .common import EXIT_USAGE, CliError, operator_channel, run, settings
 
 TIMEOUT_S = 30
@@ -49,15 +50,6 @@ def privacy_group(subparsers: Any) -> Any:
         found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         parser.gatemesh_commands = found[0] if found else parser.add_subparsers(dest="privacy_command")
     return parser.gatemesh_commands
-
-
-def parse_moment(text: str) -> datetime:
-    """YYYY-MM-DD (midnight UTC) or an ISO 8601 time; UTC unless it says otherwise."""
-    try:
-        moment = datetime.fromisoformat(text.strip())
-    except ValueError:
-        raise CliError(f"not a date (YYYY-MM-DD or ISO 8601): {text!r}", EXIT_USAGE) from None
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def read_staff_password(args: argparse.Namespace) -> str:
@@ -178,7 +170,7 @@ def current_command(args: argparse.Namespace) -> int:
 
 
 def publish_command(args: argparse.Namespace) -> int:
-    effective = parse_moment(args.effective)
+    effective = parse_date(args.effective)
 
     async def call() -> None:
         request = policy_pb2.PublishPolicyVersionRequest(
