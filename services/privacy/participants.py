@@ -135,4 +135,9 @@ class Subjects:
 
     async def closed_accounts(self) -> Sequence[tuple[str, datetime | None]]:
         reply = await self.stub.ListClosedAccounts(auth_pb2.ListClosedAccountsRequest(), timeout=self.timeout)
-        return [(a.account_id, from_timestamp(a.closed_at)) for a in reply.accounts]
+        return [(a.account_id, _naive(from_timestamp(a.closed_at))) for a in reply.accounts]
+
+
+def _naive(moment: datetime | None) -> datetime | None:
+    """The naive UTC the privacy tables store."""
+    return moment.replace(tzinfo=None) if moment is not None else None

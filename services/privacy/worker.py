@@ -195,7 +195,8 @@ class Worker:
                 return  # the lease went to another worker: its outcome counts, not ours
             await self.store.append_audit(
                 db, event=f"step_{step.phase}_done", request_id=request.request_id, actor=step.participant,
-                subject_id=request.subject_id, details={"counts": counts, "attempt": step.attempts}, at=now,
+                subject_id=request.subject_id, at=now,
+                details={"counts": counts, "attempt": step.attempts, "worker": self.owner},
             )  # fmt: skip
             vacuum = await self._finish_if_complete(db, request.request_id)
         if vacuum:

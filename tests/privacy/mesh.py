@@ -10,6 +10,7 @@ import os
 import signal
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +22,7 @@ import grpc
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from tests.proxy.mesh import ADMIN_TOKEN, OPERATOR, PASSWORD, POLICY, Mesh, pg_plain, start_mesh
-from tests.support import ROOT, free_port, wait_healthy
+from tests.support import ROOT, create_database, drop_database, free_port, wait_healthy
 
 FAST = {
     "GATEMESH_PRIVACY_WORKER_INTERVAL_S": "0.05",
@@ -102,7 +103,8 @@ class PrivacyMesh:
         return instance
 
     def stub(self, instance: PrivacyProcess | None = None) -> privacy_pb2_grpc.PrivacyServiceStub:
-        address = (instance or self.instances[0]).address
+        live = [i for i in self.instances if i.process and i.process.poll() is None]
+        address = (instance or live[-1]).address
         if address not in self._channels:
             self._channels[address] = grpc.aio.insecure_channel(address)
         return privacy_pb2_grpc.PrivacyServiceStub(self._channels[address])
@@ -150,11 +152,20 @@ class PrivacyMesh:
         return json.loads(b"".join(c.data for c in chunks))
 
 
-async def open_mesh(stack: ExitStack, tmp: Path, pg_database: Any, upstreams: Any, **extra: str) -> PrivacyMesh:
-    databases = {name: await pg_database(name) for name in ("auth", "billing", "proxy")}
+def _drop(url: str) -> None:
+    """Drop a database from synchronous cleanup code, even inside a running event loop."""
+    with ThreadPoolExecutor(1) as pool:
+        pool.submit(asyncio.run, drop_database(url)).result()
+
+
+async def open_mesh(stack: ExitStack, tmp: Path, upstreams: Any) -> PrivacyMesh:
+    """auth, billing and proxy on fresh PostgreSQL databases (dropped when `stack` closes),
+    and a database for privacy; privacy processes are started by the test."""
+    databases = {name: await create_database(f"pv_{name}") for name in ("auth", "billing", "proxy", "privacy")}
+    for url in databases.values():
+        stack.callback(_drop, url)
     mesh = start_mesh(stack, tmp, databases, upstreams)
-    pm = PrivacyMesh(mesh, await pg_database("privacy"), tmp, stack)
-    return pm
+    return PrivacyMesh(mesh, databases["privacy"], tmp, stack)
 
 
 __all__ = ["ADMIN_TOKEN", "OPERATOR", "PASSWORD", "POLICY", "PrivacyMesh", "open_mesh"]
