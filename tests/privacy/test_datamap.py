@@ -91,14 +91,12 @@ def test_json_and_markdown_say_the_same_P4_4() -> None:
     assert "**Incomplete**: no answer from billing." in partial
 
 
-async def test_running_mesh_serves_the_map_over_grpc_cli_and_rest_P4_4_P10_1(
-    tmp_path: Path, pg_database, upstreams
-) -> None:
+async def test_running_mesh_serves_the_map_over_grpc_cli_and_rest_P4_4_P10_1(tmp_path: Path, upstreams) -> None:
     """P4.4: the privacy service generates the map from every running participant and
     serves it publicly (gRPC, REST) and to staff (`gatemesh privacy datamap`); P10.1: the
     current version is public at REST, and staff publish it with the CLI (`--as`)."""
     with ExitStack() as stack:
-        pm = await open_mesh(stack, tmp_path, pg_database, upstreams)
+        pm = await open_mesh(stack, tmp_path, upstreams)
         address = pm.mesh.envs["auth"]["GATEMESH_PRIVACY_ADDR"]
         env = pm.privacy_env(address)
         instance = Process(env, address, tmp_path / "privacy-map.log").start()

@@ -5,6 +5,7 @@ listed, and every account gets one notification in the outbox, once."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 from contextlib import ExitStack
 from datetime import UTC, datetime, timedelta
@@ -15,7 +16,7 @@ import pytest
 
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.common.v1 import common_pb2
-from gatemesh.privacy.v1 import policy_pb2, policy_pb2_grpc
+from gatemesh.privacy.v1 import policy_pb2, policy_pb2_grpc, privacy_pb2
 from services.runtime.errors import details_of
 from services.runtime.timestamps import to_timestamp
 from tests.privacy.mesh import OPERATOR, PASSWORD, POLICY, PrivacyMesh, open_mesh
@@ -25,10 +26,10 @@ NEW = "2026-12-15"
 
 
 @pytest.fixture
-async def pm(tmp_path: Path, pg_database, upstreams):
+async def pm(tmp_path: Path, upstreams):
     """The mesh, with one privacy service where auth looks for the current policy version."""
     with ExitStack() as stack:
-        pm = await open_mesh(stack, tmp_path, pg_database, upstreams)
+        pm = await open_mesh(stack, tmp_path, upstreams)
         address = pm.mesh.envs["auth"]["GATEMESH_PRIVACY_ADDR"]
         instance = Process(pm.privacy_env(address), address, tmp_path / "privacy-policy.log").start()
         pm.instances.append(instance)
@@ -122,8 +123,10 @@ async def test_published_version_is_current_required_by_auth_and_notified_once_P
 
 
 async def test_scheduled_version_is_upcoming_until_its_date_P10_1(pm: PrivacyMesh) -> None:
-    """P10.1: a version with a later effective date is announced, not current, until then."""
+    """P10.1: a version with a later effective date is announced, not current, until then;
+    P8.3: an erased account's notifications leave the outbox with the rest of its data."""
     stub = policy_stub(pm)
+    subject, session = await sign_up(pm)
     now = datetime.now(UTC)
     await stub.PublishPolicyVersion(publish_request("v1", now), metadata=OPERATOR)
     await stub.PublishPolicyVersion(publish_request("v2", now + timedelta(days=30)), metadata=OPERATOR)
@@ -133,6 +136,15 @@ async def test_scheduled_version_is_upcoming_until_its_date_P10_1(pm: PrivacyMes
     assert [v.version.version for v in listed.versions] == ["v2", "v1"]
     assert all(v.published_by == "operator" and v.HasField("notified_at") for v in listed.versions)
     assert (await sign_up(pm, "v1"))[0].accepted_policy_version == "v1"
+
+    assert subject.account_id in await outbox(pm, "v1") and subject.account_id in await outbox(pm, "v2")
+    erase = privacy_pb2.CreateMyRequestRequest(type=privacy_pb2.REQUEST_TYPE_ERASURE, reason="leaving")
+    request = (await pm.stub().CreateMyRequest(erase, metadata=session)).request
+    done = await pm.wait(request.request_id, within=120)
+    assert subject.account_id not in await outbox(pm, "v1") + await outbox(pm, "v2")
+    got = privacy_pb2.GetCertificateRequest(request_id=done.request_id)
+    certificate = json.loads((await pm.stub().GetCertificate(got, metadata=OPERATOR)).certificate.document)
+    assert certificate["privacy"]["erased"]["privacy.privacy_policy_notifications"] == 2
 
 
 async def test_bad_publications_are_refused_and_change_nothing_P10_1(pm: PrivacyMesh) -> None:
