@@ -17,7 +17,8 @@ COMMAND_MODULES = [
     "services.cli.auth_commands",
     "services.cli.billing_commands",
     "services.cli.edge_commands",
-    "services.cli.privacy_policy_commands",
+    "services.cli.privacy_commands",
+    "services.cli.privacy_policy_commands",  # joins the `privacy` group made above
 ]
 
 

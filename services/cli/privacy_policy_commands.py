@@ -9,31 +9,29 @@ privacy-policy versions (P10) for compliance staff.
 
 Staff commands act as the local operator, or as a named compliance member with
 `--as EMAIL` (the password typed at a prompt or read from `--password-stdin`; never an
-argument). These commands join the `privacy` group that `privacy_commands` also fills:
-whichever module registers first creates it (`privacy_group`).
+argument), exactly as `privacy_commands` does (its channel and options are reused). These
+commands join the `privacy` group that `privacy_commands` makes (`privacy_group` finds it,
+or makes it when this module registers first).
 """
 
 from __future__ import annotations
 
 import argparse
-import getpass
 import json
-import sys
-from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
 import grpc
 
-from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import policy_pb2, policy_pb2_grpc
 from services.privacy import datamap
-from services.runtime.clients import service_channel
 from services.runtime.timestamps import from_timestamp, to_timestamp
 
 from .billing_commands import parse_date
-from .common import EXIT_USAGE, CliError, operator_channel, run, settings
+from .common import EXIT_USAGE, operator_channel, run
+from .privacy_commands import _channel as staff_channel
+from .privacy_commands import _common as staff_options
 
 TIMEOUT_S = 30
 GROUP = "privacy"
@@ -50,40 +48,6 @@ def privacy_group(subparsers: Any) -> Any:
         found = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
         parser.gatemesh_commands = found[0] if found else parser.add_subparsers(dest="privacy_command")
     return parser.gatemesh_commands
-
-
-def read_staff_password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    if not sys.stdin.isatty():
-        raise CliError("no password: type it at a terminal or use --password-stdin", EXIT_USAGE)
-    return getpass.getpass(f"password for {args.as_email}: ")
-
-
-@asynccontextmanager
-async def staff_channel(args: argparse.Namespace) -> Any:
-    """A channel to privacy as the operator, or (`--as`) as a signed-in staff member."""
-    if not getattr(args, "as_email", None):
-        async with operator_channel("privacy_addr") as channel:
-            yield channel
-        return
-    s = settings()
-    password = read_staff_password(args)
-    async with operator_channel("auth_addr") as auth:
-        request = auth_pb2.SignInRequest(email=args.as_email, password=password)
-        try:
-            signed_in = await auth_pb2_grpc.AuthServiceStub(auth).SignIn(request, timeout=TIMEOUT_S)
-        except grpc.aio.AioRpcError as error:
-            if error.code() in (grpc.StatusCode.UNAUTHENTICATED, grpc.StatusCode.INVALID_ARGUMENT):
-                raise CliError(f"signing in as {args.as_email} failed: {error.details()}") from None
-            raise
-    async with service_channel(s.privacy_addr, s, credential=signed_in.session_token) as channel:
-        yield channel
-
-
-def add_staff_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--as", dest="as_email", metavar="EMAIL", help="act as this compliance member")
-    parser.add_argument("--password-stdin", action="store_true", help="with --as: read the password from stdin")
 
 
 def add_json(parser: argparse.ArgumentParser) -> None:
@@ -176,7 +140,7 @@ def publish_command(args: argparse.Namespace) -> int:
         request = policy_pb2.PublishPolicyVersionRequest(
             version=args.version, effective_at=to_timestamp(effective), summary=args.summary or ""
         )
-        async with staff_channel(args) as channel:
+        async with await staff_channel(args) as channel:
             reply = await stub(channel).PublishPolicyVersion(request, timeout=TIMEOUT_S)
         what = "published" if reply.created else "already published"
         print(f"{what} {reply.version.version}, effective {version_json(reply.version)['effective_at']};")
@@ -187,7 +151,7 @@ def publish_command(args: argparse.Namespace) -> int:
 
 def list_command(args: argparse.Namespace) -> int:
     async def call() -> None:
-        async with staff_channel(args) as channel:
+        async with await staff_channel(args) as channel:
             reply = await stub(channel).ListPolicyVersions(policy_pb2.ListPolicyVersionsRequest(), timeout=TIMEOUT_S)
         rows = [
             {**version_json(v.version), "published_by": v.published_by, "notified": v.notified} for v in reply.versions
@@ -205,7 +169,7 @@ def pending_command(args: argparse.Namespace) -> int:
     async def call() -> None:
         ids: list[str] = []
         version, token = args.version or "", ""
-        async with staff_channel(args) as channel:
+        async with await staff_channel(args) as channel:
             while True:
                 page = common_pb2.PageRequest(page_size=1000, page_token=token)
                 request = policy_pb2.ListPendingAcceptancesRequest(version=version, page=page)
@@ -240,14 +204,14 @@ def register(subparsers: Any) -> None:
     p.add_argument("version", help="the version id, e.g. 2026-12-15")
     p.add_argument("--effective", required=True, metavar="DATE", help="YYYY-MM-DD or ISO 8601, UTC by default")
     p.add_argument("--summary", help="what changed, in a few sentences")
-    add_staff_options(p)
+    staff_options(p)
     p.set_defaults(func=publish_command)
     p = sub.add_parser("list", help="every published version")
     add_json(p)
-    add_staff_options(p)
+    staff_options(p)
     p.set_defaults(func=list_command)
     p = sub.add_parser("pending", help="accounts that have not accepted the current (or --version) version")
     p.add_argument("--version", help="another published version")
     add_json(p)
-    add_staff_options(p)
+    staff_options(p)
     p.set_defaults(func=pending_command)

@@ -53,3 +53,20 @@ def test_the_migrations_create_exactly_the_tables_declared(tmp_path: Path) -> No
     with engine.connect() as conn:
         diff = compare_metadata(MigrationContext.configure(conn), METADATA)
     assert [d for d in diff if not (d[0] == "remove_table" and d[1].name.startswith("alembic_version"))] == []
+
+
+def test_the_edge_routes_and_documents_the_privacy_service(tmp_path: Path) -> None:
+    """The edge config is generated from the annotations: privacy's REST routes need no
+    edge change (self-service under /api/v1/privacy, staff under /api/v1/admin/privacy)."""
+    from services.edge import config, openapi
+    from services.edge.settings import EdgeSettings
+
+    settings = EdgeSettings(data_dir=tmp_path, edge_tls_cert_file="", edge_tls_key_file="")
+    files = config.EdgeFiles(descriptor=str(tmp_path / "d.pb"), openapi=str(tmp_path / "openapi.json"))
+    boot = config.bootstrap(settings, files, ["privacy"])
+    manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    transcoder = next(f for f in manager["http_filters"] if f["name"] == config.TRANSCODER)["typed_config"]
+    assert transcoder["services"] == ["gatemesh.privacy.v1.PrivacyService", "gatemesh.privacy.v1.PolicyService"]
+    assert [c["name"] for c in boot["static_resources"]["clusters"]] == ["privacy"]
+    paths = openapi.document(["privacy"])["paths"]
+    assert {"/api/v1/privacy/requests", "/api/v1/admin/privacy/requests/{request_id}/approve"} <= set(paths)
