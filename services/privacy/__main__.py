@@ -73,7 +73,7 @@ async def build(settings: PrivacySettings) -> PrivacyApp:
     requests = Requests(settings, store, participants, subjects, vault)
     worker = Worker(settings, store, participants, vault)
     servicer = PrivacyServicer(requests, vault)
-    policy = build_policy(engine, participants, auth_channel)  # policy versions and data map (P10, P4.4)
+    policy = build_policy(engine, participants, auth_channel, store)  # policy versions and data map (P10, P4.4)
 
     async def closures() -> None:
         await raise_closure_erasures(requests, subjects)

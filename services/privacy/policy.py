@@ -19,10 +19,10 @@
 from __future__ import annotations
 
 import re
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Protocol
+from typing import Any, Protocol
 
 from services.runtime.errors import AlreadyExists, FailedPrecondition, NotFound, PermissionDenied, Violations
 
@@ -68,6 +68,10 @@ class PolicyStore(Protocol):
     async def add_notifications(self, version: str, account_ids: Sequence[str], at: datetime) -> int: ...
     async def mark_notified(self, version: str, at: datetime) -> None: ...
     async def unnotified(self) -> Sequence[str]: ...
+
+
+Audit = Callable[[str, str, dict[str, Any]], Awaitable[None]]
+"""Appends (event, actor, details) to privacy's audit trail: ids and counts only."""
 
 
 class PolicyAccounts(Protocol):
@@ -121,9 +125,10 @@ def require_staff(is_staff: bool) -> None:
 class Policies:
     """Publishing, reading and notifying policy versions."""
 
-    def __init__(self, store: PolicyStore, accounts: PolicyAccounts) -> None:
+    def __init__(self, store: PolicyStore, accounts: PolicyAccounts, audit: Audit) -> None:
         self.store = store
         self.accounts = accounts
+        self.audit = audit
 
     async def publish(
         self, staff_id: str, version: str, effective_at: datetime | None, summary: str, now: datetime
@@ -137,6 +142,7 @@ class Policies:
             effective = check_publish(version, effective_at, summary, now, latest)
             draft = PolicyVersion(version, effective, summary, now, staff_id)
             if await self.store.add_version(draft):
+                await self.audit("policy_published", staff_id, {"version": version})
                 return Published(draft, True, await self.notify(version, now))
             existing = await self.store.version(version)  # a concurrent publish won
         assert existing is not None
@@ -181,8 +187,11 @@ class Policies:
     async def versions(self) -> Sequence[PolicyVersion]:
         return sorted(await self.store.versions(), key=lambda p: p.effective_at, reverse=True)
 
-    async def pending(self, version: str, page_size: int, page_token: str, now: datetime) -> tuple[str, PendingPage]:
-        """Accounts that have not accepted `version` (default: the current one)."""
+    async def pending(
+        self, staff_id: str, version: str, page_size: int, page_token: str, now: datetime
+    ) -> tuple[str, PendingPage]:
+        """Accounts that have not accepted `version` (default: the current one); a staff
+        read of account data, so it is audited (P6.3)."""
         v = Violations()
         if version:
             check_version_id(v, version)
@@ -198,4 +207,5 @@ class Policies:
                 raise FailedPrecondition("no policy version is in effect yet", reason="NO_POLICY_VERSION")
             version = current.version
         ids, token = await self.accounts.not_accepted(version, page_size or NOTIFY_PAGE, page_token)
+        await self.audit("policy_pending_listed", staff_id, {"version": version, "accounts": len(ids)})
         return version, PendingPage(ids, token)

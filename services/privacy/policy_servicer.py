@@ -25,6 +25,12 @@ def now() -> datetime:
     return datetime.now(UTC)
 
 
+def staff_id() -> str:
+    """The calling staff member's account id, or "operator" for the local operator."""
+    caller = principal()
+    return OPERATOR if caller.operator else caller.account_id
+
+
 def version_proto(version: PolicyVersion | None) -> policy_pb2.PolicyVersion | None:
     if version is None:
         return None
@@ -77,12 +83,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         return policy_pb2.GetCurrentPolicyResponse(current=version_proto(current), upcoming=version_proto(upcoming))
 
     async def PublishPolicyVersion(self, request: Any, context: Any) -> policy_pb2.PublishPolicyVersionResponse:
-        caller = principal()
-        require_staff(caller.is_compliance)
+        require_staff(principal().is_compliance)
         effective_at = from_timestamp(request.effective_at) if request.HasField("effective_at") else None
-        published = await self.policies.publish(
-            OPERATOR if caller.operator else caller.account_id, request.version, effective_at, request.summary, now()
-        )
+        published = await self.policies.publish(staff_id(), request.version, effective_at, request.summary, now())
         return policy_pb2.PublishPolicyVersionResponse(
             version=version_proto(published.version), created=published.created, notified=published.notified
         )
@@ -103,7 +106,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
 
     async def ListPendingAcceptances(self, request: Any, context: Any) -> policy_pb2.ListPendingAcceptancesResponse:
         version, page = await self.policies.pending(
-            request.version, request.page.page_size, request.page.page_token, now()
+            staff_id(), request.version, request.page.page_size, request.page.page_token, now()
         )
         return policy_pb2.ListPendingAcceptancesResponse(
             version=version,

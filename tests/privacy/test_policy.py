@@ -121,6 +121,14 @@ async def test_published_version_is_current_required_by_auth_and_notified_once_P
     assert second.account_id in pending.account_ids and staff_id in pending.account_ids
     assert first.account_id not in pending.account_ids and newcomer.account_id not in pending.account_ids
 
+    events = await pm.rows("SELECT event, actor FROM privacy_audit WHERE event LIKE 'policy_%' ORDER BY seq")
+    assert [(e["event"], e["actor"]) for e in events] == [
+        ("policy_published", staff_id),
+        ("policy_pending_listed", staff_id),
+    ]  # P6.3: staff actions on account data are in the trail, which stays intact
+    trail = await pm.stub().VerifyAuditTrail(privacy_pb2.VerifyAuditTrailRequest(), metadata=OPERATOR)
+    assert trail.intact
+
 
 async def test_scheduled_version_is_upcoming_until_its_date_P10_1(pm: PrivacyMesh) -> None:
     """P10.1: a version with a later effective date is announced, not current, until then;
