@@ -96,10 +96,10 @@ def cmd_up(_args: argparse.Namespace) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     try:
-        deadline = time.monotonic() + START_TIMEOUT_S
         for name in available_services():
             child = start(name, getattr(s, f"{name}_addr"), f"services.{name}")
             children.append(child)
+            deadline = time.monotonic() + START_TIMEOUT_S  # each service gets its own minute
             wait_serving(child, deadline)
             print(f"{name:8} grpc://{child.address}", flush=True)
         if edge_available():
@@ -107,7 +107,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
 
             edge = start_edge()
             children.append(Child("edge", edge_url(), edge))
-            wait_edge(edge, deadline)
+            wait_edge(edge, time.monotonic() + START_TIMEOUT_S)
             print(f"{'edge':8} {edge_url()}", flush=True)
         print(f"gatemesh is up (data in {s.data_dir.resolve()}); Ctrl-C stops it", flush=True)
         while all(child.process.poll() is None for child in children):
