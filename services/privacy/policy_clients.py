@@ -8,6 +8,7 @@ must not turn each hit into a fan-out over the mesh.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -18,7 +19,7 @@ from google.protobuf import json_format
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
-from gatemesh.privacy.v1 import policy_pb2, privacy_pb2
+from gatemesh.privacy.v1 import participant_pb2, policy_pb2, privacy_pb2
 from services.runtime.errors import Unavailable
 from services.runtime.participant import describe_data
 
@@ -26,6 +27,7 @@ from . import datamap
 from .participants import Participants
 
 CACHE_S = 60.0
+DESCRIBE_S = 5.0
 OWN_FILES = (privacy_pb2.DESCRIPTOR, policy_pb2.DESCRIPTOR)
 
 
@@ -66,15 +68,23 @@ class DataMapSource:
     async def get(self) -> datamap.DataMap:
         if self._map is not None and time.monotonic() < self._until:
             return self._map
-        described: dict[str, Any] = {}
-        unavailable = []
-        for p in self.participants.configured:
-            try:
-                described[p.name] = await self.participants.describe(p.name)
-            except grpc.aio.AioRpcError:
-                unavailable.append(p.name)
+        names = [p.name for p in self.participants.configured]
+        answers = await asyncio.gather(*(self._describe(name) for name in names))
+        described = {name: answer for name, answer in zip(names, answers, strict=True) if answer is not None}
+        unavailable = [name for name, answer in zip(names, answers, strict=True) if answer is None]
         described.setdefault("privacy", own_data())
         self._map = datamap.build(described, unavailable, self.clock())
         # An incomplete map is kept only briefly, so a participant back up shows up soon.
         self._until = time.monotonic() + (self.cache_s if not unavailable else min(self.cache_s, 5.0))
         return self._map
+
+    async def _describe(self, name: str) -> dict[str, Any] | None:
+        """One participant's answer, or None when it does not answer within DESCRIBE_S: a
+        public route must not hang on one slow service."""
+        try:
+            reply = await self.participants.stub(name).DescribeData(
+                participant_pb2.DescribeDataRequest(), timeout=DESCRIBE_S
+            )
+        except grpc.aio.AioRpcError:
+            return None
+        return json_format.MessageToDict(reply, preserving_proto_field_name=True, use_integers_for_enums=True)

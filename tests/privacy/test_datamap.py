@@ -140,3 +140,17 @@ async def test_running_mesh_serves_the_map_over_grpc_cli_and_rest_P4_4_P10_1(tmp
         assert data_map.status_code == 200 and len(data_map.json()["fields"]) == len(reply.fields)
         assert staff_only.status_code == 401 and "error" in staff_only.json()
         assert bad.status_code == 400 and bad.json()["error"]["param"] in {"version", "effective_at"}
+
+        # A participant that does not answer is named, and the map says it is incomplete.
+        listed = [
+            {"name": "auth", "address": pm.mesh.auth_addr, "phase": 3},
+            {"name": "ghost", "address": f"127.0.0.1:{free_port()}", "phase": 2},
+        ]
+        other = f"127.0.0.1:{free_port()}"
+        ghostly = {**pm.privacy_env(other), "GATEMESH_PRIVACY_PARTICIPANTS": json.dumps(listed)}
+        second = Process(ghostly, other, tmp_path / "privacy-ghost.log").start()
+        stack.callback(second.stop)
+        async with grpc.aio.insecure_channel(other) as channel:
+            partial = await policy_pb2_grpc.PolicyServiceStub(channel).GetDataMap(policy_pb2.GetDataMapRequest())
+        assert list(partial.services) == ["auth", "privacy"] and list(partial.unavailable) == ["ghost"]
+        assert "**Incomplete**: no answer from ghost." in partial.markdown
