@@ -3,7 +3,8 @@
 Tables store naive UTC (as all of privacy's); the domain works in aware UTC, so times are
 converted here at the edge of the store. The outbox insert skips rows already there
 (`ON CONFLICT DO NOTHING`, which both PostgreSQL and SQLite speak), which is what makes a
-repeated or resumed fan-out add nothing.
+repeated or resumed fan-out add nothing. An erasure deletes a subject's rows in
+`PrivacyStore.forget_subject`, inside the erasure's own transaction.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import UTC, datetime
 
-from sqlalchemy import delete, func, update
+from sqlalchemy import func, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -87,23 +88,18 @@ class PolicyVersions:
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
         values = [{"version": version, "account_id": a, "created_at": naive(at)} for a in account_ids]
         statement = dialect.insert(PolicyNotificationRow).values(values).on_conflict_do_nothing()
-        async with self.sessions() as db, db.begin():
-            return int((await db.execute(statement)).rowcount)
+        async with self.engine.begin() as conn:
+            return int((await conn.execute(statement)).rowcount)
 
     async def mark_notified(self, version: str, at: datetime) -> None:
-        async with self.sessions() as db, db.begin():
-            query = update(PolicyVersionRow).where(PolicyVersionRow.version == version)
-            await db.execute(query.values(notified_at=naive(at)))
+        query = update(PolicyVersionRow).where(PolicyVersionRow.version == version)  # type: ignore[arg-type]
+        async with self.engine.begin() as conn:
+            await conn.execute(query.values(notified_at=naive(at)))
 
     async def unnotified(self) -> Sequence[str]:
         async with self.sessions() as db:
             query = select(PolicyVersionRow.version).where(PolicyVersionRow.notified_at.is_(None))  # type: ignore[union-attr]
             return list((await db.exec(query)).all())
-
-    async def forget_account(self, db: AsyncSession, account_id: str) -> int:
-        """An erased account's notifications, deleted inside the erasure's transaction."""
-        result = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id == account_id))
-        return int(result.rowcount)
 
     @staticmethod
     async def _notified(db: AsyncSession, version: str) -> int:
