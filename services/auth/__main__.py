@@ -19,6 +19,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.background import every
 from services.runtime.cache import make_redis
+from services.runtime.clients import service_channel
 from services.runtime.db import make_engine, migrate
 from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
@@ -29,6 +30,7 @@ from .keycache import KeyCache
 from .keys import KeyDefaults, Keys
 from .limits import RateLimiter, SignInThrottle
 from .participant import AuthParticipant
+from .policy_version import PublishedPolicy
 from .servicer import AuthServicer
 from .settings import AuthSettings
 from .store import MIGRATIONS, AuthStore
@@ -72,8 +74,13 @@ async def build(settings: AuthSettings) -> AuthApp:
     passwords = Passwords(
         settings.auth_argon2_time_cost, settings.auth_argon2_memory_kib, settings.auth_argon2_parallelism
     )
+    privacy_channel = service_channel(settings.privacy_addr, settings)
+    published = PublishedPolicy(privacy_channel, settings.auth_policy_version, settings.auth_policy_cache_s)
     policy = AccountPolicy(
-        settings.auth_policy_version, settings.auth_session_ttl_s, settings.auth_security_log_retention_days
+        settings.auth_policy_version,
+        settings.auth_session_ttl_s,
+        settings.auth_security_log_retention_days,
+        published,
     )
     accounts = Accounts(store, passwords, hmac_of, throttle, policy, cache.revoke, cache.invalidate)
     keys = Keys(
@@ -95,6 +102,7 @@ async def build(settings: AuthSettings) -> AuthApp:
     async def close() -> None:
         await keys.flush_last_used()
         await redis.aclose()
+        await privacy_channel.close()
         await engine.dispose()
 
     spec = ServiceSpec(

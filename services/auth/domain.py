@@ -131,11 +131,17 @@ class Session:
 
 @dataclass(frozen=True)
 class AccountPolicy:
-    """The account rules that come from configuration."""
+    """The account rules that come from configuration. The policy version to accept is the
+    one the privacy service publishes (`current_version`, cached there); `policy_version`,
+    from the settings, is used while none is published or when nothing asks privacy."""
 
     policy_version: str
     session_ttl_s: int
     security_log_days: int
+    current_version: Callable[[], Awaitable[str]] | None = None
+
+    async def current(self) -> str:
+        return await self.current_version() if self.current_version else self.policy_version
 
 
 Revoker = Callable[[list[str]], Awaitable[None]]
@@ -181,10 +187,11 @@ class Accounts:
         check_email(v, "email", email)
         check_password(v, "password", password)
         v.check(age_attested, "age_attested", "you must be 13 or older to use the service (P9.1)")
+        current = await self.policy.current()
         if not policy_version:
             v.add("accepted_policy_version", "is required")
-        elif policy_version != self.policy.policy_version:
-            v.add("accepted_policy_version", f"must be the current policy version {self.policy.policy_version}")
+        elif policy_version != current:
+            v.add("accepted_policy_version", f"must be the current policy version {current}")
         v.raise_if_any()
         account = await self._create(email, password, ROLE_USER, age_attested=True, policy_version=policy_version)
         await self.log("sign_up", account.account_id, origin)
@@ -367,15 +374,31 @@ class Accounts:
     async def accept_policy(self, caller: Principal, version: str) -> AccountRow:
         """P10.2: the acceptance (version, time) is recorded."""
         v = Violations()
+        current = await self.policy.current()
         if not version:
             v.add("version", "is required")
-        elif version != self.policy.policy_version:
-            v.add("version", f"must be the current policy version {self.policy.policy_version}")
+        elif version != current:
+            v.add("version", f"must be the current policy version {current}")
         v.raise_if_any()
         account = await self.store.accept_policy(caller.account_id, version, now())
         if account is None:
             raise NotFound("no such account")
         return account
+
+    async def accounts_by_policy(
+        self, version: str, accepted: bool, page_size: int, page_token: str
+    ) -> tuple[list[str], str]:
+        """Active account ids that accepted (or have not accepted) `version`, in pages by
+        id; the page token is the last id of the previous page (P10.2)."""
+        v = Violations()
+        v.check(bool(version), "version", "is required")
+        v.check(len(version) <= 64, "version", "must be at most 64 characters")
+        v.check(0 <= page_size <= 10000, "page.page_size", "must be between 0 and 10000")
+        v.check(len(page_token) <= 40, "page.page_token", "is not a token this service issued")
+        v.raise_if_any()
+        limit = page_size or 1000
+        ids = await self.store.accounts_by_policy(version, accepted, page_token, limit)
+        return ids, (ids[-1] if len(ids) == limit else "")
 
     async def sweep(self) -> tuple[int, int]:
         """Delete security events past retention (P5.3) and expired sessions."""

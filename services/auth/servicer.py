@@ -263,6 +263,16 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         closed = [auth_pb2.ClosedAccount(account_id=a, closed_at=timestamp(at)) for a, at in rows]
         return auth_pb2.ListClosedAccountsResponse(accounts=closed)
 
+    async def ListAccountsByPolicyVersion(
+        self, request: Any, context: Any
+    ) -> auth_pb2.ListAccountsByPolicyVersionResponse:
+        ids, token = await self.accounts.accounts_by_policy(
+            request.version, request.accepted, request.page.page_size, request.page.page_token
+        )
+        return auth_pb2.ListAccountsByPolicyVersionResponse(
+            account_ids=ids, page=common_pb2.PageResponse(next_page_token=token)
+        )
+
     async def Authenticate(self, request: Any, context: Any) -> auth_pb2.AuthenticateResponse:
         check_sizes(request, "credential")
         caller = await self.authenticate(request.credential)

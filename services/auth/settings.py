@@ -14,6 +14,9 @@ class AuthSettings(GatemeshSettings):
     """Settings of the auth service."""
 
     auth_database_url: str = Field("", description="Auth's database; empty: SQLite under data_dir.")
+    auth_policy_cache_s: float = Field(
+        30.0, ge=0, description="How long the current policy version asked of privacy is reused; 0: ask each time."
+    )
     auth_default_rpm: int = Field(600, description="Requests per minute of a key without its own limit.")
     auth_default_tpm: int = Field(1_000_000, description="Tokens per minute of a key without its own limit.")
     auth_session_ttl_s: int = Field(7 * 24 * 3600, description="Lifetime of a dashboard session.")

@@ -216,6 +216,14 @@ class AuthStore:
             rows = await db.execute(query.order_by(AccountRow.closed_at).limit(limit))
             return [(account_id, utc(at)) for account_id, at in rows.all()]  # type: ignore[misc]
 
+    async def accounts_by_policy(self, version: str, accepted: bool, after: str, limit: int) -> list[str]:
+        """Active accounts with (or without) an acceptance of `version`, by id after `after`."""
+        acceptances = select(PolicyAcceptanceRow.account_id).where(PolicyAcceptanceRow.version == version)
+        chosen = AccountRow.account_id.in_(acceptances) if accepted else AccountRow.account_id.not_in(acceptances)
+        query = select(AccountRow.account_id).where(AccountRow.status == 1, AccountRow.account_id > after, chosen)
+        async with self.sessions() as db:
+            return list((await db.scalars(query.order_by(AccountRow.account_id).limit(limit))).all())
+
     async def key_hashes_of(self, account_id: str) -> list[str]:
         async with self.sessions() as db:
             query = select(ApiKeyRow.key_hash).where(ApiKeyRow.account_id == account_id)

@@ -33,6 +33,7 @@ COMMAND_MODULES = [
     "services.cli.billing_commands",
     "services.cli.privacy_commands",
     "services.cli.edge_commands",
+    "services.cli.privacy_policy_commands",  # joins the `privacy` group made above
 ]
 
 GLOBAL_OPTIONS = {

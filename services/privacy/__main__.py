@@ -24,6 +24,7 @@ from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
 from .participants import Participants, Subjects
+from .policy_app import POLICY_SERVICE, build_policy
 from .requests import Requests
 from .servicer import PrivacyServicer
 from .settings import PrivacySettings
@@ -33,7 +34,7 @@ from .worker import Worker
 
 log = logging.getLogger("gatemesh.privacy")
 
-SERVICE_NAMES = [privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name]
+SERVICE_NAMES = [privacy_pb2.DESCRIPTOR.services_by_name["PrivacyService"].full_name, POLICY_SERVICE]
 
 
 @dataclass
@@ -72,6 +73,7 @@ async def build(settings: PrivacySettings) -> PrivacyApp:
     requests = Requests(settings, store, participants, subjects, vault)
     worker = Worker(settings, store, participants, vault)
     servicer = PrivacyServicer(requests, vault)
+    policy = build_policy(engine, participants, auth_channel, store)  # policy versions and data map (P10, P4.4)
 
     async def closures() -> None:
         await raise_closure_erasures(requests, subjects)
@@ -81,6 +83,7 @@ async def build(settings: PrivacySettings) -> PrivacyApp:
 
     def register(server: grpc.aio.Server) -> None:
         privacy_pb2_grpc.add_PrivacyServiceServicer_to_server(servicer, server)
+        policy.register(server)
 
     async def close() -> None:
         await participants.close()
@@ -97,6 +100,7 @@ async def build(settings: PrivacySettings) -> PrivacyApp:
             worker.run_forever,
             every(settings.privacy_closed_poll_s, closures, "closed-account erasures", log),
             every(EXPORT_SWEEP_S, sweep, "export sweep", log),
+            policy.background,
         ],
     )
     return PrivacyApp(settings, engine, store, participants, requests, worker, servicer, spec)

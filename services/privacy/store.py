@@ -30,11 +30,12 @@ from services.runtime.db import session_factory
 
 from . import audit
 from .domain import ATTENTION, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
+from .policy_tables import PolicyNotificationRow
 from .tables import ApprovalRow, AuditRow, ExportRow, RequestRow, StepRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_LOCK = 0x5052_4956  # "PRIV": serializes appends to the hash chain on PostgreSQL
-TOUCHED_BY_ERASURE = ("privacy_requests", "privacy_exports", "privacy_steps")
+TOUCHED_BY_ERASURE = ("privacy_requests", "privacy_exports", "privacy_steps", "privacy_policy_notifications")
 
 
 def utcnow() -> datetime:
@@ -244,10 +245,16 @@ class PrivacyStore:
         """After an erasure: the subject's exports deleted, their requests keep only the
         pseudonymous id (account id and pending changes cleared)."""
         exports = await db.execute(delete(ExportRow).where(ExportRow.subject_id == subject_id))
+        accounts = select(RequestRow.account_id).where(RequestRow.subject_id == subject_id)
+        notices = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id.in_(accounts)))  # type: ignore[attr-defined]
         requests = await db.execute(
             update(RequestRow).where(RequestRow.subject_id == subject_id).values(account_id=None, changes={})
         )
-        return {"privacy.privacy_exports": int(exports.rowcount), "privacy.privacy_requests": int(requests.rowcount)}
+        return {
+            "privacy.privacy_exports": int(exports.rowcount),
+            "privacy.privacy_requests": int(requests.rowcount),
+            "privacy.privacy_policy_notifications": int(notices.rowcount),
+        }
 
     async def vacuum(self) -> str:
         """Make erased values leave the storage files, not only query results: VACUUM the

@@ -134,3 +134,7 @@ class ExportRow(PrivacyModel, table=True):
     ciphertext: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     created_at: datetime = _when()
     expires_at: datetime = _when()
+
+
+# The policy-version tables (P10) live in their own module, on this metadata.
+from . import policy_tables  # noqa: E402, F401

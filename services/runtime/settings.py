@@ -88,7 +88,9 @@ class GatemeshSettings(BaseSettings):
         15.0, description="How often gauges read from PostgreSQL or Redis (holds, settle outbox) are refreshed."
     )
     # Shared: auth enforces it at sign-up; the edge states it in the OpenAPI document.
-    auth_policy_version: str = Field("2026-11-01", description="The current privacy-policy version (P10.2).")
+    auth_policy_version: str = Field(
+        "2026-11-01", description="The policy version accepted while privacy has none published (P10.2)."
+    )
     redis_url: str = Field("", description="redis://...; empty: an in-process substitute (local only).")
     service_token: SecretStr | None = Field(None, description="Shared credential between services.")
     admin_token: SecretStr | None = Field(None, description="Operator credential for admin RPCs and the CLI.")

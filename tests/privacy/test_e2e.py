@@ -163,12 +163,33 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         assert "P5.5" in retained["billing.card_payments"]["legal_basis"]
         assert all(s["records_left_for_subject"] == 0 for s in certificate["services"])
 
+    steps = running.receiver.wait_for(
+        lambda sp: sp.service == "gatemesh-privacy" and attribute(sp, "privacy.request_id") == eid
+    )
+    time.sleep(1.0)  # the last spans of the run are exported in the next batch
+    steps = [sp for sp in running.receiver.snapshot() if attribute(sp, "privacy.request_id") == eid]
+    assert sorted(sp.name.split()[0] for sp in steps) == ["privacy.erase"] * 3 + ["privacy.verify"] * 3
+    traces = {sp.trace_id for sp in steps}
+    assert len(traces) == 1, "one trace per request run"
+    calls = [sp for sp in running.receiver.snapshot() if sp.trace_id in traces and "PrivacyParticipant/" in sp.name]
+    assert sum("EraseSubject" in sp.name for sp in calls if sp.service == "gatemesh-privacy") == 3
+    served = {sp.service for sp in calls if "EraseSubject" in sp.name and sp.service != "gatemesh-privacy"}
+    assert served == {"gatemesh-auth", "gatemesh-billing", "gatemesh-proxy"}, "participants join the trace"
+    assert not running.receiver.contains(email)
+
     dump = asyncio.run(running.table_dump())
     assert email not in dump
     billing_rows = asyncio.run(_rows(running.databases["billing"], "SELECT account_id, amount FROM card_payments"))
     assert [r["account_id"].startswith("anon-") for r in billing_rows] == [True]
     assert billing_rows[0]["amount"] == 20_000_000
     assert account_id not in asyncio.run(_rows_text(running.databases["privacy"]))
+
+
+def attribute(span: object, key: str) -> str:
+    for item in span.span.attributes:  # type: ignore[attr-defined]
+        if item.key == key:
+            return item.value.string_value
+    return ""
 
 
 async def _rows(url: str, sql: str) -> list[dict]:

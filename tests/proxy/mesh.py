@@ -169,6 +169,9 @@ def start_mesh(
         "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/11",
         "GATEMESH_LOG_LEVEL": log_level,
         **{f"GATEMESH_{name.upper()}_ADDR": address for name, address in addrs.items()},
+        # Where auth asks for the current policy version: free, so that no stray privacy
+        # service answers; a privacy test starts its privacy service here.
+        "GATEMESH_PRIVACY_ADDR": f"127.0.0.1:{free_port()}",
     }
     env = {
         "auth": {
@@ -176,6 +179,7 @@ def start_mesh(
             "GATEMESH_AUTH_ARGON2_TIME_COST": "1",
             "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "1024",
             "GATEMESH_AUTH_ARGON2_PARALLELISM": "1",
+            "GATEMESH_AUTH_POLICY_CACHE_S": "0.5",
         },
         "billing": {
             "GATEMESH_BILLING_DATABASE_URL": databases["billing"],

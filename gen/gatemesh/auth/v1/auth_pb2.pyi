@@ -540,3 +540,21 @@ class ListAnalyticsOptOutsResponse(_message.Message):
     ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
     account_ids: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, account_ids: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class ListAccountsByPolicyVersionRequest(_message.Message):
+    __slots__ = ("version", "accepted", "page")
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    accepted: bool
+    page: _common_pb2.PageRequest
+    def __init__(self, version: _Optional[str] = ..., accepted: _Optional[bool] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
+
+class ListAccountsByPolicyVersionResponse(_message.Message):
+    __slots__ = ("account_ids", "page")
+    ACCOUNT_IDS_FIELD_NUMBER: _ClassVar[int]
+    PAGE_FIELD_NUMBER: _ClassVar[int]
+    account_ids: _containers.RepeatedScalarFieldContainer[str]
+    page: _common_pb2.PageResponse
+    def __init__(self, account_ids: _Optional[_Iterable[str]] = ..., page: _Optional[_Union[_common_pb2.PageResponse, _Mapping]] = ...) -> None: ...

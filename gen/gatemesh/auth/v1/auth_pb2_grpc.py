@@ -160,6 +160,11 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.FromString,
                 _registered_method=True)
+        self.ListAccountsByPolicyVersion = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/ListAccountsByPolicyVersion',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionResponse.FromString,
+                _registered_method=True)
 
 
 class AuthServiceServicer:
@@ -338,6 +343,15 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListAccountsByPolicyVersion(self, request, context):
+        """Active accounts by whether they accepted a policy version (P10.2), by id, in pages:
+        the privacy service lists who has not accepted the current version and notifies
+        every account of a new one.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AuthServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -465,6 +479,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.ListClosedAccounts,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.SerializeToString,
+            ),
+            'ListAccountsByPolicyVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListAccountsByPolicyVersion,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -1143,6 +1162,33 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/ListClosedAccounts',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListClosedAccountsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListAccountsByPolicyVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/ListAccountsByPolicyVersion',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.ListAccountsByPolicyVersionResponse.FromString,
             options,
             channel_credentials,
             insecure,
