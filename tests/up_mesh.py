@@ -70,7 +70,7 @@ def running_up(env: dict[str, str], log_path: Path, args: Sequence[str] = ("up",
                 process.kill()
 
 
-def wait_up(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 120.0) -> None:
+def wait_up(process: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 300.0) -> None:
     """Wait until `gatemesh up` reports the whole mesh up; fail with its log if it exits."""
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:

@@ -110,10 +110,13 @@ def describe_rpc_error(error: grpc.aio.AioRpcError, service: str, address: str) 
             EXIT_UNREACHABLE,
         )
     if code == grpc.StatusCode.UNAUTHENTICATED:
+        source = f"of the data directory {found.data_dir.resolve()} ({found.how})"
+        if os.environ.get("GATEMESH_ADMIN_TOKEN"):
+            source = "configured as GATEMESH_ADMIN_TOKEN"
         return CliError(
-            f"the {service} service at {address} refused the operator credential of the data directory"
-            f" {found.data_dir.resolve()} ({found.how}): that directory belongs to another mesh than the one"
-            f" running there; {locate.HOW_TO_POINT} (`gatemesh status` shows which mesh the CLI finds)",
+            f"the {service} service at {address} refused the operator credential {source}: it belongs to"
+            f" another mesh than the one running there; {locate.HOW_TO_POINT} (`gatemesh status` shows which"
+            " mesh the CLI finds)",
             EXIT_NO_MESH,
         )
     return CliError(f"{code.name.lower().replace('_', ' ')}: {error.details()}")

@@ -3,8 +3,9 @@ search the read commands make.
 
 `gatemesh up` writes `<data_dir>/run.json` (its pid, data directory, configuration file and
 every address it binds) and a pointer to that data directory in
-`$XDG_STATE_HOME/gatemesh/current.json` (default `~/.local/state/gatemesh`), and removes
-both when it stops. An operator command looks for the data directory in this order:
+`$XDG_STATE_HOME/gatemesh/current.json` (default `~/.local/state/gatemesh`), unless it
+points at another mesh that still runs, and removes both when it stops. An operator
+command looks for the data directory in this order:
 `--data-dir` / `GATEMESH_DATA_DIR`, `data_dir` in the configuration file, `./.gatemesh`,
 then the pointer, so it finds the mesh from any working directory. It never creates
 anything: a directory that holds no mesh state, or none found at all, is an error that
@@ -100,8 +101,10 @@ def _read_json(path: Path) -> dict[str, Any] | None:
     return value if isinstance(value, dict) else None
 
 
-def write_run(data_dir: Path, addresses: dict[str, str]) -> RunInfo:
-    """Record this process as the mesh running from `data_dir`, and point at it."""
+def write_run(data_dir: Path, addresses: dict[str, str]) -> tuple[RunInfo, RunInfo | None]:
+    """Record this process as the mesh running from `data_dir`, and point at it unless the
+    pointer names another mesh that still runs (returned): a second mesh (a benchmark, a
+    test) never takes the CLI's default away from the one the operator started first."""
     config = config_file()
     info = RunInfo(
         pid=os.getpid(),
@@ -111,8 +114,12 @@ def write_run(data_dir: Path, addresses: dict[str, str]) -> RunInfo:
         started_at=datetime.now(UTC).isoformat(timespec="seconds"),
     )
     _write_json(data_dir / RUN_FILE, asdict(info))
+    current = _read_json(pointer_path()) or {}
+    other = read_run(Path(current["data_dir"])) if current.get("data_dir") else None
+    if other is not None and other.pid == current.get("pid") and other.pid != info.pid and other.alive():
+        return info, other
     _write_json(pointer_path(), {"data_dir": info.data_dir, "pid": info.pid})
-    return info
+    return info, None
 
 
 def remove_run(info: RunInfo) -> None:

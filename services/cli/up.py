@@ -24,6 +24,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import NoReturn
@@ -37,10 +38,16 @@ from services.runtime.settings import GatemeshSettings
 
 from .checks import preflight
 from .common import CliError
-from .locate import read_run, remove_run, write_run
+from .locate import RunInfo, read_run, remove_run, write_run
 
 SERVICES = ["auth", "billing", "proxy", "privacy"]
-START_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 120.0  # per process: on a busy machine imports and migrations take tens of seconds
+PATIENCE_S = 10.0  # how often a slow start says it is still waiting
+PROBE_OPTIONS = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 500),
+]
 
 
 @dataclass
@@ -67,9 +74,12 @@ def edge_available() -> bool:
     return _has_module("services.edge.__main__")
 
 
-def wait_serving(child: Child, deadline: float) -> None:
-    """Block until the child's gRPC health check says SERVING."""
-    with grpc.insecure_channel(child.address) as channel:
+def wait_serving(child: Child, deadline: float, waiting: Callable[[float], None]) -> None:
+    """Block until the child's gRPC health check says SERVING; `waiting(seconds)` is
+    called every PATIENCE_S meanwhile. Reconnect backoff stays short: grpc's default grows
+    to minutes, and a service that binds late would be noticed only after the deadline."""
+    began = last_said = time.monotonic()
+    with grpc.insecure_channel(child.address, options=PROBE_OPTIONS) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while time.monotonic() < deadline:
             if child.process.poll() is not None:
@@ -80,6 +90,9 @@ def wait_serving(child: Child, deadline: float) -> None:
                     return
             except grpc.RpcError:
                 pass
+            if time.monotonic() - last_said >= PATIENCE_S:
+                last_said = time.monotonic()
+                waiting(last_said - began)
             time.sleep(0.1)
     raise CliError(f"{child.name} did not become healthy within {START_TIMEOUT_S:.0f}s")
 
@@ -171,7 +184,11 @@ def start_services(s: GatemeshSettings, names: list[str], total: int, children: 
         deadline = began + START_TIMEOUT_S  # each service gets its own minute
         child = start(name, address, f"services.{name}")
         children.append(child)
-        wait_serving(child, deadline)
+
+        def waiting(seconds: float, step: int = step, name: str = name) -> None:
+            progress(step, total, f"still waiting for {name} to serve ({seconds:.0f} s)")
+
+        wait_serving(child, began + START_TIMEOUT_S, waiting)
         progress(step, total, f"{name:8} grpc://{address} (ready in {time.monotonic() - began:.1f} s)")
 
 
@@ -198,6 +215,18 @@ def watch(children: list[Child]) -> NoReturn:
     raise CliError(f"{', '.join(dead)} stopped unexpectedly; stopping the mesh")
 
 
+def record(s: GatemeshSettings, names: list[str], with_edge: bool) -> RunInfo:
+    """Write the run file and pointer; say so when another live mesh keeps the pointer."""
+    run, default = write_run(s.data_dir, run_addresses(s, names, with_edge))
+    if default is not None:
+        print(
+            f"note: the CLI's default stays the mesh in {default.data_dir} (pid {default.pid});"
+            f" point it at this one with --data-dir {s.data_dir.resolve()}",
+            flush=True,
+        )
+    return run
+
+
 def cmd_up(_args: argparse.Namespace) -> int:
     s = GatemeshSettings()  # creates the data directory and the local secrets once
     refuse_shared_data_dir(s.data_dir)
@@ -213,7 +242,7 @@ def cmd_up(_args: argparse.Namespace) -> int:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    run = write_run(s.data_dir, run_addresses(s, names, with_edge))
+    run = record(s, names, with_edge)
     try:
         start_services(s, names, len(names) + with_edge, children)
         if with_edge:

@@ -56,10 +56,14 @@ class Router:
         self.providers = providers
         self.aliases = dict(aliases)
         self.backoff_s = backoff_s
+        # Providers whose api_key_env is unset would answer every call with 401: they are
+        # routed to never (the start-up checks named them), only remembered for the error.
         self._by_model: dict[str, list[Provider]] = {}
+        self._keyless: dict[str, list[Provider]] = {}
         for provider in providers:
+            routes = self._keyless if key_missing(provider.config, os.environ) else self._by_model
             for model in provider.config.models:
-                self._by_model.setdefault(model, []).append(provider)
+                routes.setdefault(model, []).append(provider)
 
     @classmethod
     def from_settings(cls, settings: ProxySettings) -> Router:
@@ -72,19 +76,20 @@ class Router:
     def models(self) -> dict[str, str]:
         """Every public model name (aliases included) a provider with its API key in place
         serves -> the first such provider."""
-        usable = {
-            model: [p for p in providers if not key_missing(p.config, os.environ)]
-            for model, providers in self._by_model.items()
-        }
-        found = {model: providers[0].name for model, providers in usable.items() if providers}
+        found = {model: providers[0].name for model, providers in self._by_model.items()}
         for alias, target in self.aliases.items():
-            if target in found:
-                found[alias] = found[target]
+            if target in self._by_model:
+                found[alias] = self._by_model[target][0].name
         return found
 
     def resolve(self, public_model: str) -> Route:
         model = self.aliases.get(public_model, public_model)
         providers = self._by_model.get(model)
+        if not providers and model in self._keyless:  # the operator was told by setting at start
+            raise Unavailable(
+                f"The model '{public_model}' is not available: its provider's API key is not configured",
+                reason="provider_key_missing",
+            )
         if not providers:
             raise NotFound(f"The model '{public_model}' does not exist", openai_code="model_not_found", param="model")
         return Route(public_model, model, tuple(providers))

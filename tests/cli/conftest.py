@@ -1,6 +1,6 @@
-"""One real `gatemesh up` for the whole tests/cli package (it takes seconds to start), with
-its own ports, data directory and state directory; tests that need a mesh of their own
-start one.
+"""One real `gatemesh up` for the whole tests/cli package (it takes seconds to start; it
+stops after the package's last test), with its own ports, data directory and state
+directory; tests that need a mesh of their own start one.
 
 Its configuration carries one of each mistake the start-up checks report (see
 test_startup_checks.py); none of them stops the mesh from serving `gm-local`.
@@ -26,13 +26,13 @@ MISTAKES = {
 }
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def upstream(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     with fake_upstream(tmp_path_factory.mktemp("upstream") / "upstream.log") as url:
         yield url
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mesh_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("mesh")
 
@@ -56,7 +56,7 @@ def with_mistakes(env: dict[str, str], upstream: str) -> dict[str, str]:
     return env
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def mesh(mesh_dir: Path, upstream: str) -> Iterator[dict[str, str]]:
     """The environment `gatemesh up` ran with (which finds it, as any operator's would)."""
     env = with_mistakes(up_env(mesh_dir, upstream), upstream)

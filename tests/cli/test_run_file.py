@@ -42,3 +42,15 @@ def test_up_with_a_config_file_records_itself_and_cleans_up(tmp_path: Path, upst
     assert not run_file.exists() and not pointer.exists()
     gone = cli(shell, "keys", "list", "--email", "a@example.com", cwd=tmp_path)
     assert gone.returncode == 4 and "no local mesh found" in gone.stderr
+
+
+def test_a_second_mesh_leaves_the_cli_default_to_the_first(mesh: dict[str, str], tmp_path: Path, upstream: str) -> None:
+    """A benchmark or test mesh started beside the operator's never takes the pointer."""
+    pointer = Path(mesh["XDG_STATE_HOME"]) / "gatemesh" / "current.json"
+    first = json.loads(pointer.read_text())
+    second = {**up_env(tmp_path, upstream), "XDG_STATE_HOME": mesh["XDG_STATE_HOME"]}
+    with running_up(second, tmp_path / "up.log"):
+        assert json.loads(pointer.read_text()) == first
+        assert f"note: the CLI's default stays the mesh in {first['data_dir']}" in (tmp_path / "up.log").read_text()
+        assert (Path(second["GATEMESH_DATA_DIR"]) / "run.json").exists()
+    assert json.loads(pointer.read_text()) == first

@@ -171,3 +171,22 @@ async def test_a_cancelled_trial_frees_the_slot_for_the_next_call(upstreams: Cal
         assert flaky.breaker.state == "closed"
     finally:
         await router.close()
+
+
+async def test_a_provider_without_its_key_is_never_called(upstreams: Callable[[str], str], monkeypatch) -> None:
+    """Its every answer would be a 401 (a 502 to the client); the start-up checks named it."""
+    monkeypatch.delenv("GM_TEST_UNSET_PROVIDER_KEY", raising=False)
+    good = upstreams("")
+    keyless = provider("keyless", good, api_key_env="GM_TEST_UNSET_PROVIDER_KEY", weight=1e6)
+    router = Router([keyless, provider("keyed", good, weight=1e-6)], {"a": "m"}, 0.0)
+    only_keyless = Router([provider("keyless", good, api_key_env="GM_TEST_UNSET_PROVIDER_KEY")], {}, 0.0)
+    try:
+        assert [p.name for p in router.resolve("m").providers] == ["keyed"]
+        assert router.models() == {"m": "keyed", "a": "keyed"}
+        with pytest.raises(Unavailable) as refused:
+            only_keyless.resolve("m")
+        assert "API key is not configured" in str(refused.value) and "GM_TEST" not in str(refused.value)
+        assert only_keyless.models() == {}
+    finally:
+        await router.close()
+        await only_keyless.close()
