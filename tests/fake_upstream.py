@@ -98,7 +98,9 @@ def plan_chat(body: dict[str, Any], default_mode: str = "") -> ChatPlan:
 def plan_embeddings(body: dict[str, Any]) -> tuple[int, int]:
     """(number of inputs, prompt tokens) for an embeddings body."""
     items = body.get("input")
-    inputs = items if isinstance(items, list) else [items]
+    # One text, one token-id array, or a list of either (as OpenAI reads `input`).
+    single = not isinstance(items, list) or (bool(items) and all(type(i) is int for i in items))
+    inputs = [items] if single else items
     tokens = sum(len(item.split()) if isinstance(item, str) else len(item or []) for item in inputs)
     return len(inputs), tokens
 

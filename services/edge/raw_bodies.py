@@ -16,7 +16,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer"}}
+TOKEN_IDS = {"type": "array", "minItems": 1, "items": {"type": "integer", "minimum": 0}}
 USAGE = {
     "type": "object",
     "properties": {

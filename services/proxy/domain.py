@@ -727,7 +727,7 @@ def embedding_input_ok(value: Any) -> bool:
     upstream would refuse anything else, after a hold was placed for it)."""
 
     def token_ids(items: Any) -> bool:
-        return isinstance(items, list) and bool(items) and all(type(t) is int for t in items)
+        return isinstance(items, list) and bool(items) and all(type(t) is int and t >= 0 for t in items)
 
     if isinstance(value, str):
         return bool(value)

@@ -13,6 +13,6 @@ def test_openai_input_shapes_are_accepted(value: object) -> None:
     assert embedding_input_ok(value)
 
 
-@pytest.mark.parametrize("value", [None, True, 3, "", [], [True], [1, "a"], [[], [1]], [[1.5]], {"text": "a"}])
+@pytest.mark.parametrize("value", [None, True, 3, "", [], [True], [1, "a"], [[], [1]], [[1.5]], [-1], {"text": "a"}])
 def test_other_inputs_are_refused(value: object) -> None:
     assert not embedding_input_ok(value)
