@@ -144,7 +144,7 @@ def wait_port(port: int, process: subprocess.Popen[bytes], timeout: float = 30) 
     raise TimeoutError(f"nothing listens on {port}")
 
 
-def wait_for_line(path: Path, needle: str, process: subprocess.Popen[bytes], timeout: float = 90) -> None:
+def wait_for_line(path: Path, needle: str, process: subprocess.Popen[bytes], timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if needle in path.read_text(errors="replace"):
