@@ -4,7 +4,8 @@
 channels to auth and billing, the providers, the gateway, the servicers) and returns them
 with the `ServiceSpec` the runtime serves; tests call it too, so they run exactly what
 production runs. Background jobs: the price refresher, the request-log writer, the
-retention sweeper (P5.2) and, with a Redis server, the settle outbox's replay.
+retention sweeper (P5.2), the follower of auth's key-change stream (key leases) and, with a
+Redis server, the settle outbox's replay.
 """
 
 from __future__ import annotations
@@ -28,8 +29,9 @@ from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
 from . import store
-from .adapters import Metadata, RemoteGatekeeper, RemoteLedger
+from .adapters import KeyChangeWatcher, Metadata, RemoteGatekeeper, RemoteLedger
 from .domain import Gateway, KnownKeys, Limits
+from .leases import Leases
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router
@@ -56,6 +58,7 @@ class ProxyApp:
     gateway: Gateway
     writer: store.RequestLogWriter
     spec: ServiceSpec
+    watcher: KeyChangeWatcher
 
 
 def hot_path_channel(target: str, settings: ProxySettings) -> tuple[grpc.aio.Channel, Metadata]:
@@ -97,7 +100,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)
-    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys)  # type: ignore[arg-type]
+    leases = Leases(settings.proxy_key_leases)
+    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
+    watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(
         auth_channel,
         settings.proxy_rpc_timeout_s,
@@ -135,9 +140,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
         register=register,
         service_names=SERVICE_NAMES,
         cleanups=[cleanup],
-        background=[ledger.prices.run, writer.run, sweeper, *outbox_replay(ledger)],
+        background=[ledger.prices.run, writer.run, sweeper, watcher.run, *outbox_replay(ledger)],
     )
-    return ProxyApp(settings, engine, gateway, writer, spec)
+    return ProxyApp(settings, engine, gateway, writer, spec, watcher)
 
 
 def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:
