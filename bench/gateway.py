@@ -7,6 +7,8 @@
 - edge: Gatemesh through the REST edge (Envoy + proxy + auth + billing on PostgreSQL,
   Redis), with a real API key, every call held, settled and recorded;
 - grpc: the same mesh, calling the proxy over gRPC (no Envoy);
+- edge xN (`--proxies N`, default 2): the same mesh with N proxy processes behind one edge
+  (round robin): each proxy holds its own key lease and rate share;
 - floor: the floor of this design: the same Envoy transcoder in front of a bare `grpc.aio`
   relay with the proxy's HTTP client (`bench.floor_relay`: no auth, no billing);
 - litellm: the LiteLLM proxy (`litellm[proxy]==1.100.0`, installed by this script into
@@ -302,8 +304,9 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/v1", proc.pid
 
 
-def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Target]:
-    """`gatemesh up` on PostgreSQL and Redis, a paying user, and the two ways in."""
+def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Target, dict[str, str]]:
+    """`gatemesh up` on PostgreSQL and Redis, a paying user, the two ways in, and the
+    mesh's environment (for more proxies)."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
 
     databases = {name: asyncio.run(create_database(f"bench_{name}")) for name in ("auth", "billing", "proxy")}
@@ -335,7 +338,37 @@ def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Ta
     return (
         Target("gatemesh edge", "http", f"{edge}/v1", key, up.pid, infra=True),
         Target("gatemesh grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+        env,
     )
+
+
+def more_proxies(stack: ExitStack, tmp: Path, env: dict[str, str], edge: Target, count: int) -> Target:
+    """`count` proxies (the mesh's own and count - 1 more processes on the same auth, billing,
+    Redis and request log) behind a second edge that spreads calls over them (round robin):
+    throughput, and every proxy holding its own leases and rate shares of the key."""
+    from tests.support import free_port, wait_healthy
+
+    extra = []
+    for i in range(count - 1):
+        address = f"127.0.0.1:{free_port()}"
+        proxy_env = {**env, "GATEMESH_PROXY_ADDR": address}
+        proc = stack.enter_context(
+            process([sys.executable, "-m", "services.proxy"], tmp / f"proxy{i + 2}.log", proxy_env)
+        )
+        wait_healthy(address, proc)
+        extra.append((address, proc.pid))
+    port = free_port()
+    edge_env = {
+        **env,
+        "GATEMESH_EDGE_PORT": str(port),
+        "GATEMESH_EDGE_SERVICES": json.dumps(["proxy"]),
+        "GATEMESH_EDGE_EXTRA_ENDPOINTS": json.dumps({"proxy": [address for address, _ in extra]}),
+    }
+    envoy = stack.enter_context(process([sys.executable, "-m", "services.edge"], tmp / "edge-multi.log", edge_env))
+    wait_http(f"http://127.0.0.1:{port}/openapi.json", envoy)
+    target = Target(f"gatemesh edge x{count}", "http", f"http://127.0.0.1:{port}/v1", edge.key, edge.root_pid, True)
+    target.extra_pids = [envoy.pid, *(pid for _, pid in extra)]
+    return target
 
 
 def paying_key(edge: str, env: dict[str, str]) -> str:
@@ -530,6 +563,9 @@ def main() -> None:
     parser.add_argument("--targets", default="direct,floor,edge,grpc,litellm,portkey")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--litellm-workers", type=int, default=1)
+    parser.add_argument(
+        "--proxies", type=int, default=2, help="also measure the mesh with this many proxies behind one edge (1: not)"
+    )
     parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times; report medians")
     parser.add_argument("--workdir", help="keep logs and configs here (default: a temporary directory)")
     args = parser.parse_args()
@@ -549,8 +585,10 @@ def main() -> None:
         upstream_url, upstream_pid = upstream(stack, tmp)
         targets = [Target("direct", "http", upstream_url, "none", upstream_pid)] if "direct" in wanted else []
         if "edge" in wanted or "grpc" in wanted:
-            edge, grpc_target = gatemesh(stack, tmp, upstream_url)
+            edge, grpc_target, mesh_env = gatemesh(stack, tmp, upstream_url)
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
+            if args.proxies > 1:
+                targets.append(more_proxies(stack, tmp, mesh_env, edge, args.proxies))
         if "floor" in wanted:
             targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:
