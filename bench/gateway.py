@@ -7,6 +7,9 @@
 - edge: Gatemesh through the REST edge (Envoy + proxy + auth + billing on PostgreSQL,
   Redis), with a real API key, every call held, settled and recorded;
 - grpc: the same mesh, calling the proxy over gRPC (no Envoy);
+- main edge, main grpc (`--baseline DIR`): the same two ways into the mesh of another
+  checkout (the code before a change), in the same run, so before and after meet the same
+  machine load;
 - edge xN (`--proxies N`, default 2): the same mesh with N proxy processes behind one edge
   (round robin): each proxy holds its own key lease and rate share;
 - floor: the floor of this design: the same Envoy transcoder in front of a bare `grpc.aio`
@@ -160,7 +163,7 @@ def descendants(root: int) -> list[int]:
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
+            except (OSError, IndexError):  # gone between the listing and the read
                 continue
             children.setdefault(parent, []).append(int(entry))
     found, stack = [], [root]
@@ -179,7 +182,7 @@ def pids_named(*names: str) -> list[int]:
                 with open(f"/proc/{entry}/comm") as f:
                     if f.read().strip() in names:
                         found.append(int(entry))
-            except FileNotFoundError:
+            except OSError:  # gone between the listing and the read
                 continue
     return found
 
@@ -304,19 +307,24 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/v1", proc.pid
 
 
-def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Target, dict[str, str]]:
+def gatemesh(
+    stack: ExitStack, tmp: Path, upstream_url: str, code: Path | None = None
+) -> tuple[Target, Target, dict[str, str]]:
     """`gatemesh up` on PostgreSQL and Redis, a paying user, the two ways in, and the
-    mesh's environment (for more proxies)."""
+    mesh's environment (for more proxies). With `code`, the mesh runs that checkout's
+    services (PYTHONPATH first: the same interpreter and dependencies, another version of
+    the code), on its own databases, Redis database and data directory."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
 
-    databases = {name: asyncio.run(create_database(f"bench_{name}")) for name in ("auth", "billing", "proxy")}
+    tag = "main_" if code else ""
+    databases = {name: asyncio.run(create_database(f"bench_{tag}{name}")) for name in ("auth", "billing", "proxy")}
     stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
     env |= {f"GATEMESH_{name.upper()}_DATABASE_URL": url for name, url in databases.items()}
     env |= {f"GATEMESH_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
     env |= {
-        "GATEMESH_DATA_DIR": str(tmp / "data"),
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/13",
+        "GATEMESH_DATA_DIR": str(tmp / f"{tag}data"),
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{14 if code else 13}",
         "GATEMESH_LOG_LEVEL": "WARNING",
         "GATEMESH_EDGE_PORT": str(free_port()),
         "GATEMESH_EDGE_SERVICES": json.dumps(["auth", "billing", "proxy"]),
@@ -327,17 +335,21 @@ def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str) -> tuple[Target, Ta
         "GATEMESH_AUTH_DEFAULT_TPM": "100000000000",
         "OTEL_TRACES_EXPORTER": "none",
     }
-    up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], tmp / "up.log", env))
+    if code:
+        env["PYTHONPATH"] = f"{code}:{code / 'gen'}"
+    log = tmp / f"{tag}up.log"
+    up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], log, env))
     deadline = time.monotonic() + 120
-    while "gatemesh is up" not in (tmp / "up.log").read_text(errors="replace"):
+    while "gatemesh is up" not in log.read_text(errors="replace"):
         if up.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("gatemesh up failed:\n" + (tmp / "up.log").read_text(errors="replace"))
+            raise RuntimeError("gatemesh up failed:\n" + log.read_text(errors="replace"))
         time.sleep(0.2)
     edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
     key = paying_key(edge, env)
+    name = "main" if code else "gatemesh"
     return (
-        Target("gatemesh edge", "http", f"{edge}/v1", key, up.pid, infra=True),
-        Target("gatemesh grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+        Target(f"{name} edge", "http", f"{edge}/v1", key, up.pid, infra=True),
+        Target(f"{name} grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
         env,
     )
 
@@ -566,6 +578,11 @@ def main() -> None:
     parser.add_argument(
         "--proxies", type=int, default=2, help="also measure the mesh with this many proxies behind one edge (1: not)"
     )
+    parser.add_argument(
+        "--baseline",
+        help="a checkout of an earlier version (e.g. `git worktree add --detach DIR main`): its mesh is measured "
+        "in the same run, cell by cell next to this one ('main edge', 'main grpc')",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times; report medians")
     parser.add_argument("--workdir", help="keep logs and configs here (default: a temporary directory)")
     args = parser.parse_args()
@@ -589,6 +606,9 @@ def main() -> None:
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
             if args.proxies > 1:
                 targets.append(more_proxies(stack, tmp, mesh_env, edge, args.proxies))
+            if args.baseline:
+                old_edge, old_grpc, _ = gatemesh(stack, tmp, upstream_url, Path(args.baseline).resolve())
+                targets += [t for t, name in ((old_edge, "edge"), (old_grpc, "grpc")) if name in wanted]
         if "floor" in wanted:
             targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:

@@ -114,7 +114,7 @@ class LeaseTerms:
 
     def ask(self, entry: KeyEntry, request: VerifyIn) -> RateAsk:
         if not request.lease:
-            return RateAsk(entry.key_id, entry.rpm, entry.tpm, request.estimated_tokens)
+            return RateAsk(entry.key_id, entry.rpm, entry.tpm, request.estimated_tokens, request.consume)
         want_r = max(2, -(-entry.rpm // self.parts))
         want_t = max(request.estimated_tokens, -(-entry.tpm // self.parts)) if entry.tpm > 0 else 0
         ahead = 0.0 if request.consume else self.ahead_s
@@ -361,10 +361,14 @@ class Keys:
                 outcomes[i] = Verified(outcome)
         if not counted:
             return outcomes
-        asks = [
-            self.lease_terms.ask(entry, requests[i] if leasing else _no_lease(requests[i]))
-            for i, entry in entries.items()
-        ]
+        asks, sharing = [], set()
+        for i, entry in entries.items():
+            request = requests[i]
+            if not leasing or entry.key_id in sharing:  # one share per key and batch
+                request = _no_lease(request)
+            if request.lease:
+                sharing.add(entry.key_id)
+            asks.append(self.lease_terms.ask(entry, request))
         try:
             decisions = await self.limiter.consume_many(asks)
         except RedisError:

@@ -87,6 +87,22 @@ class Leases:
         self._by_tag: dict[str, bytes] = {}
         self.ready = False
         self.epoch = 0
+        self._asking: set[bytes] = set()  # keys with a lease (share) request at auth now
+
+    def ask(self, api_key: str) -> bytes | None:
+        """A token to ask auth for a lease of this key with, or None: not ready, or a request
+        for this key is already out (one share per key and proxy at a time: concurrent first
+        calls of a key must not each take a share of its minute)."""
+        if not self.ready:
+            return None
+        key = digest(api_key)
+        if key in self._asking:
+            return None
+        self._asking.add(key)
+        return key
+
+    def answered(self, token: bytes) -> None:
+        self._asking.discard(token)
 
     def __len__(self) -> int:
         return len(self._by_digest)

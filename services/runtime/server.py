@@ -11,6 +11,7 @@ concurrency 64, about 10 % less CPU per call for the mesh than asyncio's own loo
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -106,6 +107,19 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
     return server, health_servicer
 
 
+def settle_heap() -> None:
+    """After start-up: collect once, then move everything alive (modules, settings, pools,
+    compiled protos: hundreds of thousands of objects that live as long as the process)
+    out of the collector's reach (`gc.freeze`), and collect the youngest generation less
+    often. A full collection then walks only what calls allocate, so its pauses stop
+    showing up in the latency tail; request garbage is still freed by reference counting
+    at once, and cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), gen1, gen2)
+
+
 def bind(server: grpc.aio.Server, address: str, settings: GatemeshSettings) -> int:
     creds = server_credentials(settings)
     port = server.add_secure_port(address, creds) if creds else server.add_insecure_port(address)
@@ -123,6 +137,7 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     jobs = spec.background if settings.run_background else []
     tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
+    settle_heap()
     log.info("%s listening on %s (port %d)", spec.name, address, port)
 
     stop = asyncio.Event()

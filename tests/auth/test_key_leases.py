@@ -106,3 +106,15 @@ async def test_an_instance_that_lost_its_listener_ends_streams_and_leases_nothin
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await refused.read()
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_batch_takes_one_share_per_key(auth: Running) -> None:
+    """Concurrent first calls of one key (one VerifyKeyBatch) must not each take a share of
+    its minute: only the first item gets one, the others take just their call."""
+    _, _, key = await auth.user_with_key(limits=auth_pb2.KeyLimits(requests_per_minute=100))
+    item = auth_pb2.VerifyKeyRequest(api_key=key, consume_rate_limit=True, estimated_tokens=10, lease=True)
+    reply = await auth.stub.VerifyKeyBatch(auth_pb2.VerifyKeyBatchRequest(items=[item] * 10), metadata=SERVICE)
+    shares = [i.result.rate_share.requests for i in reply.items]
+    assert not any(i.error_code for i in reply.items)
+    assert shares == [10] + [0] * 9
+    assert reply.items[-1].result.remaining_requests == 100 - 10 - 10
