@@ -338,8 +338,11 @@ def gatemesh(
     if code:
         env["PYTHONPATH"] = f"{code}:{code / 'gen'}"
     log = tmp / f"{tag}up.log"
-    up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], log, env))
-    deadline = time.monotonic() + 120
+    # `gatemesh up`, with more patience for its children's health than its 60 s (a shared,
+    # loaded machine can take longer to import and migrate)
+    start = "import services.cli.up as up; up.START_TIMEOUT_S = 300; from services.cli.main import main; main()"
+    up = stack.enter_context(process([sys.executable, "-c", start, "up"], log, env))
+    deadline = time.monotonic() + 600
     while "gatemesh is up" not in log.read_text(errors="replace"):
         if up.poll() is not None or time.monotonic() > deadline:
             raise RuntimeError("gatemesh up failed:\n" + log.read_text(errors="replace"))
