@@ -204,9 +204,11 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) 
 
 
 @contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, cwd=cwd, start_new_session=True)
     try:
         yield proc
     finally:
@@ -341,7 +343,7 @@ def gatemesh(
     # `gatemesh up`, with more patience for its children's health than its 60 s (a shared,
     # loaded machine can take longer to import and migrate)
     start = "import services.cli.up as up; up.START_TIMEOUT_S = 300; from services.cli.main import main; main()"
-    up = stack.enter_context(process([sys.executable, "-c", start, "up"], log, env))
+    up = stack.enter_context(process([sys.executable, "-c", start, "up"], log, env, code or ROOT))
     deadline = time.monotonic() + 600
     while "gatemesh is up" not in log.read_text(errors="replace"):
         if up.poll() is not None or time.monotonic() > deadline:
