@@ -8,8 +8,13 @@
   Redis), with a real API key, every call held, settled and recorded;
 - grpc: the same mesh, calling the proxy over gRPC (no Envoy);
 - nometrics (not in the default set): a second mesh with `metrics_enabled=false`, both
-  ways in (`gatemesh edge -metrics`, `gatemesh grpc -metrics`): the cost of the metrics,
+  ways in (`gatemesh -metrics edge`, `gatemesh -metrics grpc`): the cost of the metrics,
   measured beside the mesh with every Prometheus endpoint on;
+- main edge, main grpc (`--baseline DIR`): the same two ways into the mesh of another
+  checkout (the code before a change), in the same run, so before and after meet the same
+  machine load;
+- edge xN (`--proxies N`, default 2): the same mesh with N proxy processes behind one edge
+  (round robin): each proxy holds its own key lease and rate share;
 - floor: the floor of this design: the same Envoy transcoder in front of a bare `grpc.aio`
   relay with the proxy's HTTP client (`bench.floor_relay`: no auth, no billing);
 - litellm: the LiteLLM proxy (`litellm[proxy]==1.100.0`, installed by this script into
@@ -69,12 +74,17 @@ PRICE = {"input_per_mtok_usd": 1, "output_per_mtok_usd": 2}
 
 
 async def _http_worker(session: Any, url: str, headers: dict[str, str], payload: bytes, stop: float) -> tuple:
+    import aiohttp
+
     latencies, errors = [], 0
     while time.perf_counter() < stop:
         start = time.perf_counter()
-        async with session.post(url, data=payload, headers=headers) as reply:
-            await reply.read()
-            ok = reply.status == 200
+        try:
+            async with session.post(url, data=payload, headers=headers) as reply:
+                await reply.read()
+                ok = reply.status == 200
+        except aiohttp.ClientError:  # a target that drops connections under load: an error, not a crash
+            ok = False
         if ok:
             latencies.append(time.perf_counter() - start)
         else:
@@ -156,7 +166,7 @@ def descendants(root: int) -> list[int]:
             try:
                 with open(f"/proc/{entry}/stat") as f:
                     parent = int(f.read().rsplit(")", 1)[1].split()[1])
-            except (FileNotFoundError, ProcessLookupError, IndexError):
+            except (OSError, IndexError):  # gone between the listing and the read
                 continue
             children.setdefault(parent, []).append(int(entry))
     found, stack = [], [root]
@@ -175,7 +185,7 @@ def pids_named(*names: str) -> list[int]:
                 with open(f"/proc/{entry}/comm") as f:
                     if f.read().strip() in names:
                         found.append(int(entry))
-            except FileNotFoundError:
+            except OSError:  # gone between the listing and the read
                 continue
     return found
 
@@ -197,9 +207,11 @@ def wait_http(url: str, process: subprocess.Popen[bytes], timeout: float = 120) 
 
 
 @contextmanager
-def process(args: list[str], log: Path, env: dict[str, str] | None = None) -> Iterator[subprocess.Popen[bytes]]:
+def process(
+    args: list[str], log: Path, env: dict[str, str] | None = None, cwd: Path = ROOT
+) -> Iterator[subprocess.Popen[bytes]]:
     with open(log, "wb") as out:
-        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, cwd=ROOT, start_new_session=True)
+        proc = subprocess.Popen(args, stdout=out, stderr=out, env=env, cwd=cwd, start_new_session=True)
     try:
         yield proc
     finally:
@@ -300,23 +312,25 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/v1", proc.pid
 
 
-def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str, metrics: bool = True) -> tuple[Target, Target]:
-    """`gatemesh up` on PostgreSQL and Redis, a paying user, and the two ways in; with
-    `metrics`, every Prometheus endpoint on (as deployed), else metrics switched off."""
+def gatemesh(
+    stack: ExitStack, tmp: Path, upstream_url: str, code: Path | None = None, metrics: bool = True
+) -> tuple[Target, Target, dict[str, str]]:
+    """`gatemesh up` on PostgreSQL and Redis, a paying user, the two ways in, and the
+    mesh's environment (for more proxies). With `code`, the mesh runs that checkout's
+    services (PYTHONPATH first: the same interpreter and dependencies, another version of
+    the code), on its own databases, Redis database and data directory. Without `metrics`,
+    every metric is switched off (`nometrics`: their cost, measured in the same run)."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
 
-    suffix = "" if metrics else " -metrics"
-    tmp = tmp / ("mesh" if metrics else "mesh-nometrics")
-    tmp.mkdir(parents=True, exist_ok=True)
-
-    databases = {name: asyncio.run(create_database(f"bench_{name}")) for name in ("auth", "billing", "proxy")}
+    tag = "main_" if code else ("" if metrics else "nometrics_")
+    databases = {name: asyncio.run(create_database(f"bench_{tag}{name}")) for name in ("auth", "billing", "proxy")}
     stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
     env |= {f"GATEMESH_{name.upper()}_DATABASE_URL": url for name, url in databases.items()}
     env |= {f"GATEMESH_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
     env |= {
-        "GATEMESH_DATA_DIR": str(tmp / "data"),
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/13",
+        "GATEMESH_DATA_DIR": str(tmp / f"{tag}data"),
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{14 if code else 13 if metrics else 12}",
         "GATEMESH_LOG_LEVEL": "WARNING",
         "GATEMESH_EDGE_PORT": str(free_port()),
         "GATEMESH_EDGE_SERVICES": json.dumps(["auth", "billing", "proxy"]),
@@ -327,20 +341,56 @@ def gatemesh(stack: ExitStack, tmp: Path, upstream_url: str, metrics: bool = Tru
         "GATEMESH_AUTH_DEFAULT_TPM": "100000000000",
         "OTEL_TRACES_EXPORTER": "none",
         "GATEMESH_METRICS_ENABLED": "true" if metrics else "false",
-        **{f"GATEMESH_{name.upper()}_METRICS_PORT": str(free_port()) for name in ("auth", "billing", "proxy")},
     }
-    up = stack.enter_context(process([str(Path(sys.executable).parent / "gatemesh"), "up"], tmp / "up.log", env))
-    deadline = time.monotonic() + 120
-    while "gatemesh is up" not in (tmp / "up.log").read_text(errors="replace"):
+    if code:
+        env["PYTHONPATH"] = f"{code}:{code / 'gen'}"
+    log = tmp / f"{tag}up.log"
+    # `gatemesh up`, with more patience for its children's health than its 60 s (a shared,
+    # loaded machine can take longer to import and migrate)
+    start = "import services.cli.up as up; up.START_TIMEOUT_S = 300; from services.cli.main import main; main()"
+    up = stack.enter_context(process([sys.executable, "-c", start, "up"], log, env, code or ROOT))
+    deadline = time.monotonic() + 600
+    while "gatemesh is up" not in log.read_text(errors="replace"):
         if up.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError("gatemesh up failed:\n" + (tmp / "up.log").read_text(errors="replace"))
+            raise RuntimeError("gatemesh up failed:\n" + log.read_text(errors="replace"))
         time.sleep(0.2)
     edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
     key = paying_key(edge, env)
+    name = "main" if code else ("gatemesh" if metrics else "gatemesh -metrics")
     return (
-        Target(f"gatemesh edge{suffix}", "http", f"{edge}/v1", key, up.pid, infra=True),
-        Target(f"gatemesh grpc{suffix}", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+        Target(f"{name} edge", "http", f"{edge}/v1", key, up.pid, infra=True),
+        Target(f"{name} grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
+        env,
     )
+
+
+def more_proxies(stack: ExitStack, tmp: Path, env: dict[str, str], edge: Target, count: int) -> Target:
+    """`count` proxies (the mesh's own and count - 1 more processes on the same auth, billing,
+    Redis and request log) behind a second edge that spreads calls over them (round robin):
+    throughput, and every proxy holding its own leases and rate shares of the key."""
+    from tests.support import free_port, wait_healthy
+
+    extra = []
+    for i in range(count - 1):
+        address = f"127.0.0.1:{free_port()}"
+        proxy_env = {**env, "GATEMESH_PROXY_ADDR": address}
+        proc = stack.enter_context(
+            process([sys.executable, "-m", "services.proxy"], tmp / f"proxy{i + 2}.log", proxy_env)
+        )
+        wait_healthy(address, proc)
+        extra.append((address, proc.pid))
+    port = free_port()
+    edge_env = {
+        **env,
+        "GATEMESH_EDGE_PORT": str(port),
+        "GATEMESH_EDGE_SERVICES": json.dumps(["proxy"]),
+        "GATEMESH_EDGE_EXTRA_ENDPOINTS": json.dumps({"proxy": [address for address, _ in extra]}),
+    }
+    envoy = stack.enter_context(process([sys.executable, "-m", "services.edge"], tmp / "edge-multi.log", edge_env))
+    wait_http(f"http://127.0.0.1:{port}/openapi.json", envoy)
+    target = Target(f"gatemesh edge x{count}", "http", f"http://127.0.0.1:{port}/v1", edge.key, edge.root_pid, True)
+    target.extra_pids = [envoy.pid, *(pid for _, pid in extra)]
+    return target
 
 
 def paying_key(edge: str, env: dict[str, str]) -> str:
@@ -535,6 +585,14 @@ def main() -> None:
     parser.add_argument("--targets", default="direct,floor,edge,grpc,litellm,portkey")
     parser.add_argument("--modes", default="json,stream")
     parser.add_argument("--litellm-workers", type=int, default=1)
+    parser.add_argument(
+        "--proxies", type=int, default=2, help="also measure the mesh with this many proxies behind one edge (1: not)"
+    )
+    parser.add_argument(
+        "--baseline",
+        help="a checkout of an earlier version (e.g. `git worktree add --detach DIR main`): its mesh is measured "
+        "in the same run, cell by cell next to this one ('main edge', 'main grpc')",
+    )
     parser.add_argument("--rounds", type=int, default=1, help="measure every cell this many times; report medians")
     parser.add_argument("--workdir", help="keep logs and configs here (default: a temporary directory)")
     args = parser.parse_args()
@@ -554,10 +612,15 @@ def main() -> None:
         upstream_url, upstream_pid = upstream(stack, tmp)
         targets = [Target("direct", "http", upstream_url, "none", upstream_pid)] if "direct" in wanted else []
         if "edge" in wanted or "grpc" in wanted:
-            edge, grpc_target = gatemesh(stack, tmp, upstream_url)
+            edge, grpc_target, mesh_env = gatemesh(stack, tmp, upstream_url)
             targets += [t for t, name in ((edge, "edge"), (grpc_target, "grpc")) if name in wanted]
+            if args.proxies > 1:
+                targets.append(more_proxies(stack, tmp, mesh_env, edge, args.proxies))
+            if args.baseline:
+                old_edge, old_grpc, _ = gatemesh(stack, tmp, upstream_url, Path(args.baseline).resolve())
+                targets += [t for t, name in ((old_edge, "edge"), (old_grpc, "grpc")) if name in wanted]
         if "nometrics" in wanted:  # the same mesh with metrics off: their cost, measured in this run
-            targets += list(gatemesh(stack, tmp, upstream_url, metrics=False))
+            targets += list(gatemesh(stack, tmp, upstream_url, metrics=False)[:2])
         if "floor" in wanted:
             targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:

@@ -27,7 +27,8 @@ from services.runtime.telemetry import setup_logging, setup_telemetry
 from .credentials import local_authenticator
 from .domain import AccountPolicy, Accounts, Hmac, Passwords
 from .keycache import KeyCache
-from .keys import KeyDefaults, Keys
+from .keys import KeyDefaults, Keys, LeaseTerms
+from .leases import ChangeFeed
 from .limits import RateLimiter, SignInThrottle
 from .participant import AuthParticipant
 from .policy_version import PublishedPolicy
@@ -63,7 +64,8 @@ async def build(settings: AuthSettings) -> AuthApp:
     redis = make_redis(settings.redis_url, cluster=settings.redis_cluster)
     store = AuthStore(engine)
     hmac_of = Hmac(settings.secret("key_hmac_secret"))
-    cache = KeyCache(redis, settings.auth_local_cache_ttl_s, settings.auth_key_cache_ttl_s)
+    feed = ChangeFeed(settings.auth_watch_heartbeat_s)
+    cache = KeyCache(redis, settings.auth_local_cache_ttl_s, settings.auth_key_cache_ttl_s, feed=feed)
     throttle = SignInThrottle(
         redis,
         settings.secret("key_hmac_secret"),
@@ -90,6 +92,7 @@ async def build(settings: AuthSettings) -> AuthApp:
         hmac_of,
         KeyDefaults(settings.auth_default_rpm, settings.auth_default_tpm),
         accounts.log,
+        LeaseTerms(settings.auth_rate_lease_parts, settings.auth_rate_lease_ahead_s),
     )
     authenticate = local_authenticator(accounts, keys, settings.secret("admin_token"))
     servicer = AuthServicer(accounts, keys, authenticate)

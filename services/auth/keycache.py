@@ -10,7 +10,8 @@ A revocation writes a tombstone over the Redis entry (so a Redis-only reader see
 once, and `SET NX` fills by slower readers cannot resurrect the key), drops the local entry,
 and publishes the hash on `gm:auth:revocations`; every instance's listener drops its local
 entry on receipt, well within a second. If the listener loses its connection it clears the
-whole local cache, since it may have missed messages. An epoch counter stops a lookup that
+whole local cache, since it may have missed messages, and ends every proxy's key-change
+stream (`leases.ChangeFeed`) for the same reason. An epoch counter stops a lookup that
 raced with a revocation from caching what it read before it.
 
 Tombstones are strings: "revoked" (revoked key, closed account) and "unknown" (no such key,
@@ -30,6 +31,8 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from services.runtime.errors import Unavailable
+
+from .leases import ChangeFeed
 
 log = logging.getLogger("gatemesh.auth.keycache")
 
@@ -77,7 +80,15 @@ def _parse(raw: bytes | str) -> Cached:
 class KeyCache:
     """Local and Redis caching of key verifications, with revocation by pub/sub."""
 
-    def __init__(self, redis: Redis, local_ttl_s: float, redis_ttl_s: int, max_local: int = 100_000) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        local_ttl_s: float,
+        redis_ttl_s: int,
+        max_local: int = 100_000,
+        feed: ChangeFeed | None = None,
+    ) -> None:
+        self.feed = feed or ChangeFeed()
         self._redis = redis
         self._local_ttl = local_ttl_s
         self._redis_ttl = redis_ttl_s
@@ -199,6 +210,7 @@ class KeyCache:
         if not hashes:
             return
         self.drop_local(hashes)
+        written = self.feed.changed(hashes)
         try:
             async with self._redis.pipeline(transaction=False) as pipe:
                 for key_hash in hashes:
@@ -212,6 +224,8 @@ class KeyCache:
         except RedisError:
             # The database change is done; repeating the call (idempotent) re-broadcasts.
             raise Unavailable("the change is saved but could not reach every cache yet; retry") from None
+        finally:
+            await self.feed.wait_written(written)
 
     async def listen(self) -> None:
         """Background task: drop local entries that any instance revoked (reconnects)."""
@@ -225,11 +239,14 @@ class KeyCache:
                     async for message in pubsub.listen():
                         if message.get("type") == "message":
                             data = message["data"]
-                            self.drop_local((data.decode() if isinstance(data, bytes) else data).split())
+                            hashes = (data.decode() if isinstance(data, bytes) else data).split()
+                            self.drop_local(hashes)
+                            self.feed.changed(hashes)
             except asyncio.CancelledError:
                 raise
             except (RedisError, OSError):
                 log.warning("revocation listener lost redis; retrying")
                 self.listening.clear()
+                self.feed.reset()  # the proxies' leases may have missed changes too
                 self.drop_local(list(self._local))
                 await asyncio.sleep(0.5)

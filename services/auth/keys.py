@@ -38,7 +38,8 @@ from services.runtime.errors import (
 
 from .domain import ACTIVE, Hmac, Origin, new_id
 from .keycache import REVOKED, UNKNOWN, Cached, KeyCache, KeyEntry
-from .limits import Decision, RateLimiter
+from .leases import lease_tag
+from .limits import Decision, RateAsk, RateLimiter
 from .store import ApiKeyRow, AuthStore, KeyRecord, now, utc
 
 KEY_PREFIX = "gm-"
@@ -88,6 +89,8 @@ class Verified:
     entry: KeyEntry
     remaining_requests: int = 0
     remaining_tokens: int = 0
+    lease_tag: str = ""  # set when a lease was asked for and this instance hears every change
+    share: Decision | None = None  # the rate share taken with the lease (share_requests 0: none)
 
 
 @dataclass(frozen=True)
@@ -98,9 +101,29 @@ class VerifyIn:
     model: str
     consume: bool
     estimated_tokens: int
+    lease: bool = False
 
 
-def admitted(entry: KeyEntry, decision: Decision) -> Verified:
+@dataclass(frozen=True)
+class LeaseTerms:
+    """How rate shares are sized: a share is at most 1/`parts` of a key's limits; a renewal
+    (a share asked without a call) within `ahead_s` of a window's end comes from the next."""
+
+    parts: int = 10
+    ahead_s: float = 3.0
+
+    def ask(self, entry: KeyEntry, request: VerifyIn) -> RateAsk:
+        if not request.lease:
+            return RateAsk(entry.key_id, entry.rpm, entry.tpm, request.estimated_tokens, request.consume)
+        want_r = max(2, -(-entry.rpm // self.parts))
+        want_t = max(request.estimated_tokens, -(-entry.tpm // self.parts)) if entry.tpm > 0 else 0
+        ahead = 0.0 if request.consume else self.ahead_s
+        return RateAsk(
+            entry.key_id, entry.rpm, entry.tpm, request.estimated_tokens, request.consume, want_r, want_t, ahead
+        )
+
+
+def admitted(entry: KeyEntry, decision: Decision, lease_tag: str = "") -> Verified:
     """The key's request, let through by its rate limit or refused with the wait."""
     if not decision.allowed:
         metrics.RATE_LIMIT_REFUSALS.labels("auth").inc()
@@ -110,7 +133,7 @@ def admitted(entry: KeyEntry, decision: Decision) -> Verified:
             reason="rate_limit_exceeded",
             openai_code="rate_limit_exceeded",
         )
-    return Verified(entry, decision.remaining_requests, decision.remaining_tokens)
+    return Verified(entry, decision.remaining_requests, decision.remaining_tokens, lease_tag, decision)
 
 
 def rate_limits_unavailable() -> Unavailable:
@@ -150,6 +173,10 @@ def check_key_format(v: Violations, name: str, api_key: str) -> None:
         v.add(name, "must be a Gatemesh API key: 'gm-' followed by 43 URL-safe characters")
 
 
+def _no_lease(request: VerifyIn) -> VerifyIn:
+    return VerifyIn(request.api_key, request.model, request.consume, request.estimated_tokens)
+
+
 def invalid_key(message: str = "invalid API key") -> Unauthenticated:
     return Unauthenticated(message, reason="invalid_api_key", openai_code="invalid_api_key")
 
@@ -165,7 +192,9 @@ class Keys:
         hmac_of: Hmac,
         defaults: KeyDefaults,
         log: EventLog,
+        lease_terms: LeaseTerms | None = None,
     ) -> None:
+        self.lease_terms = lease_terms or LeaseTerms()
         self.store = store
         self.cache = cache
         self.limiter = limiter
@@ -226,6 +255,19 @@ class Keys:
         assert key is not None
         await self.cache.revoke([key.key_hash])
         await self._log("key_revoked", key.account_id, origin)
+        return key
+
+    async def update(self, key_id: str, allowed_models: list[str], spend_cap_micros: int, origin: Origin) -> ApiKeyRow:
+        """Replace a key's allowlist and spend cap (admins); every cache and lease of it goes."""
+        old = await self._owned(key_id, None)
+        spec = KeySpec(name=old.name, allowed_models=allowed_models, spend_cap_micros=spend_cap_micros)
+        v = Violations()
+        spec.check(v)
+        v.raise_if_any()
+        key = await self.store.update_key(key_id, list(dict.fromkeys(allowed_models)), spend_cap_micros)
+        assert key is not None
+        await self.cache.invalidate([key.key_hash])
+        await self._log("key_updated", key.account_id, origin)
         return key
 
     async def rotate(self, key_id: str, account_id: str, origin: Origin) -> NewKey:
@@ -293,23 +335,23 @@ class Keys:
         self._used[found.key_id] = time.time()
         return found
 
-    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> Verified:
-        entry = await self.checked(api_key, model, estimated_tokens)
-        if not consume:
-            return Verified(entry)
-        try:
-            decision = await self.limiter.consume(entry.key_id, entry.rpm, entry.tpm, estimated_tokens)
-        except RedisError:
-            raise rate_limits_unavailable() from None
-        return admitted(entry, decision)
+    async def verify(
+        self, api_key: str, model: str, consume: bool, estimated_tokens: int, lease: bool = False
+    ) -> Verified:
+        (outcome,) = await self.verify_many([VerifyIn(api_key, model, consume, estimated_tokens, lease)])
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
 
     async def verify_many(self, requests: Sequence[VerifyIn]) -> list[Verified | Exception]:
-        """`verify` for many requests, their rate limits taken in one Redis round trip (in
-        request order: two requests of one key count as they would one after the other).
-        Keys in this process's cache are checked on the spot; the others are looked up
-        together (one Redis MGET, one database query for what Redis lacks): looked up one by
-        one, a burst of 500 keys no cache held took 4-13 s, past the proxy's deadline, so
-        every call of the burst failed and nothing got cached (tests/reliability)."""
+        """`verify` for many requests, their rate limits (and rate shares) taken in one Redis
+        round trip (in request order: two requests of one key count as they would one after
+        the other). Keys in this process's cache are checked on the spot; the others are
+        looked up together (one Redis MGET, one database query for what Redis lacks): looked
+        up one by one, a burst of 500 keys no cache held took 4-13 s, past the proxy's
+        deadline, so every call of the burst failed and nothing got cached
+        (tests/reliability). A lease is granted only while this instance hears every key
+        change (its revocation listener is up), so that its WatchKeyChanges misses none."""
         outcomes: list[Any] = [self._checked_here(r) for r in requests]
         elsewhere = [i for i, outcome in enumerate(outcomes) if outcome is None]
         if elsewhere:
@@ -320,24 +362,36 @@ class Keys:
                     outcomes[i] = self._allowed(self._valid(found[key_hash]), requests[i].model)
                 except DomainError as error:
                     outcomes[i] = error
-        consumers = [i for i, r in enumerate(requests) if r.consume and isinstance(outcomes[i], KeyEntry)]
-        entries = {i: outcomes[i] for i in consumers}
+        leasing = self.cache.listening.is_set()
+        counted = [
+            i
+            for i, r in enumerate(requests)
+            if (r.consume or (r.lease and leasing)) and isinstance(outcomes[i], KeyEntry)
+        ]
+        entries: dict[int, KeyEntry] = {i: outcomes[i] for i in counted}
         for i, outcome in enumerate(outcomes):
             if isinstance(outcome, KeyEntry):
                 outcomes[i] = Verified(outcome)
-        if not consumers:
+        if not counted:
             return outcomes
+        asks, sharing = [], set()
+        for i, entry in entries.items():
+            request = requests[i]
+            if not leasing or entry.key_id in sharing:  # one share per key and batch
+                request = _no_lease(request)
+            if request.lease:
+                sharing.add(entry.key_id)
+            asks.append(self.lease_terms.ask(entry, request))
         try:
-            decisions = await self.limiter.consume_many(
-                [(e.key_id, e.rpm, e.tpm, requests[i].estimated_tokens) for i, e in entries.items()]
-            )
+            decisions = await self.limiter.consume_many(asks)
         except RedisError:
-            for i in consumers:
+            for i in counted:
                 outcomes[i] = rate_limits_unavailable()
             return outcomes
-        for i, decision in zip(consumers, decisions, strict=True):
+        for i, decision in zip(counted, decisions, strict=True):
+            tag = lease_tag(self.hmac_of(requests[i].api_key)) if leasing and requests[i].lease else ""
             try:
-                outcomes[i] = admitted(entries[i], decision)
+                outcomes[i] = admitted(entries[i], decision, tag)
             except DomainError as error:
                 outcomes[i] = error
         return outcomes

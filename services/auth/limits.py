@@ -6,6 +6,13 @@ the estimated tokens atomically, for one call or a whole batch of them in order:
 concurrency exactly `rpm` calls pass a minute.
 ReportTokens later moves the token count by the difference between actual and estimate.
 
+Rate leases (`RateAsk`): the same script takes a proxy's share of a window from the same
+counters, so shares and single calls together never pass the limit, however many proxies
+hold shares. A share is at most what was asked and at most half of what is left (so
+several proxies get one), and none is given below two requests or one call's tokens: a
+key near its limit is then checked call by call, with today's 429 and Retry-After. A
+renewal asked within `ahead_s` of the window's end takes its share from the next window.
+
 Sign-in throttling counts failures per account and per IP for a window; the counter keys
 hold an HMAC of the email or IP, never the value itself.
 
@@ -25,29 +32,59 @@ from redis.crc import key_slot
 
 CONSUME = """
 local t = redis.call('TIME')
-local now = tonumber(t[1])
-local window = math.floor(now / 60)
-local reset = (window + 1) * 60 - now
+local now_s = tonumber(t[1])
+local now = now_s + tonumber(t[2]) / 1000000
+local window = math.floor(now_s / 60)
+local reset = (window + 1) * 60 - now_s
 local out = {}
 for i = 1, #KEYS / 2 do
-  local rkey = KEYS[2 * i - 1] .. ':' .. window
-  local tkey = KEYS[2 * i] .. ':' .. window
-  local rpm = tonumber(ARGV[3 * i - 2])
-  local tpm = tonumber(ARGV[3 * i - 1])
-  local tokens = tonumber(ARGV[3 * i])
+  local rbase, tbase = KEYS[2 * i - 1], KEYS[2 * i]
+  local a = 7 * (i - 1)
+  local rpm, tpm, tokens = tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2]), tonumber(ARGV[a + 3])
+  local take, want_r, want_t = tonumber(ARGV[a + 4]), tonumber(ARGV[a + 5]), tonumber(ARGV[a + 6])
+  local ahead = tonumber(ARGV[a + 7])
+  local rkey, tkey = rbase .. ':' .. window, tbase .. ':' .. window
   local used_r = tonumber(redis.call('GET', rkey) or '0')
   local used_t = tonumber(redis.call('GET', tkey) or '0')
-  if used_r + 1 > rpm or (tpm > 0 and used_t + tokens > tpm) then
-    out[i] = {0, reset, rpm - used_r, tpm - used_t}
-  else
-    redis.call('INCR', rkey)
-    redis.call('EXPIRE', rkey, 120)
-    if tokens > 0 then
-      redis.call('INCRBY', tkey, tokens)
-      redis.call('EXPIRE', tkey, 120)
+  local allowed = 1
+  if take == 1 then
+    if used_r + 1 > rpm or (tpm > 0 and used_t + tokens > tpm) then
+      allowed = 0
+    else
+      redis.call('INCR', rkey)
+      redis.call('EXPIRE', rkey, 120)
+      if tokens > 0 then
+        redis.call('INCRBY', tkey, tokens)
+        redis.call('EXPIRE', tkey, 120)
+      end
+      used_r, used_t = used_r + 1, used_t + tokens
     end
-    out[i] = {1, reset, rpm - used_r - 1, tpm - used_t - tokens}
   end
+  local share_r, share_t, share_ms = 0, 0, 0
+  if allowed == 1 and want_r > 0 then
+    local sw = math.floor((now + ahead) / 60)
+    local srkey, stkey, s_used_r, s_used_t = rkey, tkey, used_r, used_t
+    if sw ~= window then
+      srkey, stkey = rbase .. ':' .. sw, tbase .. ':' .. sw
+      s_used_r = tonumber(redis.call('GET', srkey) or '0')
+      s_used_t = tonumber(redis.call('GET', stkey) or '0')
+    end
+    share_r = math.min(want_r, math.floor((rpm - s_used_r) / 2))
+    if tpm > 0 then share_t = math.min(want_t, math.floor((tpm - s_used_t) / 2)) end
+    if share_r >= 2 and (tpm <= 0 or share_t >= math.max(1, tokens)) then
+      redis.call('INCRBY', srkey, share_r)
+      redis.call('EXPIRE', srkey, 180)
+      if share_t > 0 then
+        redis.call('INCRBY', stkey, share_t)
+        redis.call('EXPIRE', stkey, 180)
+      end
+      share_ms = math.floor(((sw + 1) * 60 - now) * 1000)
+      if sw == window then used_r, used_t = used_r + share_r, used_t + share_t end
+    else
+      share_r, share_t = 0, 0
+    end
+  end
+  out[i] = {allowed, reset, rpm - used_r, tpm - used_t, share_r, share_t, share_ms}
 end
 return out
 """
@@ -83,6 +120,26 @@ class Decision:
     retry_after_s: int
     remaining_requests: int
     remaining_tokens: int
+    share_requests: int = 0
+    share_tokens: int = 0
+    share_ms: int = 0  # from the script's clock reading until the share's window ends
+
+
+@dataclass(frozen=True)
+class RateAsk:
+    """One request to the script: take a call (`take`) and/or a share of the window."""
+
+    key_id: str
+    rpm: int
+    tpm: int
+    tokens: int
+    take: bool = True
+    share_requests: int = 0  # 0: no share wanted
+    share_tokens: int = 0
+    ahead_s: float = 0.0
+
+    def args(self) -> tuple[int | float, ...]:
+        return (self.rpm, self.tpm, self.tokens, int(self.take), self.share_requests, self.share_tokens, self.ahead_s)
 
 
 class RateLimiter:
@@ -101,9 +158,9 @@ class RateLimiter:
         return [f"gm:auth:rl:{{{key_id}}}:r", f"gm:auth:rl:{{{key_id}}}:t"]
 
     async def consume(self, key_id: str, rpm: int, tpm: int, tokens: int) -> Decision:
-        return (await self.consume_many([(key_id, rpm, tpm, tokens)]))[0]
+        return (await self.consume_many([RateAsk(key_id, rpm, tpm, tokens)]))[0]
 
-    async def consume_many(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
+    async def consume_many(self, requests: list[RateAsk]) -> list[Decision]:
         """Take a request and its tokens for each (key id, rpm, tpm, tokens), in order (two
         requests of one key count as they would one after the other), in one script call:
         one command and one round trip however many requests. (A pipeline of one script
@@ -136,12 +193,15 @@ class RateLimiter:
 
     async def _consume_one_slot(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
         keys: list[str] = []
-        args: list[int] = []
-        for key_id, rpm, tpm, tokens in requests:
-            keys += self._keys(key_id)
-            args += (rpm, tpm, tokens)
+        args: list[int | float] = []
+        for ask in requests:
+            keys += self._keys(ask.key_id)
+            args += ask.args()
         replies = await self._consume(keys=keys, args=args)
-        return [Decision(bool(a), max(1, int(reset)), max(0, int(r)), max(0, int(t))) for a, reset, r, t in replies]
+        return [
+            Decision(bool(a), max(1, int(reset)), max(0, int(r)), max(0, int(t)), int(sr), int(st), int(ms))
+            for a, reset, r, t, sr, st, ms in replies
+        ]
 
     async def adjust_tokens(self, key_id: str, delta: int) -> None:
         if delta:

@@ -7,6 +7,7 @@ each method's declared access by the runtime.
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from typing import Any
 
 import grpc
@@ -14,7 +15,7 @@ import grpc
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
 from services.runtime.access import Authenticator, principal
-from services.runtime.errors import InvalidArgument, Violations, batch_item
+from services.runtime.errors import InvalidArgument, Unavailable, Violations, batch_item
 
 from .domain import Accounts, Origin, dashboard
 from .keys import Keys, KeySpec, Verified, VerifyIn
@@ -79,7 +80,7 @@ def check_sizes(request: Any, *names: str) -> None:
 
 
 def verify_in(request: Any) -> VerifyIn:
-    return VerifyIn(request.api_key, request.model, request.consume_rate_limit, request.estimated_tokens)
+    return VerifyIn(request.api_key, request.model, request.consume_rate_limit, request.estimated_tokens, request.lease)
 
 
 def verify_response(verified: Verified) -> auth_pb2.VerifyKeyResponse:
@@ -96,6 +97,13 @@ def verify_response(verified: Verified) -> auth_pb2.VerifyKeyResponse:
     )
     if entry.expires_at:
         response.expires_at.FromNanoseconds(int(entry.expires_at * 1e9))
+    if verified.lease_tag:
+        response.lease_tag = verified.lease_tag
+        share = verified.share
+        if share is not None and share.share_requests:
+            response.rate_share.requests = share.share_requests
+            response.rate_share.tokens = share.share_tokens
+            response.rate_share.valid_ms = share.share_ms
     return response
 
 
@@ -212,6 +220,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         key = await self.keys.revoke(request.key_id, None, origin(context))
         return auth_pb2.RevokeApiKeyResponse(key=key_proto(key))
 
+    async def AdminUpdateApiKey(self, request: Any, context: Any) -> auth_pb2.AdminUpdateApiKeyResponse:
+        check_sizes(request, "key_id")
+        key = await self.keys.update(
+            request.key_id, list(request.allowed_models), request.spend_cap_micros, origin(context)
+        )
+        return auth_pb2.AdminUpdateApiKeyResponse(key=key_proto(key))
+
     # internal ---------------------------------------------------------------------------
 
     async def VerifyKey(self, request: Any, context: Any) -> auth_pb2.VerifyKeyResponse:
@@ -239,7 +254,20 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
     async def _verify(self, request: Any) -> auth_pb2.VerifyKeyResponse:
         check_sizes(request, "api_key", "model")
         r = verify_in(request)
-        return verify_response(await self.keys.verify(r.api_key, r.model, r.consume, r.estimated_tokens))
+        return verify_response(await self.keys.verify(r.api_key, r.model, r.consume, r.estimated_tokens, r.lease))
+
+    async def WatchKeyChanges(self, request: Any, context: Any) -> AsyncIterator[auth_pb2.KeyChange]:
+        """The key-change push to a proxy (see `leases`): ready, then changes and heartbeats."""
+        cache = self.keys.cache
+        if not cache.listening.is_set():
+            raise Unavailable("key changes cannot be followed right now; retry shortly", retry_after_s=1)
+        feed = cache.feed
+        watcher = feed.subscribe()
+        yield auth_pb2.KeyChange(ready=True, heartbeat_ms=int(feed.heartbeat_s * 1000))
+        async for tags, written in feed.stream(watcher):
+            yield auth_pb2.KeyChange(lease_tags=tags)
+            if written is not None and not written.done():
+                written.set_result(None)
 
     async def ReportTokens(self, request: Any, context: Any) -> auth_pb2.ReportTokensResponse:
         await self.keys.report_tokens(request.key_id, request.token_delta)

@@ -28,6 +28,15 @@ class AuthSettings(GatemeshSettings):
     auth_security_log_retention_days: int = Field(90, description="Security-log retention (P5.3).")
     auth_sweep_interval_s: float = Field(3600.0, description="How often expired rows are swept.")
     auth_last_used_flush_s: float = Field(10.0, description="How often key last-used times are written.")
+    auth_watch_heartbeat_s: float = Field(
+        1.0, gt=0, description="Longest silence on a proxy's key-change stream (heartbeats in between)."
+    )
+    auth_rate_lease_parts: int = Field(
+        10, ge=1, description="A proxy's rate share is at most 1/this of a key's per-minute limits."
+    )
+    auth_rate_lease_ahead_s: float = Field(
+        3.0, ge=0, description="A share renewed this close to a minute's end is taken from the next minute."
+    )
     auth_argon2_time_cost: int = Field(3, description="argon2id passes.")
     auth_argon2_memory_kib: int = Field(65536, description="argon2id memory in KiB.")
     auth_argon2_parallelism: int = Field(4, description="argon2id lanes.")

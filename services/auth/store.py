@@ -292,6 +292,14 @@ class AuthStore:
                 key.revoked_at = at
             return key
 
+    async def update_key(self, key_id: str, allowed_models: list[str], spend_cap_micros: int) -> ApiKeyRow | None:
+        async with transaction(self.sessions) as db:
+            key = await db.get(ApiKeyRow, key_id)
+            if key is not None:
+                key.allowed_models = allowed_models
+                key.spend_cap_micros = spend_cap_micros
+            return key
+
     async def key_for_verification(self, key_hash: str) -> KeyRecord | None:
         async with self.sessions() as db:
             query = (

@@ -356,6 +356,8 @@ def upstream_tls(settings: EdgeSettings, host: str) -> dict[str, Any]:
 
 def cluster(settings: EdgeSettings, name: str) -> dict[str, Any]:
     host, port = split_address(getattr(settings, f"{name}_addr"))
+    more = [split_address(address) for address in settings.edge_extra_endpoints.get(name, [])]
+    endpoints = [{"endpoint": {"address": socket_address(h, p)}} for h, p in [(host, port), *more]]
     result: dict[str, Any] = {
         "name": name,
         "type": "STATIC" if is_ip(host) else "STRICT_DNS",
@@ -374,7 +376,7 @@ def cluster(settings: EdgeSettings, name: str) -> dict[str, Any]:
         },
         "load_assignment": {
             "cluster_name": name,
-            "endpoints": [{"lb_endpoints": [{"endpoint": {"address": socket_address(host, port)}}]}],
+            "endpoints": [{"lb_endpoints": endpoints}],
         },
     }
     if settings.tls_ca_file:

@@ -36,6 +36,11 @@ class EdgeSettings(GatemeshSettings):
     )
     edge_concurrency: int = Field(0, description="Envoy worker threads; 0 lets Envoy use one per core.")
     edge_log_level: str = Field("warning", description="Envoy's own log level (never logs bodies).")
+    edge_extra_endpoints: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="More instances of a service behind the edge, by service: host:port list added to the "
+        'round robin next to <service>_addr (e.g. {"proxy": ["127.0.0.1:50063"]}).',
+    )
     edge_trusted_hops: int = Field(
         0, description="Proxies in front of the edge whose X-Forwarded-For entries are trusted (0: none)."
     )

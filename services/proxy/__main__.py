@@ -6,7 +6,8 @@ with the `ServiceSpec` the runtime serves; tests call it too, so they run exactl
 production runs. `main()` first checks the routing configuration (`checks`: warnings by
 setting, refusal when nothing could be called) and warns of price mistakes once the
 price list has arrived. Background jobs: the price refresher, the request-log writer, the
-retention sweeper (P5.2) and, with a Redis server, the settle outbox's replay.
+retention sweeper (P5.2), the follower of auth's key-change stream (key leases) and, with a
+Redis server, the settle outbox's replay.
 """
 
 from __future__ import annotations
@@ -32,9 +33,10 @@ from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
 from . import store
-from .adapters import Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
+from .adapters import KeyChangeWatcher, Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
 from .checks import check_routing, price_findings
 from .domain import Gateway, KnownKeys, Limits
+from .leases import Leases
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router
@@ -61,6 +63,7 @@ class ProxyApp:
     gateway: Gateway
     writer: store.RequestLogWriter
     spec: ServiceSpec
+    watcher: KeyChangeWatcher
 
 
 def hot_path_channel(target: str, settings: ProxySettings) -> tuple[grpc.aio.Channel, Metadata]:
@@ -102,7 +105,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)
-    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys)  # type: ignore[arg-type]
+    leases = Leases(settings.proxy_key_leases)
+    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
+    watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(
         auth_channel,
         settings.proxy_rpc_timeout_s,
@@ -145,10 +150,11 @@ async def build(settings: ProxySettings) -> ProxyApp:
             lambda: check_prices(settings, ledger.prices),
             writer.run,
             sweeper,
+            watcher.run,
             *outbox_replay(ledger),
         ],
     )
-    return ProxyApp(settings, engine, gateway, writer, spec)
+    return ProxyApp(settings, engine, gateway, writer, spec, watcher)
 
 
 def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:

@@ -1,4 +1,5 @@
-"""The hot path's ports over gRPC: auth (`Gatekeeper`) and billing (`Ledger`).
+"""The hot path's ports over gRPC: auth (`Gatekeeper`) and billing (`Ledger`), and the
+follower of auth's key-change stream that keeps the key leases honest (`KeyChangeWatcher`).
 
 Both use one pooled service channel each (HTTP/2 multiplexes every call); when traces
 are not exported the channel has no Python interceptors (they cost more CPU than the
@@ -16,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import random
 import time
 from collections.abc import Callable
 from typing import Any
@@ -37,6 +39,7 @@ from services.runtime.errors import (
 from services.runtime.rpc_errors import batch_item_error, domain_error
 
 from .domain import CallUsage, KeyGrant, Price, Tasks
+from .leases import LeaseOffer, Leases, share_from
 from .outbox import SettleOutbox
 
 log = logging.getLogger("gatemesh.proxy")
@@ -72,15 +75,19 @@ class RemoteGatekeeper:
         self._pending: dict[str, int] = {}
         self._flushing = False
 
-    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
+    async def verify(
+        self, api_key: str, model: str, consume: bool, estimated_tokens: int, lease: bool = False
+    ) -> KeyGrant:
         request = auth_pb2.VerifyKeyRequest(
-            api_key=api_key, model=model, consume_rate_limit=consume, estimated_tokens=estimated_tokens
+            api_key=api_key, model=model, consume_rate_limit=consume, estimated_tokens=estimated_tokens, lease=lease
         )
+        asked_at = time.monotonic()
         try:
             reply = await self._verify.call(request)
         except DomainError as error:
             raise key_error(error) from None
-        return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models))
+        offer = lease_offer(reply, asked_at) if reply.lease_tag else None
+        return KeyGrant(reply.account_id, reply.key_id, reply.spend_cap_micros, tuple(reply.allowed_models), offer)
 
     def report_tokens(self, key_id: str, delta: int) -> None:
         """Queue a tokens-per-minute correction; corrections are summed per key and sent
@@ -107,6 +114,68 @@ class RemoteGatekeeper:
             )
         except grpc.aio.AioRpcError as error:
             log.debug("ReportTokens failed: %s", error.code().name)
+
+
+def lease_offer(reply: auth_pb2.VerifyKeyResponse, asked_at: float) -> LeaseOffer:
+    expires = reply.expires_at.seconds + reply.expires_at.nanos / 1e9 if reply.HasField("expires_at") else 0.0
+    share = reply.rate_share
+    tpm = reply.limits.tokens_per_minute
+    return LeaseOffer(reply.lease_tag, expires, share_from(share.requests, share.tokens, tpm, share.valid_ms, asked_at))
+
+
+class KeyChangeWatcher:
+    """Follows auth's WatchKeyChanges for `Leases`: opens them on the stream's first
+    message, drops the tags it names, and closes them all when the stream ends, fails or
+    stays silent for three heartbeats; then subscribes again with backoff (jittered, 0.1 s
+    doubling to 5 s, back to the start once a stream was up)."""
+
+    def __init__(
+        self, channel: grpc.aio.Channel, leases: Leases, metadata: Metadata = (), first_wait_s: float = 5.0
+    ) -> None:
+        self._stub = auth_pb2_grpc.AuthServiceStub(channel)
+        self._leases = leases
+        self._md = metadata
+        self._first_wait_s = first_wait_s
+        self.streams = 0  # streams that reached `ready` (tests and the benchmark read it)
+        self.on_drop: Callable[[list[str]], None] | None = None  # the benchmark's probe
+
+    async def run(self) -> None:
+        delay = 0.1
+        while True:
+            try:
+                if await self._follow():
+                    delay = 0.1
+            except grpc.aio.AioRpcError as error:
+                log.warning("key-change stream from auth failed (%s); verifying every call", error.code().name)
+            except TimeoutError:
+                log.warning("key-change stream from auth fell silent; verifying every call")
+            finally:
+                self._leases.close()
+            await asyncio.sleep(delay * (0.5 + random.random()))
+            delay = min(delay * 2, 5.0)
+
+    async def _follow(self) -> bool:
+        """One stream, until it ends; True if it got as far as `ready`."""
+        call = self._stub.WatchKeyChanges(auth_pb2.WatchKeyChangesRequest(), metadata=self._md)
+        silence, ready = self._first_wait_s, False
+        try:
+            while True:
+                message = await asyncio.wait_for(call.read(), silence)
+                if message is grpc.aio.EOF:
+                    return ready
+                if message.ready:
+                    ready = True
+                    self.streams += 1
+                    silence = 3 * max(message.heartbeat_ms, 100) / 1000
+                    self._leases.open()
+                    log.info("key-change stream from auth is up: known keys are leased")
+                elif message.lease_tags:
+                    tags = list(message.lease_tags)
+                    self._leases.drop(tags)
+                    if self.on_drop is not None:
+                        self.on_drop(tags)
+        finally:
+            call.cancel()
 
 
 class PriceCache:

@@ -21,8 +21,8 @@ import asyncio
 import hashlib
 import json
 import logging
+import os
 import time
-import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -40,6 +40,7 @@ from services.runtime.errors import (
     Violations,
 )
 
+from .leases import KeyLease, LeaseOffer, Leases, Share
 from .router import Route, Router
 from .sse import StreamState, error_event
 from .tokens import TokenCounter, message_texts
@@ -60,6 +61,7 @@ class KeyGrant:
     key_id: str
     spend_cap_micros: int = 0
     allowed_models: tuple[str, ...] = ()
+    offer: LeaseOffer | None = field(default=None, compare=False)  # a lease, when one was asked and given
 
     def hold_terms(self) -> tuple[str, str, int]:
         """What a hold placed for this key depends on."""
@@ -146,7 +148,10 @@ class LogEntry:
 class Gatekeeper(Protocol):
     """Auth's side of the hot path."""
 
-    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant: ...
+    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
+        """Check the key (and take the call from its rate limits). Implementations that
+        support leases take `lease=True` too: then the grant carries auth's `offer`."""
+        ...
 
     def report_tokens(self, key_id: str, delta: int) -> None: ...
 
@@ -225,9 +230,11 @@ class Gateway:
         counter: TokenCounter,
         limits: Limits,
         known_keys: KnownKeys | None = None,
+        leases: Leases | None = None,
     ) -> None:
         self.router = router
         self.known_keys = known_keys or KnownKeys()
+        self.leases = Leases() if leases is None else leases  # never ready without a key-change watcher
         self.gatekeeper = gatekeeper
         self.ledger = ledger
         self.request_log = request_log
@@ -294,21 +301,25 @@ class Gateway:
     async def _admit(
         self, api_key: str, route: Route, prompt: int, max_output: int, endpoint: str, stream: bool
     ) -> MeteredCall:
-        """Verify the key, take the rate limit and hold the largest possible cost. For a key
-        this proxy has seen verified, the hold is placed while auth verifies (see
+        """Verify the key, take the rate limit and hold the largest possible cost. A leased
+        key with room in its rate share is admitted here, without auth (see `leases`). For a
+        key this proxy has seen verified, the hold is placed while auth verifies (see
         `_admit_concurrently`); for a new key, and after any refusal, one after the other."""
         estimate = prompt + max_output
         price = await self.ledger.price(route.model)
         cost = max(1, price.cost(prompt, max_output)) if price is not None else 0
+        leased = self.leases.take(api_key, route.public_model, estimate) if cost else None
+        if leased is not None:
+            return await self._admit_leased(api_key, *leased, route, prompt, estimate, cost, endpoint, stream)
         known = self.known_keys.get(api_key) if cost else None
         if known is not None:
             return await self._admit_concurrently(api_key, known, route, prompt, estimate, cost, endpoint, stream)
-        grant = await self.gatekeeper.verify(api_key, route.public_model, True, estimate)
+        grant = await self._verify(api_key, route.public_model, estimate, lease=bool(cost))
         if not cost:  # after auth: a bad key hears 401 before anything about the model
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
             raise Unavailable(f"the model '{route.public_model}' has no price yet", reason="model_not_priced")
         self.known_keys.put(api_key, grant)
-        call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        call = MeteredCall(self, grant, route, "", new_request_id(), prompt, estimate, endpoint, stream)
         await call.place_hold(cost)
         return call
 
@@ -322,9 +333,9 @@ class Gateway:
         nothing is charged or logged, exactly as if auth had refused before any hold. The
         key is then forgotten, so a refused key (say a client hammering past its rate limit)
         places no further holds until it passes auth again."""
-        call = MeteredCall(self, known, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        call = MeteredCall(self, known, route, "", new_request_id(), prompt, estimate, endpoint, stream)
         call.tokens_taken = False
-        verify = self.tasks.spawn(self.gatekeeper.verify(api_key, route.public_model, True, estimate))
+        verify = self.tasks.spawn(self._verify(api_key, route.public_model, estimate, lease=True))
         hold = call.hold_task(cost)
         try:
             await asyncio.wait((verify, hold))
@@ -346,9 +357,57 @@ class Gateway:
         if grant.hold_terms() == known.hold_terms():
             return call
         call.discard(hold)  # the key's spend cap changed since: hold again under the new one
-        call = MeteredCall(self, grant, route, "", uuid.uuid4().hex, prompt, estimate, endpoint, stream)
+        call = MeteredCall(self, grant, route, "", new_request_id(), prompt, estimate, endpoint, stream)
         await call.place_hold(cost)
         return call
+
+    async def _admit_leased(
+        self, api_key: str, lease: KeyLease, share: Share, route: Route, prompt: int, estimate: int, cost: int,
+        endpoint: str, stream: bool,
+    ) -> MeteredCall:  # fmt: skip
+        """A leased key: its request and tokens came from this proxy's share, so only the
+        hold remains. A renewal of the share, when due, goes to auth in the background."""
+        if self.leases.wants_renewal(lease):
+            self.tasks.spawn(self._renew(api_key, lease, estimate))
+        call = MeteredCall(self, lease.grant, route, "", new_request_id(), prompt, estimate, endpoint, stream)
+        call.share = share
+        await call.place_hold(cost)
+        return call
+
+    async def _verify(self, api_key: str, model: str, estimate: int, lease: bool) -> KeyGrant:
+        """VerifyKey taking the call from the rate limits; asks for a lease while auth's change
+        stream is up (one request per key at a time), and leases the key if auth gives one
+        and nothing changed meanwhile."""
+        token = self.leases.ask(api_key) if lease else None
+        if token is None:
+            return await self.gatekeeper.verify(api_key, model, True, estimate)
+        try:
+            epoch = self.leases.epoch
+            grant = await self.gatekeeper.verify(api_key, model, True, estimate, lease=True)  # type: ignore[call-arg]
+            self.leases.grant(api_key, grant, grant.offer, epoch)
+        finally:
+            self.leases.answered(token)
+        return grant
+
+    async def _renew(self, api_key: str, lease: KeyLease, tokens: int) -> None:
+        """Top up a leased key's rate share (no call taken). A refusal drops the lease; auth
+        being unreachable only means the shares run out and calls are checked one by one."""
+        token = self.leases.ask(api_key)
+        if token is None:
+            self.leases.renewed(lease)
+            return
+        epoch = self.leases.epoch
+        try:
+            grant = await self.gatekeeper.verify(api_key, "", False, tokens, lease=True)  # type: ignore[call-arg]
+        except (Unavailable, DeadlineExceeded):
+            return
+        except DomainError:
+            self.leases.forget(api_key)
+            return
+        finally:
+            self.leases.renewed(lease)
+            self.leases.answered(token)
+        self.leases.grant(api_key, grant, grant.offer, epoch)
 
     def _chat_output(self, model: str, reply: dict[str, Any]) -> int:
         texts = [
@@ -394,6 +453,15 @@ class MeteredCall:
         self._durable = asyncio.Event()
         self.tokens_taken = True  # auth counted the estimate against the key's tokens per minute
         self.hold_amount = 0
+        self.share: Share | None = None  # the rate share the call was admitted on, if leased
+
+    def correct_tokens(self, delta: int) -> None:
+        """Actual minus estimated tokens: back to the share the call came from while its
+        minute lasts, else to auth. A void share's unused estimate is not given back (its
+        minute is over: returning it to the next one could let that one pass its limit)."""
+        share = self.share
+        if share is None or (not share.give_back(-delta) and delta > 0):
+            self.gateway.gatekeeper.report_tokens(self.grant.key_id, delta)
 
     @property
     def finished(self) -> bool:
@@ -418,7 +486,7 @@ class MeteredCall:
             hold.add_done_callback(self._abandoned_hold)
             raise
         except BaseException as error:
-            self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+            self.correct_tokens(-self.estimate)
             self.reclaim_if_unknown(error)
             raise
 
@@ -443,7 +511,7 @@ class MeteredCall:
     def _abandoned_hold(self, hold: asyncio.Task[Any]) -> None:
         if hold.cancelled() or hold.exception() is not None:
             if self.tokens_taken:
-                self.gateway.gatekeeper.report_tokens(self.grant.key_id, -self.estimate)
+                self.correct_tokens(-self.estimate)
             if not hold.cancelled():
                 self.reclaim_if_unknown(hold.exception())
             return
@@ -558,8 +626,7 @@ class MeteredCall:
     def _after(self, usage: CallUsage, status_code: int, charged: int) -> None:
         gateway = self.gateway
         if self.tokens_taken:
-            used = usage.input_tokens + usage.output_tokens
-            gateway.gatekeeper.report_tokens(self.grant.key_id, used - self.estimate)
+            self.correct_tokens(usage.input_tokens + usage.output_tokens - self.estimate)
         gateway.request_log.record(
             LogEntry(
                 request_id=self.request_id,
@@ -703,6 +770,12 @@ def usage_tokens(usage: Any) -> tuple[int, int, bool] | None:
     if not isinstance(prompt, int) or not isinstance(completion, int):
         return None
     return prompt, completion, False
+
+
+def new_request_id() -> str:
+    """128 random bits as hex (the request id and the root of its idempotency keys); a tenth
+    of uuid4's cost, which matters on a path that counts microseconds."""
+    return os.urandom(16).hex()
 
 
 def require_key(api_key: str) -> None:

@@ -54,6 +54,12 @@ class ProxySettings(GatemeshSettings):
         description="Keys remembered as verified, whose next hold is placed while auth verifies them again; "
         "0 always waits for auth first.",
     )
+    proxy_key_leases: int = Field(
+        10_000,
+        ge=0,
+        description="Verified keys leased in process (served without asking auth while its key-change stream "
+        "is up); 0 verifies every call.",
+    )
     proxy_batch_calls: bool = Field(
         True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )

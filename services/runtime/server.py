@@ -18,6 +18,7 @@ of one service run on separate addresses instead (see scale-out in the README).
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
@@ -146,6 +147,19 @@ def build_server(spec: ServiceSpec, settings: GatemeshSettings) -> tuple[grpc.ai
     return server, health_servicer
 
 
+def settle_heap() -> None:
+    """After start-up: collect once, then move everything alive (modules, settings, pools,
+    compiled protos: hundreds of thousands of objects that live as long as the process)
+    out of the collector's reach (`gc.freeze`), and collect the youngest generation less
+    often. A full collection then walks only what calls allocate, so its pauses stop
+    showing up in the latency tail; request garbage is still freed by reference counting
+    at once, and cycles are still collected."""
+    gc.collect()
+    gc.freeze()
+    gen0, gen1, gen2 = gc.get_threshold()
+    gc.set_threshold(max(gen0, 50_000), gen1, gen2)
+
+
 def bind(server: grpc.aio.Server, address: str, settings: GatemeshSettings, setting: str = "listen") -> int:
     """Bind `address` or raise BindError naming it and its `setting`."""
     creds = server_credentials(settings)
@@ -187,6 +201,7 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
     wanted = getattr(settings, f"{spec.name}_metrics_port", 0) if settings.metrics_enabled else 0
     metrics_port = serve_metrics(settings.metrics_host, wanted)
     log.info("%s listening on %s (port %d, metrics port %d)", spec.name, address, port, metrics_port)
+    settle_heap()
 
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

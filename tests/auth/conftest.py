@@ -136,3 +136,13 @@ async def start_auth(tmp_path, pg_database, redis_url) -> AsyncIterator[StartAut
 @pytest.fixture
 async def auth(start_auth: StartAuth) -> Running:
     return await start_auth()
+
+
+@pytest.fixture
+async def redis(redis_url: str):
+    """A client of the test's Redis database."""
+    from redis.asyncio import Redis
+
+    client = Redis.from_url(redis_url)
+    yield client
+    await client.aclose()

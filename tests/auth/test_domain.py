@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 
 import pytest
-from redis.asyncio import Redis
 
 from services.auth.domain import Hmac, Origin, Passwords, check_email, check_password, normalize_email
 from services.auth.keycache import REVOKED, UNKNOWN, KeyCache, KeyEntry
@@ -97,13 +96,6 @@ def test_page_tokens_round_trip_and_garbage_is_refused() -> None:
         decode_page(10, "%%%")
     with pytest.raises(InvalidArgument):
         decode_page(-1, "")
-
-
-@pytest.fixture
-async def redis(redis_url: str):
-    client = Redis.from_url(redis_url)
-    yield client
-    await client.aclose()
 
 
 async def test_cache_fills_local_and_redis_and_serves_without_loading(redis) -> None:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,7 +19,7 @@ from google.api import httpbody_pb2
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2_grpc
-from tests.support import REDIS_SERVER, free_port, service_process
+from tests.support import REDIS_SERVER, create_database, drop_database, free_port, service_process
 
 SERVICE_TOKEN = "proxy-test-service-token"
 ADMIN_TOKEN = "proxy-test-admin-token"
@@ -87,7 +87,7 @@ class Mesh:
                 account_id=account.account_id, amount_micros=credit_micros, reason="test", idempotency_key=email
             )
             await self.billing.GrantCredits(grant, metadata=OPERATOR)
-        return User(self, account.account_id, created.api_key)
+        return User(self, account.account_id, created.api_key, session, created.key.key_id)
 
 
 @dataclass
@@ -95,6 +95,12 @@ class User:
     mesh: Mesh
     account_id: str
     api_key: str
+    session: str = ""
+    key_id: str = ""
+
+    @property
+    def session_metadata(self) -> list[tuple[str, str]]:
+        return [("authorization", f"Bearer {self.session}")]
 
     @property
     def metadata(self) -> list[tuple[str, str]]:
@@ -138,6 +144,25 @@ def sse_payloads(messages: list[httpbody_pb2.HttpBody]) -> list[Any]:
             data = event[6:]
             payloads.append(data if data == "[DONE]" else json.loads(data))
     return payloads
+
+
+def mesh_databases(prefix: str) -> Iterator[dict[str, str]]:
+    """The body of a module fixture: fresh auth, billing and proxy databases, dropped after."""
+    loop = asyncio.new_event_loop()
+    urls = {name: loop.run_until_complete(create_database(f"{prefix}_{name}")) for name in ("auth", "billing", "proxy")}
+    yield urls
+    for url in urls.values():
+        loop.run_until_complete(drop_database(url))
+    loop.close()
+
+
+async def fresh_channels(mesh: Mesh) -> AsyncIterator[Mesh]:
+    """The body of a per-test fixture: the mesh, its channels closed after the test (each
+    test has its own event loop)."""
+    yield mesh
+    for channel in mesh.channels.values():
+        await channel.close()
+    mesh.channels.clear()
 
 
 def start_mesh(

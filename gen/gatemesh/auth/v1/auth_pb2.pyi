@@ -335,6 +335,22 @@ class RevokeApiKeyResponse(_message.Message):
     key: ApiKey
     def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
 
+class AdminUpdateApiKeyRequest(_message.Message):
+    __slots__ = ("key_id", "allowed_models", "spend_cap_micros")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
+    SPEND_CAP_MICROS_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    allowed_models: _containers.RepeatedScalarFieldContainer[str]
+    spend_cap_micros: int
+    def __init__(self, key_id: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., spend_cap_micros: _Optional[int] = ...) -> None: ...
+
+class AdminUpdateApiKeyResponse(_message.Message):
+    __slots__ = ("key",)
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    key: ApiKey
+    def __init__(self, key: _Optional[_Union[ApiKey, _Mapping]] = ...) -> None: ...
+
 class RotateApiKeyRequest(_message.Message):
     __slots__ = ("key_id",)
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
@@ -398,19 +414,21 @@ class AdminListApiKeysRequest(_message.Message):
     def __init__(self, email: _Optional[str] = ..., page: _Optional[_Union[_common_pb2.PageRequest, _Mapping]] = ...) -> None: ...
 
 class VerifyKeyRequest(_message.Message):
-    __slots__ = ("api_key", "model", "consume_rate_limit", "estimated_tokens")
+    __slots__ = ("api_key", "model", "consume_rate_limit", "estimated_tokens", "lease")
     API_KEY_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     CONSUME_RATE_LIMIT_FIELD_NUMBER: _ClassVar[int]
     ESTIMATED_TOKENS_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     api_key: str
     model: str
     consume_rate_limit: bool
     estimated_tokens: int
-    def __init__(self, api_key: _Optional[str] = ..., model: _Optional[str] = ..., consume_rate_limit: _Optional[bool] = ..., estimated_tokens: _Optional[int] = ...) -> None: ...
+    lease: bool
+    def __init__(self, api_key: _Optional[str] = ..., model: _Optional[str] = ..., consume_rate_limit: _Optional[bool] = ..., estimated_tokens: _Optional[int] = ..., lease: _Optional[bool] = ...) -> None: ...
 
 class VerifyKeyResponse(_message.Message):
-    __slots__ = ("account_id", "key_id", "allowed_models", "spend_cap_micros", "limits", "expires_at", "remaining_requests", "remaining_tokens", "analytics_opt_out")
+    __slots__ = ("account_id", "key_id", "allowed_models", "spend_cap_micros", "limits", "expires_at", "remaining_requests", "remaining_tokens", "analytics_opt_out", "lease_tag", "rate_share")
     ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -420,6 +438,8 @@ class VerifyKeyResponse(_message.Message):
     REMAINING_REQUESTS_FIELD_NUMBER: _ClassVar[int]
     REMAINING_TOKENS_FIELD_NUMBER: _ClassVar[int]
     ANALYTICS_OPT_OUT_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TAG_FIELD_NUMBER: _ClassVar[int]
+    RATE_SHARE_FIELD_NUMBER: _ClassVar[int]
     account_id: str
     key_id: str
     allowed_models: _containers.RepeatedScalarFieldContainer[str]
@@ -429,7 +449,33 @@ class VerifyKeyResponse(_message.Message):
     remaining_requests: int
     remaining_tokens: int
     analytics_opt_out: bool
-    def __init__(self, account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., spend_cap_micros: _Optional[int] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remaining_requests: _Optional[int] = ..., remaining_tokens: _Optional[int] = ..., analytics_opt_out: _Optional[bool] = ...) -> None: ...
+    lease_tag: str
+    rate_share: RateShare
+    def __init__(self, account_id: _Optional[str] = ..., key_id: _Optional[str] = ..., allowed_models: _Optional[_Iterable[str]] = ..., spend_cap_micros: _Optional[int] = ..., limits: _Optional[_Union[KeyLimits, _Mapping]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., remaining_requests: _Optional[int] = ..., remaining_tokens: _Optional[int] = ..., analytics_opt_out: _Optional[bool] = ..., lease_tag: _Optional[str] = ..., rate_share: _Optional[_Union[RateShare, _Mapping]] = ...) -> None: ...
+
+class RateShare(_message.Message):
+    __slots__ = ("requests", "tokens", "valid_ms")
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
+    VALID_MS_FIELD_NUMBER: _ClassVar[int]
+    requests: int
+    tokens: int
+    valid_ms: int
+    def __init__(self, requests: _Optional[int] = ..., tokens: _Optional[int] = ..., valid_ms: _Optional[int] = ...) -> None: ...
+
+class WatchKeyChangesRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class KeyChange(_message.Message):
+    __slots__ = ("ready", "lease_tags", "heartbeat_ms")
+    READY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_TAGS_FIELD_NUMBER: _ClassVar[int]
+    HEARTBEAT_MS_FIELD_NUMBER: _ClassVar[int]
+    ready: bool
+    lease_tags: _containers.RepeatedScalarFieldContainer[str]
+    heartbeat_ms: int
+    def __init__(self, ready: _Optional[bool] = ..., lease_tags: _Optional[_Iterable[str]] = ..., heartbeat_ms: _Optional[int] = ...) -> None: ...
 
 class VerifyKeyBatchRequest(_message.Message):
     __slots__ = ("items",)

@@ -125,6 +125,11 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.FromString,
                 _registered_method=True)
+        self.AdminUpdateApiKey = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/AdminUpdateApiKey',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyResponse.FromString,
+                _registered_method=True)
         self.VerifyKey = channel.unary_unary(
                 '/gatemesh.auth.v1.AuthService/VerifyKey',
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyRequest.SerializeToString,
@@ -134,6 +139,11 @@ class AuthServiceStub:
                 '/gatemesh.auth.v1.AuthService/VerifyKeyBatch',
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.FromString,
+                _registered_method=True)
+        self.WatchKeyChanges = channel.unary_stream(
+                '/gatemesh.auth.v1.AuthService/WatchKeyChanges',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.WatchKeyChangesRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.KeyChange.FromString,
                 _registered_method=True)
         self.ReportTokens = channel.unary_unary(
                 '/gatemesh.auth.v1.AuthService/ReportTokens',
@@ -289,6 +299,14 @@ class AuthServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def AdminUpdateApiKey(self, request, context):
+        """Replace a key's model allowlist and spend cap; every proxy that leased it drops the
+        lease at once (WatchKeyChanges), so its next call runs under the new terms.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def VerifyKey(self, request, context):
         """Hot path: verify an API key and, when asked, take one request (and the estimated
         tokens) from its rate limits, in one round trip.
@@ -300,6 +318,16 @@ class AuthServiceServicer:
     def VerifyKeyBatch(self, request, context):
         """Verify many keys in one call: the proxy coalesces concurrent calls into it. Each item
         succeeds or fails on its own, exactly as VerifyKey would (rate limits included).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def WatchKeyChanges(self, request, context):
+        """The proxies' push stream for key leases: every change that affects a verified key's
+        grant (revocation, rotation, closure, erasure, edits), as the lease tags VerifyKey
+        handed out. The first message has `ready` set; then changes and heartbeats. A proxy
+        whose stream ends or falls silent drops every lease (see docs/proxy.md).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -445,6 +473,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.RevokeApiKeyResponse.SerializeToString,
             ),
+            'AdminUpdateApiKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdminUpdateApiKey,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyResponse.SerializeToString,
+            ),
             'VerifyKey': grpc.unary_unary_rpc_method_handler(
                     servicer.VerifyKey,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyRequest.FromString,
@@ -454,6 +487,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.VerifyKeyBatch,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.SerializeToString,
+            ),
+            'WatchKeyChanges': grpc.unary_stream_rpc_method_handler(
+                    servicer.WatchKeyChanges,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.WatchKeyChangesRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.KeyChange.SerializeToString,
             ),
             'ReportTokens': grpc.unary_unary_rpc_method_handler(
                     servicer.ReportTokens,
@@ -984,6 +1022,33 @@ class AuthService:
             _registered_method=True)
 
     @staticmethod
+    def AdminUpdateApiKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/AdminUpdateApiKey',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminUpdateApiKeyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
     def VerifyKey(request,
             target,
             options=(),
@@ -1027,6 +1092,33 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/VerifyKeyBatch',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.VerifyKeyBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def WatchKeyChanges(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/WatchKeyChanges',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.WatchKeyChangesRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.KeyChange.FromString,
             options,
             channel_credentials,
             insecure,
