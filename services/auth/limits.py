@@ -168,20 +168,14 @@ class RateLimiter:
         packing and parsing per command were most of auth's CPU for a batch.)"""
         if self._cluster:
             return await self._consume_by_slot(requests)
-        keys: list[str] = []
-        args: list[int] = []
-        for key_id, rpm, tpm, tokens in requests:
-            keys += self._keys(key_id)
-            args += (rpm, tpm, tokens)
-        replies = await self._consume(keys=keys, args=args)
-        return [Decision(bool(a), max(1, int(reset)), max(0, int(r)), max(0, int(t))) for a, reset, r, t in replies]
+        return await self._consume_one_slot(requests)
 
-    async def _consume_by_slot(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
+    async def _consume_by_slot(self, requests: list[RateAsk]) -> list[Decision]:
         """On a Redis Cluster a script's keys must share a slot: one call per slot (the
         requests of one key stay together, in order), concurrently."""
         groups: dict[int, list[int]] = {}
-        for index, (key_id, *_rest) in enumerate(requests):
-            groups.setdefault(key_slot(self._keys(key_id)[0].encode()), []).append(index)
+        for index, ask in enumerate(requests):
+            groups.setdefault(key_slot(self._keys(ask.key_id)[0].encode()), []).append(index)
         parts = await asyncio.gather(
             *(self._consume_one_slot([requests[i] for i in indexes]) for indexes in groups.values())
         )
@@ -191,7 +185,7 @@ class RateLimiter:
                 decisions[index] = decision
         return [d for d in decisions if d is not None]
 
-    async def _consume_one_slot(self, requests: list[tuple[str, int, int, int]]) -> list[Decision]:
+    async def _consume_one_slot(self, requests: list[RateAsk]) -> list[Decision]:
         keys: list[str] = []
         args: list[int | float] = []
         for ask in requests:

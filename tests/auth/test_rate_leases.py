@@ -69,8 +69,8 @@ async def test_a_share_lasts_to_its_minutes_end_and_a_late_renewal_takes_the_nex
     assert late.share_requests == 10
     assert left_ms + 59_000 <= late.share_ms <= left_ms + 60_000
     window = seconds // 60
-    assert int(await redis.get(f"gm:auth:rl:k:r:{window}")) == 11
-    assert int(await redis.get(f"gm:auth:rl:k:r:{window + 1}")) == 10
+    assert int(await redis.get(f"gm:auth:rl:{{k}}:r:{window}")) == 11
+    assert int(await redis.get(f"gm:auth:rl:{{k}}:r:{window + 1}")) == 10
 
 
 async def test_change_feed_reaches_every_watcher_and_reset_ends_them() -> None:

@@ -22,7 +22,7 @@ from redis.crc import key_slot
 
 from gatemesh.billing.v1 import billing_pb2
 from services.auth.keycache import REVOKED, KeyCache
-from services.auth.limits import RateLimiter, SignInThrottle
+from services.auth.limits import RateAsk, RateLimiter, SignInThrottle
 from services.proxy.outbox import OUTBOX_KEY, SettleOutbox
 from services.runtime.cache import make_redis
 from tests.support import free_port
@@ -115,7 +115,7 @@ async def test_a_batch_of_rate_limits_over_many_slots_works(redis: RedisCluster)
     limiter = RateLimiter(redis)
     key_ids = [f"key{i}" for i in range(40)]
     assert len({key_slot(RateLimiter._keys(k)[0].encode()) for k in key_ids}) > NODES  # spans nodes
-    requests = [(key_id, 2, 0, 0) for key_id in key_ids] * 3  # each key three times: two pass, one is refused
+    requests = [RateAsk(key_id, 2, 0, 0) for key_id in key_ids] * 3  # each key three times: two pass, one is refused
     decisions = await limiter.consume_many(requests)
     allowed = [d.allowed for d in decisions]
     assert allowed == [True] * 40 + [True] * 40 + [False] * 40
