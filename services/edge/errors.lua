@@ -247,7 +247,12 @@ local function check_body(handle, root)
   if not string.find(text, "[^ \t\r\n]") then
     return true -- no body: every field takes its default
   end
-  local problem = json_problem(text, root)
+  -- Syntax first (a broken body is "not valid JSON" wherever an undefined member comes
+  -- before the fault), then the members against the message.
+  local problem = json_problem(text, nil)
+  if problem == nil and root ~= nil then
+    problem = json_problem(text, root)
+  end
   if problem == nil or type(problem) == "string" then
     return true -- valid, or a fault of this check (a Lua error): the transcoder judges
   end

@@ -132,7 +132,16 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         body = {"type": "REQUEST_TYPE_ERASURE", "subject": subject, "reason": "asked by email",
                 "identity_verification": "reply from the account's address"}  # fmt: skip
         staff_email = f"staff-{secrets.token_hex(4)}@example.com"
-        running.cli("accounts", "create", "--email", staff_email, "--password", PASSWORD, "--role", "compliance")
+        running.cli(
+            "accounts",
+            "create",
+            "--email",
+            staff_email,
+            "--password-stdin",
+            "--role",
+            "compliance",
+            stdin=PASSWORD + "\n",
+        )
         staff_token = ok(client.post("/api/v1/sessions", json={"email": staff_email, "password": PASSWORD}))
         staff = {"authorization": f"Bearer {staff_token['session_token']}"}
         erasure = ok(client.post("/api/v1/admin/privacy/requests", json=body, headers=staff))["request"]

@@ -82,7 +82,7 @@ def counted(key_id: str) -> int:
     """Requests auth's limiter has taken for the key this minute (calls and shares)."""
     client = Redis.from_url(REDIS_DB)
     seconds, _ = client.time()
-    value = client.get(f"gm:auth:rl:{key_id}:r:{seconds // 60}")
+    value = client.get(f"gm:auth:rl:{{{key_id}}}:r:{seconds // 60}")  # hash-tagged: one Redis Cluster slot
     return int(value or 0)
 
 
