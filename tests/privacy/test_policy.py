@@ -65,6 +65,19 @@ async def sign_up(pm: PrivacyMesh, version: str = POLICY) -> tuple[auth_pb2.Acco
     return (await pm.mesh.auth.SignUp(request)).account, await pm.session(email)
 
 
+async def signed_up_eventually(pm: PrivacyMesh, version: str) -> auth_pb2.Account:
+    """Sign up with `version` once auth has picked it up (its cache, or its 5 s retry when
+    privacy was not reachable yet): 15 s at most, as `eventually_refused`."""
+    for _ in range(150):
+        try:
+            return (await sign_up(pm, version))[0]
+        except grpc.aio.AioRpcError as error:
+            if error.code() != grpc.StatusCode.INVALID_ARGUMENT:
+                raise
+            await asyncio.sleep(0.1)
+    return (await sign_up(pm, version))[0]
+
+
 async def eventually_refused(call) -> grpc.aio.AioRpcError:
     """Auth caches the current version briefly (0.5 s in tests): wait for the refusal."""
     for _ in range(150):  # 15 s: a loaded machine can delay the refresh well past the cache time
@@ -143,7 +156,7 @@ async def test_scheduled_version_is_upcoming_until_its_date_P10_1(pm: PrivacyMes
     listed = await stub.ListPolicyVersions(policy_pb2.ListPolicyVersionsRequest(), metadata=OPERATOR)
     assert [v.version.version for v in listed.versions] == ["v2", "v1"]
     assert all(v.published_by == "operator" and v.HasField("notified_at") for v in listed.versions)
-    assert (await sign_up(pm, "v1"))[0].accepted_policy_version == "v1"
+    assert (await signed_up_eventually(pm, "v1")).accepted_policy_version == "v1"
 
     assert subject.account_id in await outbox(pm, "v1") and subject.account_id in await outbox(pm, "v2")
     erase = privacy_pb2.CreateMyRequestRequest(type=privacy_pb2.REQUEST_TYPE_ERASURE, reason="leaving")

@@ -230,7 +230,7 @@ async def test_closing_the_account_raises_an_erasure_due_in_30_days_P5_4_P8_4(sh
             "new_email",
         ),
         (
-            {"type": ERASE, "subject": {"email": "x@example.com"}, "identity_verification": ""},
+            {"type": ERASE, "subject": {"email": "x@example.com"}},
             grpc.StatusCode.INVALID_ARGUMENT,
             "reason",
         ),

@@ -62,7 +62,9 @@ def test_the_edge_routes_and_documents_the_privacy_service(tmp_path: Path) -> No
     from services.edge.settings import EdgeSettings
 
     settings = EdgeSettings(data_dir=tmp_path, edge_tls_cert_file="", edge_tls_key_file="")
-    files = config.EdgeFiles(descriptor=str(tmp_path / "d.pb"), openapi=str(tmp_path / "openapi.json"))
+    files = config.EdgeFiles(
+        descriptor=str(tmp_path / "d.pb"), openapi=str(tmp_path / "openapi.json"), docs=str(tmp_path)
+    )
     boot = config.bootstrap(settings, files, ["privacy"])
     manager = boot["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     transcoder = next(f for f in manager["http_filters"] if f["name"] == config.TRANSCODER)["typed_config"]
