@@ -208,9 +208,7 @@ def start_mesh(
         },
         "billing": {
             "GATEMESH_BILLING_DATABASE_URL": databases["billing"],
-            "GATEMESH_PRICES": json.dumps(
-                {m: price for m in (MODEL, "gm-embed", "gm-other", "gm-fallback", "gm-dead")}
-            ),
+            "GATEMESH_PRICES": json.dumps({m: price for m in (MODEL, "gm-embed", "gm-fallback", "gm-dead")}),
         },
         "proxy": {
             "GATEMESH_PROXY_DATABASE_URL": databases["proxy"],
