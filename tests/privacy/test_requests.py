@@ -153,6 +153,7 @@ async def test_dry_run_reports_and_changes_nothing(shared_mesh: PrivacyMesh) -> 
     pm = shared_mesh
     user = await pm.mesh.user()
     await user.chat(chat_body())
+    await user.settled_balance()  # the settle (and its usage record) lands after the answer
     request = await pm.raise_request(type=ERASE, subject=subject(user), reason="what if", dry_run=True)
     done = await pm.wait(request.request_id)
     counts = {s.participant: dict(s.counts) for s in done.steps}
