@@ -11,6 +11,7 @@ wrapped; these are the only shapes the contracts use.
 
 from __future__ import annotations
 
+import abc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -80,13 +81,15 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
             )
         return handler
 
+    @abc.abstractmethod
     def _wrap_unary(self, method: str, behavior: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
-        raise NotImplementedError
+        """The unary behaviour around `behavior` (each interceptor says what it adds)."""
 
+    @abc.abstractmethod
     def _wrap_stream(
         self, method: str, behavior: Callable[..., AsyncIterator[Any]]
     ) -> Callable[..., AsyncIterator[Any]]:
-        raise NotImplementedError
+        """The server-streaming behaviour around `behavior`."""
 
 
 class ServerInterceptor(HandlerWrapper):
