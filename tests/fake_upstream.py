@@ -10,7 +10,8 @@ Failure modes, per request through the body field `fake_mode` (an unknown field,
 travels through the proxy unchanged) or for every request through `--mode`:
 `500`, `429` (with retry-after), `slow` (`fake_delay_ms` before each chunk or the body),
 `cut` (the stream stops after `fake_cut_after` chunks without finishing), `no_usage`
-(no usage reported), `echo` (the completion repeats the last user message). Modes combine
+(no usage reported), `echo` (the completion repeats the last user message), `one_read`
+(the whole stream in one write, so a proxy reads it, [DONE] included, at once). Modes combine
 with commas: `"fake_mode": "echo,no_usage"`. `"fake_sse": "crlf"` or `"cr"` writes a stream
 in another form the SSE format allows: that line end, `data:` without a space, a comment
 line before each event.
@@ -199,6 +200,14 @@ class FakeUpstream:
         base["model"] = model
         usage_field = {"usage": None} if include_usage else {}
         style = str(body.get("fake_sse") or "")
+        held: list[bytes] = []
+
+        async def write(data: bytes) -> None:
+            if "one_read" in modes:
+                held.append(data)
+            else:
+                await response.write(data)
+
         for index, piece in enumerate(plan.pieces):
             if index == cut_after:
                 assert request.transport is not None
@@ -208,14 +217,14 @@ class FakeUpstream:
                 await asyncio.sleep(delay)
             delta = {"role": "assistant", "content": piece} if index == 0 else {"content": piece}
             chunk = {**base, "choices": [{"index": 0, "delta": delta, "finish_reason": None}], **usage_field}
-            await response.write(_event(chunk, style))
+            await write(_event(chunk, style))
         final = {**base, "choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}], **usage_field}
-        await response.write(_event(final, style))
+        await write(_event(final, style))
         if include_usage:
             usage = {**base, "choices": [], "usage": _usage(plan.prompt_tokens, plan.completion_tokens)}
-            await response.write(_event(usage, style))
-        await response.write(_sse(b"[DONE]", style))
-        await response.write_eof()
+            await write(_event(usage, style))
+        await write(_sse(b"[DONE]", style))
+        await response.write_eof(b"".join(held))
         return response
 
     async def embeddings(self, request: web.Request) -> web.Response:

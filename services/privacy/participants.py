@@ -1,6 +1,10 @@
 """gRPC clients of the configured PrivacyParticipants (and of auth, for subjects).
 
-One pooled channel per participant, every call with a deadline. Exports are read with
+One pooled channel per participant, every call with a deadline. Before a worker call, a
+channel that is between connection attempts is given `CONNECT_WAIT_S` to reconnect (gRPC
+would fail the call at once until its backoff ends): a participant that restarted is picked
+up by the next attempt instead of every attempt failing inside one backoff window. A peer
+still down after that wait is UNAVAILABLE, as gRPC would say. Exports are read with
 `StreamExportSubject` (pages, bounded memory) and fall back to the unary `ExportSubject`
 for a participant that does not implement the stream, so that any service implementing
 the original contract joins the fan-out. Records are returned as plain dicts (the proto
@@ -9,6 +13,7 @@ JSON mapping), which is what the export document and the verification need.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -28,6 +33,7 @@ from .domain import Participant
 from .settings import PrivacySettings
 
 PAGE_SIZE = 2000
+CONNECT_WAIT_S = 5.0  # > the 2 s reconnect backoff cap of `client_options`: two connect tries
 
 
 @dataclass(frozen=True)
@@ -58,6 +64,18 @@ class Participants:
     def stub(self, name: str) -> participant_pb2_grpc.PrivacyParticipantStub:
         return self._stubs[name]
 
+    async def connected(self, name: str) -> participant_pb2_grpc.PrivacyParticipantStub:
+        """The participant's stub once its channel is connected, or UNAVAILABLE after
+        `CONNECT_WAIT_S` (see the module docstring)."""
+        channel = self._channels[name]
+        if channel.get_state(try_to_connect=True) != grpc.ChannelConnectivity.READY:
+            try:
+                await asyncio.wait_for(channel.channel_ready(), CONNECT_WAIT_S)
+            except TimeoutError:
+                empty = grpc.aio.Metadata()
+                raise grpc.aio.AioRpcError(grpc.StatusCode.UNAVAILABLE, empty, empty, "not connected") from None
+        return self._stubs[name]
+
     async def describe(self, name: str) -> dict[str, Any]:
         reply = await self.stub(name).DescribeData(participant_pb2.DescribeDataRequest(), timeout=self.timeout)
         return json_format.MessageToDict(reply, preserving_proto_field_name=True, use_integers_for_enums=True)
@@ -78,7 +96,7 @@ class Participants:
         request = participant_pb2.StreamExportSubjectRequest(
             subject=subject, request_id=request_id, page_size=PAGE_SIZE
         )
-        call = self.stub(name).StreamExportSubject(request, timeout=self.timeout)
+        call = (await self.connected(name)).StreamExportSubject(request, timeout=self.timeout)
         try:
             async for page in call:
                 yield [_record(r) for r in page.records]
@@ -96,14 +114,14 @@ class Participants:
         request = participant_pb2.RectifySubjectRequest(
             subject=common_pb2.SubjectRef(account_id=account_id), request_id=request_id, changes=changes
         )
-        reply = await self.stub(name).RectifySubject(request, timeout=self.timeout)
+        reply = await (await self.connected(name)).RectifySubject(request, timeout=self.timeout)
         return dict(reply.updated)
 
     async def erase(self, name: str, account_id: str, request_id: str) -> tuple[list[dict[str, Any]], bool]:
         request = participant_pb2.EraseSubjectRequest(
             subject=common_pb2.SubjectRef(account_id=account_id), request_id=request_id
         )
-        reply = await self.stub(name).EraseSubject(request, timeout=self.timeout)
+        reply = await (await self.connected(name)).EraseSubject(request, timeout=self.timeout)
         actions = [{"store": a.store, "strategy": int(a.strategy), "count": int(a.count)} for a in reply.actions]
         return actions, reply.replayed
 

@@ -669,6 +669,8 @@ class StreamRelay:
         """The SSE bytes for the client; an upstream failure mid-stream becomes an error event."""
         outcome = "client_disconnected"
         try:
+            if self.state.done:  # the whole stream came in the first read: settle before [DONE] leaves
+                await self.finish_durably("ok")
             yield self.first
             try:
                 async for data in upstream_chunks(self.response):

@@ -66,8 +66,14 @@ def channel_options(settings: GatemeshSettings) -> list[tuple[str, Any]]:
 
 
 def client_options(settings: GatemeshSettings) -> list[tuple[str, Any]]:
-    """A client's channel options: calls spread round-robin over the target's instances."""
-    return [*channel_options(settings), ("grpc.lb_policy_name", "round_robin")]
+    """A client's channel options: calls spread round-robin over the target's instances, and
+    a peer that went away is tried again at least every 2 s (gRPC's default backoff grows
+    to 120 s, long after a restarted service is back)."""
+    return [
+        *channel_options(settings),
+        ("grpc.lb_policy_name", "round_robin"),
+        ("grpc.max_reconnect_backoff_ms", 2_000),
+    ]
 
 
 def client_credentials(settings: GatemeshSettings) -> grpc.ChannelCredentials | None:

@@ -158,17 +158,20 @@ async def test_settle_of_a_crashed_proxy_is_replayed_and_charged_once(crash_mesh
     assert redis.hlen(OUTBOX_KEY) == 0
 
 
-@pytest.mark.parametrize("stream", [False, True], ids=["json", "stream"])
+@pytest.mark.parametrize(
+    ("stream", "mode"), [(False, "slow"), (True, "slow"), (True, "slow,one_read")], ids=["json", "stream", "one_read"]
+)
 async def test_an_answer_completes_only_once_its_settle_is_in_the_outbox(
-    crash_mesh: CrashMesh, tmp_path: Path, stream: bool
+    crash_mesh: CrashMesh, tmp_path: Path, stream: bool, mode: str
 ) -> None:
     """The proxy is killed the moment the client has the whole answer (the JSON body, or
-    the stream's [DONE]) while its Redis connection is held: the settle must already be
-    stored, so the next proxy bills the call exactly once."""
+    the stream's [DONE], also when the upstream's whole stream arrived in one read) while
+    its Redis connection is held: the settle must already be stored, so the next proxy
+    bills the call exactly once."""
     mesh = crash_mesh.mesh
     user = await mesh.user()
     before, _ = await user.balance()
-    body = chat_body(max_tokens=50, fake_mode="slow", fake_delay_ms=150 if stream else 1000, stream=stream)
+    body = chat_body(max_tokens=50, fake_mode=mode, fake_delay_ms=150 if stream else 1000, stream=stream)
     if stream:
         body["stream_options"] = {"include_usage": True}
     call = asyncio.create_task(user.chat(body))
