@@ -19,7 +19,7 @@ from services.runtime.timestamps import from_timestamp, to_timestamp
 
 from .cards import CardTopups
 from .chain import ChainDeposits
-from .domain import Billing, HoldIn, HoldResult, SettleIn, UsageIn, UsageQuery
+from .domain import Billing, HoldIn, HoldResult, ReleaseIn, ReleaseResult, SettleIn, UsageIn, UsageQuery
 from .model import not_offered
 from .participant import usage_record
 
@@ -63,6 +63,15 @@ def hold_response(r: HoldResult) -> billing_pb2.HoldResponse:
 
 def settle_in(request: billing_pb2.SettleRequest) -> SettleIn:
     return SettleIn(request.hold_id, request.actual_micros, usage_in(request.usage), request.idempotency_key)
+
+
+def release_in(request: billing_pb2.ReleaseRequest) -> ReleaseIn:
+    usage = usage_in(request.usage) if request.HasField("usage") else None
+    return ReleaseIn(request.hold_id, request.idempotency_key, usage)
+
+
+def release_response(r: ReleaseResult) -> billing_pb2.ReleaseResponse:
+    return billing_pb2.ReleaseResponse(released_micros=r.released_micros, balance_micros=r.balance_micros)
 
 
 def caller_account() -> str:
@@ -137,9 +146,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         return billing_pb2.SettleBatchResponse(items=items)
 
     async def Release(self, request: Any, context: Any) -> billing_pb2.ReleaseResponse:
-        usage = usage_in(request.usage) if request.HasField("usage") else None
-        r = await self.billing.release(request.hold_id, request.idempotency_key, usage)
-        return billing_pb2.ReleaseResponse(released_micros=r.released_micros, balance_micros=r.balance_micros)
+        item = release_in(request)
+        return release_response(await self.billing.release(item.hold_id, item.idempotency_key, item.usage))
+
+    async def ReleaseBatch(self, request: Any, context: Any) -> billing_pb2.ReleaseBatchResponse:
+        check_batch_size(len(request.items))
+        results = await self.billing.release_batch([release_in(item) for item in request.items])
+        return billing_pb2.ReleaseBatchResponse(
+            items=[batch_item(billing_pb2.ReleaseBatchItem, r, release_response) for r in results]
+        )
 
     async def Quote(self, request: Any, context: Any) -> billing_pb2.QuoteResponse:
         at = from_timestamp(request.at)
