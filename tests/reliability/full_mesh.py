@@ -52,6 +52,7 @@ class FullMesh(ChaosMesh):
     def __init__(self, tmp: Path, databases: dict[str, str], upstream: str, receiver: OtlpReceiver, redis: Any):
         super().__init__(tmp, databases, upstream, receiver, redis)
         self.logs["privacy"] = tmp / "privacy.log"
+        self.people: list[Person] = []  # everyone `person` made: their secrets must be kept nowhere
 
     def _env(self) -> dict[str, str]:
         env = super()._env()
@@ -82,6 +83,7 @@ class FullMesh(ChaosMesh):
             account_id = (await auth.SignUp(signup)).account.account_id
         session = (await auth.SignIn(auth_pb2.SignInRequest(email=email, password=PASSWORD))).session_token
         made_person = Person(account_id, email, session)
+        self.people.append(made_person)
         if key:
             created = await auth.CreateApiKey(auth_pb2.CreateApiKeyRequest(name="acl"), metadata=bearer(session))
             made_person.key_id, made_person.api_key = created.key.key_id, created.api_key

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,7 +44,7 @@ from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from services.runtime.access import OPEN_SERVICES
 from tests.reliability.full_mesh import MESH, OPERATOR, SERVICE, FullMesh, Person, bearer, full_mesh
-from tests.reliability.harness import PASSWORD
+from tests.reliability.harness import ADMIN_TOKEN, PASSWORD, SERVICE_TOKEN
 from tests.reliability.messages import (
     RULES,
     Fill,
@@ -55,6 +56,7 @@ from tests.reliability.messages import (
     minimal_request,
 )
 from tests.reliability.results import Row, record
+from tests.reliability.scan import everything, where
 
 pytestmark = pytest.mark.e2e
 
@@ -406,7 +408,17 @@ def test_every_rpc_for_every_role_gets_exactly_what_its_access_says(world: World
 
 # --- the REST routes through the edge -----------------------------------------------------
 
-REST_ROLES = ("anonymous", "user", "other_user", "user_key", "admin_key", "revoked_key", "expired_session")
+REST_ROLES = (
+    "anonymous",
+    "user",
+    "other_user",
+    "user_key",
+    "admin_key",
+    "compliance",
+    "revoked_key",
+    "expired_session",
+    "closed_account_key",
+)
 
 
 def rest_call(method: MethodDescriptor, request: Message) -> tuple[str, str, dict[str, Any] | None]:
@@ -576,3 +588,35 @@ def test_another_account_never_reads_or_changes_the_owners_keys_usage_or_request
 async def invoke_on(address: str, method: MethodDescriptor, request: Message, metadata: Any) -> Outcome:
     async with grpc.aio.insecure_channel(address) as channel:
         return await invoke(channel, method, request, metadata)
+
+
+# --- afterwards: the credentials of the whole run are kept nowhere -------------------------
+
+# What a session token and an API key look like (`services/auth/domain.py`, `keys.py`).
+CREDENTIAL_RE = re.compile(r"gms_[A-Za-z0-9_-]{20,}|gm-[A-Za-z0-9_-]{43}")
+
+
+def test_no_password_token_or_key_of_the_whole_matrix_is_kept_anywhere_p6_2(world: World) -> None:
+    """P6.2, after every RPC was called as every role: the shared password, the operator
+    and service tokens, and every session token and API key handed out are in no table,
+    Redis key, log line, file or exported span (`tests/reliability/scan.py`)."""
+    time.sleep(1.5)  # the span exporters flush every 0.2 s, Envoy's every 5 s: most of it
+    texts = everything(world.mesh)
+    fixed = {
+        name: where(value, texts)
+        for name, value in (("password", PASSWORD), ("admin token", ADMIN_TOKEN), ("service token", SERVICE_TOKEN))
+    }
+    handed_out = {p.session for p in world.mesh.people} | {p.api_key for p in world.mesh.people if p.api_key}
+    seen = {match: name for name, text in texts.items() for match in CREDENTIAL_RE.findall(text)}
+    leaked = {token[:8]: place for token, place in seen.items() if token in handed_out}
+    record(
+        Row(
+            f"secrets after the matrix: {len(handed_out) + len(fixed)} credentials",
+            inputs=len(handed_out) + 3,
+            checks=len(handed_out) + 3,
+            passed=len(handed_out) - len(leaked) + sum(not v for v in fixed.values()),
+        )
+    )
+    assert not {name: places for name, places in fixed.items() if places}
+    assert not leaked
+    assert len(handed_out) > 100 and world.owner.email in "".join(texts.values())  # the scan saw the run

@@ -20,22 +20,19 @@ in its key rows, the trace id in the exported spans and the account id in the lo
 
 from __future__ import annotations
 
-import asyncio
 import secrets
 import time
 from collections.abc import Iterator
 
-import asyncpg
 import httpx
 import pytest
 from bip_utils import Bip39MnemonicGenerator, Bip39WordsNum
-from redis import Redis
 
 from tests.billing.stripe_standin import StandIn, completed, event, processor, sign
-from tests.proxy.mesh import pg_plain
 from tests.reliability.full_mesh import MESH, FullMesh, full_mesh
 from tests.reliability.harness import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.reliability.results import Row, record
+from tests.reliability.scan import everything, where
 
 pytestmark = pytest.mark.e2e
 
@@ -55,9 +52,6 @@ CANARIES = {
 }
 POLICY = "2026-11-01"
 MODEL, EMBED = "gm-test", "gm-embed"
-# The mesh's own processes; the fake upstream stands for a provider outside the platform,
-# which sees prompts by its nature.
-OUTSIDE = {"upstream.log"}
 SPAN_SERVICES = {"gatemesh-edge", "gatemesh-auth", "gatemesh-billing", "gatemesh-proxy", "gatemesh-privacy"}
 
 
@@ -186,58 +180,6 @@ class Journey:
         assert export.status_code == 200 and self.email in export.text, export.text[:300]
 
 
-# --- where to look ----------------------------------------------------------------------
-
-
-async def table_texts(url: str) -> dict[str, str]:
-    """Every table of a database (all schemas but the catalogs), each row cast to text."""
-    connection = await asyncpg.connect(pg_plain(url))
-    try:
-        tables = await connection.fetch(
-            "SELECT table_schema, table_name FROM information_schema.tables WHERE table_type = 'BASE TABLE'"
-            " AND table_schema NOT IN ('pg_catalog', 'information_schema')"
-        )
-        texts = {}
-        for row in tables:
-            name = f'"{row["table_schema"]}"."{row["table_name"]}"'
-            rows = await connection.fetch(f"SELECT t::text AS line FROM {name} AS t")
-            texts[name] = "\n".join(r["line"] for r in rows)
-        return texts
-    finally:
-        await connection.close()
-
-
-def redis_texts(url: str) -> dict[str, str]:
-    """Every key of the mesh's Redis and its value, whatever its type, as text."""
-    client = Redis.from_url(url)
-    readers = {
-        b"string": client.get,
-        b"hash": client.hgetall,
-        b"list": lambda k: client.lrange(k, 0, -1),
-        b"set": client.smembers,
-        b"zset": lambda k: client.zrange(k, 0, -1, withscores=True),
-        b"stream": lambda k: client.xrange(k),
-    }
-    texts = {}
-    for key in client.scan_iter(count=1000):
-        kind = client.type(key)
-        reader = readers.get(kind)
-        texts[f"redis {key!r}"] = f"{key!r} {reader(key) if reader else kind!r}"
-    client.close()
-    return texts
-
-
-def file_texts(mesh: FullMesh) -> dict[str, str]:
-    """Every log file of the mesh's processes, and every file under the data directory."""
-    paths = [p for p in mesh.tmp.rglob("*") if p.is_file() and p.name not in OUTSIDE]
-    return {str(path): path.read_bytes().decode("utf-8", errors="replace") for path in paths}
-
-
-def where(needle: str, texts: dict[str, str]) -> list[str]:
-    forms = {needle, needle.encode().hex()}  # bytea columns read as hex
-    return [name for name, text in texts.items() if any(form in text for form in forms)]
-
-
 def wait_for_spans(mesh: FullMesh, trace_id: str) -> None:
     """Until every service has exported spans and the edge has exported our trace (Envoy
     flushes every 5 s), then a little longer for the last batches."""
@@ -257,14 +199,8 @@ def test_canaries_are_found_in_no_table_log_file_or_span_p3_2_p6_2(mesh: tuple[F
         journey = Journey(running, standin, client)
         journey.run()
     wait_for_spans(running, journey.trace_id)
-    texts = {}
-    for service, url in running.databases.items():
-        texts.update({f"{service} {name}": text for name, text in asyncio.run(table_texts(url)).items()})
-    tables = len(texts)
-    texts.update(redis_texts(running.redis.url))
-    texts.update(file_texts(running))
-    spans = {"exported spans": b"\n".join(running.receiver.bodies).decode("utf-8", errors="replace")}
-    texts.update(spans)
+    texts = everything(running)
+    tables = sum(1 for name in texts if name.startswith(tuple(f"{s} " for s in running.databases)))
     canaries = {**CANARIES, **journey.found}
     leaks = {name: where(value, texts) for name, value in canaries.items()}
     leaks = {name: places for name, places in leaks.items() if places}
