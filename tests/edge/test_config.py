@@ -48,8 +48,12 @@ def test_every_annotated_service_is_transcoded_and_routed_to_its_cluster(tmp_pat
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
     assert transcoder["convert_grpc_status"] is False
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]
-    by_prefix = {r["match"].get("prefix"): r["route"] for r in routes if "route" in r}
-    assert by_prefix["/gatemesh.proxy.v1.ProxyService/"] == {"cluster": "proxy", "timeout": "0s"}
+    by_path = {r["match"].get("path"): r["route"] for r in routes if "route" in r}
+    assert by_path["/gatemesh.proxy.v1.ProxyService/ChatCompletions"] == {"cluster": "proxy", "timeout": "0s"}
+    # Only RPCs with an HTTP rule are routed: no prefix, no INTERNAL or ADMIN method.
+    assert not [r for r in routes if "prefix" in r["match"]]
+    assert "/gatemesh.billing.v1.BillingService/Hold" not in by_path
+    assert "/gatemesh.auth.v1.AuthService/AdminGetAccount" not in by_path
     direct = [r for r in routes if "direct_response" in r]
     served = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 200}
     refused = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 405}
