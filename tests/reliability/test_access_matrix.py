@@ -590,38 +590,6 @@ async def invoke_on(address: str, method: MethodDescriptor, request: Message, me
         return await invoke(channel, method, request, metadata)
 
 
-# --- afterwards: the credentials of the whole run are kept nowhere -------------------------
-
-# What a session token and an API key look like (`services/auth/domain.py`, `keys.py`).
-CREDENTIAL_RE = re.compile(r"gms_[A-Za-z0-9_-]{20,}|gm-[A-Za-z0-9_-]{43}")
-
-
-def test_no_password_token_or_key_of_the_whole_matrix_is_kept_anywhere_p6_2(world: World) -> None:
-    """P6.2, after every RPC was called as every role: the shared password, the operator
-    and service tokens, and every session token and API key handed out are in no table,
-    Redis key, log line, file or exported span (`tests/reliability/scan.py`)."""
-    time.sleep(1.5)  # the span exporters flush every 0.2 s, Envoy's every 5 s: most of it
-    texts = everything(world.mesh)
-    fixed = {
-        name: where(value, texts)
-        for name, value in (("password", PASSWORD), ("admin token", ADMIN_TOKEN), ("service token", SERVICE_TOKEN))
-    }
-    handed_out = {p.session for p in world.mesh.people} | {p.api_key for p in world.mesh.people if p.api_key}
-    seen = {match: name for name, text in texts.items() for match in CREDENTIAL_RE.findall(text)}
-    leaked = {token[:8]: place for token, place in seen.items() if token in handed_out}
-    record(
-        Row(
-            f"secrets after the matrix: {len(handed_out) + len(fixed)} credentials",
-            inputs=len(handed_out) + 3,
-            checks=len(handed_out) + 3,
-            passed=len(handed_out) - len(leaked) + sum(not v for v in fixed.values()),
-        )
-    )
-    assert not {name: places for name, places in fixed.items() if places}
-    assert not leaked
-    assert len(handed_out) > 100 and world.owner.email in "".join(texts.values())  # the scan saw the run
-
-
 # --- the edge forwards nothing but its REST API -------------------------------------------
 
 
@@ -634,15 +602,18 @@ async def run_through_edge(world: World) -> list[tuple[MethodDescriptor, Outcome
         common_pb2.ACCESS_COMPLIANCE: bearer(world.shared["compliance"].session),
         common_pb2.ACCESS_INTERNAL: SERVICE,
     }
-    fill = Fill(email=world.shared["user"].email, password="a wrong password 1234")  # nothing signs out
-    results = []
+    fill = Fill(email=world.shared["user"].email, password=PASSWORD)
+    methods = [m for s in contract_services() for m in s.methods]
+    async with world.mesh.channel("auth") as auth_channel:
+        auth = auth_pb2_grpc.AuthServiceStub(auth_channel)
+        fresh = {m.full_name: bearer((await world.mesh.person(auth)).session) for m in methods if changes_its_caller(m)}
     async with grpc.aio.insecure_channel(world.mesh.url.removeprefix("http://")) as channel:
-        for method in [m for s in contract_services() for m in s.methods]:
-            metadata = credentials[access_of(method)]
-            if method.name in ("SignOut", "CloseAccount", "ChangePassword", "ChangeEmail"):
-                continue  # these would end the shared session; their routes are in the REST matrix
-            results.append((method, await invoke(channel, method, minimal_request(method, fill), metadata)))
-    return results
+        calls = [
+            invoke(channel, m, minimal_request(m, fill), fresh.get(m.full_name, credentials[access_of(m)]))
+            for m in methods
+        ]
+        outcomes = await asyncio.gather(*calls)
+    return list(zip(methods, outcomes, strict=True))
 
 
 def test_the_edge_forwards_only_the_rpcs_of_its_rest_api(world: World) -> None:
@@ -673,3 +644,95 @@ def test_the_edge_forwards_only_the_rpcs_of_its_rest_api(world: World) -> None:
     )
     assert not reached, reached
     assert not missed, missed
+
+
+# --- a revocation holds at once, even for a key the proxy has leased ------------------------
+
+
+async def leased_key(world: World, auth: auth_pb2_grpc.AuthServiceStub, client: httpx.AsyncClient) -> Person:
+    """A person whose key has credit and has been used (so the proxy holds its lease)."""
+    person = await world.mesh.person(auth, key=True)
+    await owner_usage(world.mesh, person)
+    for _ in range(3):
+        assert (await chat(client, person.api_key)).status_code == 200
+    return person
+
+
+async def chat(client: httpx.AsyncClient, api_key: str) -> httpx.Response:
+    body = {"model": "gm-test", "messages": [{"role": "user", "content": "hello"}]}
+    return await client.post("/v1/chat/completions", json=body, headers=dict(bearer(api_key)))
+
+
+async def revoke_each_way(world: World) -> dict[str, list[int]]:
+    """{how: statuses of the next calls}, each made the moment the revoking call returned."""
+    found = {}
+    async with world.mesh.channel("auth") as channel, httpx.AsyncClient(base_url=world.mesh.url, timeout=30) as client:
+        auth = auth_pb2_grpc.AuthServiceStub(channel)
+        ways = {
+            "revoke": lambda p: auth.RevokeApiKey(
+                auth_pb2.RevokeApiKeyRequest(key_id=p.key_id), metadata=bearer(p.session)
+            ),
+            "rotate": lambda p: auth.RotateApiKey(
+                auth_pb2.RotateApiKeyRequest(key_id=p.key_id), metadata=bearer(p.session)
+            ),
+            "close": lambda p: auth.CloseAccount(
+                auth_pb2.CloseAccountRequest(password=PASSWORD), metadata=bearer(p.session)
+            ),
+            "admin revoke": lambda p: auth.AdminRevokeApiKey(
+                auth_pb2.RevokeApiKeyRequest(key_id=p.key_id), metadata=OPERATOR
+            ),
+        }
+        for how, revoke in ways.items():
+            person = await leased_key(world, auth, client)
+            await revoke(person)
+            found[how] = [(await chat(client, person.api_key)).status_code for _ in range(3)]
+            found[how].append((await client.get("/v1/models", headers=dict(bearer(person.api_key)))).status_code)
+            found[how].append((await client.get("/api/v1/balance", headers=dict(bearer(person.api_key)))).status_code)
+    return found
+
+
+def test_a_revoked_key_is_refused_everywhere_at_once_even_when_leased(world: World) -> None:
+    """Revoked, rotated away, its account closed, or revoked by the operator: the very next
+    call on the key is a 401 at the proxy (which held a lease for it) and at every USER route."""
+    found = asyncio.run(revoke_each_way(world))
+    record(
+        Row(
+            "revocation at once: 4 ways x 5 calls",
+            inputs=20,
+            checks=20,
+            passed=sum(status == 401 for statuses in found.values() for status in statuses),
+        )
+    )
+    assert all(status == 401 for statuses in found.values() for status in statuses), found
+
+
+# --- afterwards: the credentials of the whole run are kept nowhere -------------------------
+
+# What a session token and an API key look like (`services/auth/domain.py`, `keys.py`).
+CREDENTIAL_RE = re.compile(r"gms_[A-Za-z0-9_-]{20,}|gm-[A-Za-z0-9_-]{43}")
+
+
+def test_no_password_token_or_key_of_the_whole_matrix_is_kept_anywhere_p6_2(world: World) -> None:
+    """P6.2, after every RPC was called as every role: the shared password, the operator
+    and service tokens, and every session token and API key handed out are in no table,
+    Redis key, log line, file or exported span (`tests/reliability/scan.py`)."""
+    time.sleep(1.5)  # the span exporters flush every 0.2 s, Envoy's every 5 s: most of it
+    texts = everything(world.mesh)
+    fixed = {
+        name: where(value, texts)
+        for name, value in (("password", PASSWORD), ("admin token", ADMIN_TOKEN), ("service token", SERVICE_TOKEN))
+    }
+    handed_out = {p.session for p in world.mesh.people} | {p.api_key for p in world.mesh.people if p.api_key}
+    seen = {match: name for name, text in texts.items() for match in CREDENTIAL_RE.findall(text)}
+    leaked = {token[:8]: place for token, place in seen.items() if token in handed_out}
+    record(
+        Row(
+            f"secrets after the matrix: {len(handed_out) + len(fixed)} credentials",
+            inputs=len(handed_out) + 3,
+            checks=len(handed_out) + 3,
+            passed=len(handed_out) - len(leaked) + sum(not v for v in fixed.values()),
+        )
+    )
+    assert not {name: places for name, places in fixed.items() if places}
+    assert not leaked
+    assert len(handed_out) > 100 and world.owner.email in "".join(texts.values())  # the scan saw the run
