@@ -10,8 +10,9 @@ completion (the fake upstream echoes the last user message), as JSON, streamed a
 embeddings input; the account's password, its new password after a change and a wrong
 password tried at sign-in; the session token; the API key and the key it was rotated to;
 the card processor's API key and webhook signing secret (a checkout paid by a signed
-webhook, and a webhook with a forged signature); the deposit mnemonic (a deposit address
-derived from it); and the operator and service credentials. A privacy export of the
+webhook, and a webhook with a forged signature); a redemption code, redeemed; the deposit
+mnemonic (a deposit address derived from it); the operator and service credentials, the
+API-key HMAC secret and privacy's export and certificate-signing keys. A privacy export of the
 account is made and downloaded too.
 
 The scan proves it sees: the account's email is in auth's tables, the key's public prefix
@@ -20,6 +21,8 @@ in its key rows, the trace id in the exported spans and the account id in the lo
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import secrets
 import time
 from collections.abc import Iterator
@@ -28,8 +31,9 @@ import httpx
 import pytest
 from bip_utils import Bip39MnemonicGenerator, Bip39WordsNum
 
+from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from tests.billing.stripe_standin import StandIn, completed, event, processor, sign
-from tests.reliability.full_mesh import MESH, FullMesh, full_mesh
+from tests.reliability.full_mesh import MESH, OPERATOR, FullMesh, full_mesh
 from tests.reliability.harness import ADMIN_TOKEN, SERVICE_TOKEN
 from tests.reliability.results import Row, record
 from tests.reliability.scan import everything, where
@@ -49,6 +53,9 @@ CANARIES = {
     "mnemonic": str(Bip39MnemonicGenerator().FromWordsNumber(Bip39WordsNum.WORDS_NUM_12)),
     "admin token": ADMIN_TOKEN,
     "service token": SERVICE_TOKEN,
+    "key hmac secret": f"CANARYhmac{RUN}",
+    "export key": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "signing key": base64.b64encode(secrets.token_bytes(32)).decode(),
 }
 POLICY = "2026-11-01"
 MODEL, EMBED = "gm-test", "gm-embed"
@@ -63,10 +70,18 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[FullMesh, S
             "GATEMESH_BILLING_STRIPE_API_BASE": api_base,
             "GATEMESH_BILLING_STRIPE_WEBHOOK_SECRET": CANARIES["webhook secret"],
             "GATEMESH_BILLING_DEPOSIT_MNEMONIC": CANARIES["mnemonic"],
+            "GATEMESH_KEY_HMAC_SECRET": CANARIES["key hmac secret"],
+            "GATEMESH_PRIVACY_EXPORT_KEY": CANARIES["export key"],
+            "GATEMESH_PRIVACY_SIGNING_KEY": CANARIES["signing key"],
             "GATEMESH_BILLING_CHAIN_TOKENS": '[{"symbol": "USDC", "contract": "0x' + "ab" * 20 + '", "decimals": 6}]',
         }
         with full_mesh(tmp_path_factory.mktemp("canaries"), extra) as running:
             yield running, standin
+
+
+async def create_codes(mesh: FullMesh, request: billing_pb2.CreateCodesRequest) -> billing_pb2.CreateCodesResponse:
+    async with mesh.channel("billing") as channel:
+        return await billing_pb2_grpc.BillingServiceStub(channel).CreateCodes(request, metadata=OPERATOR)
 
 
 def ok(reply: httpx.Response) -> dict:
@@ -91,6 +106,7 @@ class Journey:
         self.account()
         self.keys()
         self.card_top_up()
+        self.redeem_code()
         self.deposit_address()
         self.calls()
         self.privacy_export()
@@ -146,6 +162,16 @@ class Journey:
         signature = sign(payload, secret=CANARIES["webhook secret"])
         ok(self.client.post("/api/v1/webhooks/stripe", content=payload, headers={"stripe-signature": signature}))
         assert int(ok(self.client.get("/api/v1/balance", headers=bearer(self.api_key)))["balance_micros"]) > 0
+
+    def redeem_code(self) -> None:
+        """A redemption code (a bearer secret: billing keeps only its keyed hash) made by the
+        operator and redeemed by the person."""
+        made = billing_pb2.CreateCodesRequest(amount_micros=1_000_000, count=1, idempotency_key=secrets.token_hex(8))
+        code = asyncio.run(create_codes(self.mesh, made)).codes[0]
+        self.found["redemption code"] = code
+        self.found["redemption code body"] = code.replace("-", "").removeprefix("GM")
+        redeem = {"code": code, "idempotency_key": secrets.token_hex(8)}
+        ok(self.client.post("/api/v1/codes/redeem", json=redeem, headers=bearer(self.session)))
 
     def deposit_address(self) -> None:
         address = ok(self.client.get("/api/v1/topups/crypto/address", headers=bearer(self.session)))["address"]
