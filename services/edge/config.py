@@ -39,6 +39,8 @@ from typing import Any
 import yaml
 from google.protobuf import descriptor_pb2
 
+from gatemesh.common.v1 import common_pb2
+
 from . import observability
 from .descriptors import HTTP_BODY, HttpMethod, http_methods, messages, query_fields, rest_services
 from .settings import MESH_SERVICES, EdgeSettings
@@ -251,12 +253,13 @@ def routes(files_: EdgeFiles, services: dict[str, list[str]]) -> list[dict[str, 
     transcoder leaves a REST call with, or a gRPC client sends). Per RPC, not per service:
     a prefix would forward gRPC to every method of the service, INTERNAL and ADMIN ones too
     (Hold, Settle, VerifyKey; with mutual TLS the edge's client certificate would make any
-    caller a service). Any other path has no route: 404."""
+    caller a service). An INTERNAL RPC is never routed, even with an HTTP rule. Any other
+    path has no route: 404."""
     result = static_routes(OPENAPI_PATH, files_.openapi, "application/json") + docs_routes(files_.docs)
     cluster_of = {name: mesh_service for mesh_service, names in services.items() for name in names}
     for item in http_methods():
         cluster = cluster_of.get(item.service_full_name)
-        if cluster is not None:
+        if cluster is not None and item.access not in (common_pb2.ACCESS_UNSPECIFIED, common_pb2.ACCESS_INTERNAL):
             path = f"/{item.service_full_name}/{item.method.name}"
             result.append({"match": {"path": path}, "route": {"cluster": cluster, "timeout": "0s"}})
     return result

@@ -93,6 +93,7 @@ SESSION_ONLY = {
 }
 # Id fields that name the first account's things when another account calls.
 OWNED_IDS = ("account_id", "key_id", "request_id")
+INTERNAL = common_pb2.ACCESS_INTERNAL
 BROKEN = {Code.UNKNOWN, Code.INTERNAL, Code.UNIMPLEMENTED, Code.DATA_LOSS}
 REFUSED = {Code.UNAUTHENTICATED, Code.PERMISSION_DENIED}
 ROLE_OF = {
@@ -380,6 +381,8 @@ def test_every_contract_service_is_served_and_every_generated_request_is_valid(w
     }
     assert not {name: v for name, v in invalid.items() if v}
     assert {m.name for s in services for m in s.methods} >= SESSION_ONLY
+    # The edge is the way in from outside: no service-only RPC has a REST route.
+    assert not [m.full_name for s in services for m in s.methods if http_rule(m) and access_of(m) == INTERNAL]
 
 
 def test_every_rpc_for_every_role_gets_exactly_what_its_access_says(world: World) -> None:
