@@ -10,15 +10,18 @@ the matrix without this file changing. What a role must get:
 - PUBLIC: nobody is refused (the proxy's OpenAI routes are PUBLIC to the interceptor and
   check the API key themselves: only a live API key passes).
 - USER: any signed-in account (a dashboard session; an API key too, except where auth asks
-  for a session); anonymous callers, the service credential, a revoked key and an expired
-  session get UNAUTHENTICATED. Another account naming the first one's key, request or
+  for a session); anonymous callers, the service credential, a revoked key, an expired
+  session and a closed account's key get UNAUTHENTICATED. Another account naming the first one's key, request or
   account id gets NOT_FOUND or PERMISSION_DENIED, or an answer that holds none of it.
-- ADMIN / COMPLIANCE: the role (admins may do compliance's work too); other accounts get
-  PERMISSION_DENIED, callers without a live credential UNAUTHENTICATED.
+- ADMIN / COMPLIANCE: the role's dashboard session (admins may do compliance's work too);
+  other accounts, and a staff account's API key, get PERMISSION_DENIED; callers without a
+  live credential UNAUTHENTICATED.
 - INTERNAL: only the service credential; everyone else UNAUTHENTICATED.
 
-A call an account is allowed to make runs on a fresh account of that role, so a call that
-signs out, changes the password or closes the account cannot spoil the next one.
+A call that may change its caller (a USER RPC that is not a GET) runs on a fresh account
+of the role, so signing out, a password change or a closure cannot spoil the next call.
+Then: the ownership cases, gRPC sent to the edge, revocation at once, and a scan for every
+credential the run used (`scan.py`).
 """
 
 from __future__ import annotations
