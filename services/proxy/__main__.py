@@ -35,8 +35,10 @@ from services.runtime.telemetry import setup_logging, setup_telemetry, traces_ex
 from . import store
 from .adapters import KeyChangeWatcher, Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
 from .checks import check_routing, price_findings
-from .domain import Gateway, KnownKeys, Limits
+from .gateway import Gateway
+from .known_keys import KnownKeys
 from .leases import Leases
+from .model import Limits
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router

@@ -1,6 +1,6 @@
 """The settle outbox: a settle that billing has not yet confirmed survives a proxy crash.
 
-The proxy settles in the background (see `domain`), retrying until billing confirms. Until
+The proxy settles in the background (see `metered_call`), retrying until billing confirms. Until
 then the settle would live only in this process: a crash would leave the call unbilled
 once its hold expired. So each settle is first written to a Redis hash (field: its
 idempotency key; value: when it was written and the SettleRequest), and the last byte of

@@ -18,7 +18,7 @@ from google.api import httpbody_pb2
 from gatemesh.proxy.v1 import proxy_pb2_grpc
 from services.runtime.access import bearer
 
-from .domain import Gateway
+from .gateway import Gateway
 
 JSON = "application/json"
 SSE = "text/event-stream"
