@@ -207,13 +207,6 @@ def read_password(args: argparse.Namespace, optional: bool) -> str:
     return typed
 
 
-def format_micros_usd(micros: int) -> str:
-    """Integer micro-units as USD with all six decimals: 2500001 -> '2.500001'."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
-
-
 def parse_usd_micros(text: str) -> int:
     """'2.5' -> 2500000, exactly (no floats); more than six decimals is an error."""
     from decimal import Decimal, InvalidOperation

@@ -9,6 +9,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from services.runtime.money import token_cost_micros
+
 from .leases import LeaseOffer
 
 
@@ -35,8 +37,8 @@ class Price:
     output_per_mtok: int
 
     def cost(self, input_tokens: int, output_tokens: int) -> int:
-        """The cost, rounded up to a whole micro-unit."""
-        return -(-(input_tokens * self.input_per_mtok + output_tokens * self.output_per_mtok) // 1_000_000)
+        """The cost, rounded up to a whole micro-unit (billing's rule: `runtime.money`)."""
+        return token_cost_micros(input_tokens, output_tokens, self.input_per_mtok, self.output_per_mtok)
 
 
 @dataclass(frozen=True)
