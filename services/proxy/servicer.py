@@ -15,7 +15,7 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from gatemesh.proxy.v1 import proxy_pb2_grpc
+from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from services.runtime.access import bearer
 
 from .gateway import Gateway
@@ -54,5 +54,5 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             content_type=JSON, data=await self.gateway.embeddings(api_key(context), request.data)
         )
 
-    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListModels(self, request: proxy_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> Any:
         return httpbody_pb2.HttpBody(content_type=JSON, data=await self.gateway.list_models(api_key(context)))
