@@ -29,8 +29,8 @@ def account_proto(row: AccountRow) -> auth_pb2.Account:
     return auth_pb2.Account(
         account_id=row.account_id,
         email=row.email,
-        role=row.role,  # type: ignore[arg-type]
-        status=row.status,  # type: ignore[arg-type]
+        role=row.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+        status=row.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         created_at=timestamp(row.created_at),
         analytics_opt_out=row.analytics_opt_out,
         accepted_policy_version=row.accepted_policy_version,
@@ -331,8 +331,8 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         account = await self.accounts.find(request.subject.account_id, request.subject.email)
         return auth_pb2.ResolveSubjectResponse(
             account_id=account.account_id,
-            role=account.role,  # type: ignore[arg-type]
-            status=account.status,  # type: ignore[arg-type]
+            role=account.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+            status=account.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         )
 
     async def ListClosedAccounts(
@@ -361,7 +361,7 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         return auth_pb2.AuthenticateResponse(
             principal=auth_pb2.Principal(
                 account_id=caller.account_id,
-                role=caller.role,  # type: ignore[arg-type]
+                role=caller.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 key_id=caller.key_id,
                 session_id=caller.session_id,
                 operator=caller.operator,

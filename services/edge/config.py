@@ -31,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -101,7 +102,9 @@ def lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def lua_fields(fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: set[str] = frozenset()) -> dict[str, str]:
+def lua_fields(
+    fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: AbstractSet[str] = frozenset()
+) -> dict[str, str]:
     """{JSON name: "true" or the nested message's FIELDS key}, proto and lowerCamel names alike
     (the transcoder takes both)."""
     entries: dict[str, str] = {}

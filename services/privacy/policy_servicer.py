@@ -53,11 +53,11 @@ def datamap_proto(found: datamap.DataMap) -> policy_pb2.GetDataMapResponse:
                 service=f.service,
                 store=f.store,
                 field=f.field,
-                category=f.category,  # type: ignore[arg-type]
+                category=f.category,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 purpose=f.purpose,
                 retention=f.retention,
                 retention_days=f.retention_days,
-                erasure=f.erasure,  # type: ignore[arg-type]
+                erasure=f.erasure,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 processors=list(f.processors),
             )
             for f in found.fields
@@ -66,7 +66,7 @@ def datamap_proto(found: datamap.DataMap) -> policy_pb2.GetDataMapResponse:
             policy_pb2.ProcessorEntry(
                 name=p.name,
                 receives=list(p.receives),
-                categories=list(p.categories),  # type: ignore[arg-type]
+                categories=list(p.categories),  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
             )
             for p in found.processors
         ],

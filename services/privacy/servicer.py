@@ -45,7 +45,7 @@ def step_proto(step: StepRow) -> privacy_pb2.Step:
         participant=step.participant,
         phase=step.phase,
         order=step.run_order,
-        status=step.status,  # type: ignore[arg-type]
+        status=step.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         attempts=step.attempts,
         next_attempt_at=to_timestamp(step.next_attempt_at),
         last_error=step.last_error,
@@ -58,10 +58,10 @@ def request_proto(view: RequestView) -> privacy_pb2.PrivacyRequest:
     r = view.request
     return privacy_pb2.PrivacyRequest(
         request_id=r.request_id,
-        type=r.type,  # type: ignore[arg-type]
-        status=r.status,  # type: ignore[arg-type]
+        type=r.type,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+        status=r.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         subject_id=r.subject_id,
-        origin=r.origin,  # type: ignore[arg-type]
+        origin=r.origin,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         requested_by=r.requested_by,
         identity_verification=r.identity_verification,
         reason=r.reason,

@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -108,6 +109,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)
     leases = Leases(settings.proxy_key_leases)
+    # no gatekeeper yet: it is made just below, from the gateway's task set
     gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
     watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(
@@ -159,7 +161,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     return ProxyApp(settings, engine, gateway, writer, spec, watcher)
 
 
-def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:
+def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     outbox = ledger.outbox
     return [] if outbox is None else [lambda: outbox.run(ledger.resend)]
 

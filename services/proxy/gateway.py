@@ -167,16 +167,18 @@ class Gateway:
         except asyncio.CancelledError:
             self.tasks.spawn(call.abandon_admission(verify, hold))
             raise
-        if verify.exception() is not None:
+        refused = verify.exception()
+        if refused is not None:
             self.known_keys.forget(api_key)
             call.discard(hold)
-            raise verify.exception()  # type: ignore[misc]
+            raise refused
         grant: KeyGrant = verify.result()
         call.tokens_taken = True
-        if hold.exception() is not None:
+        failed = hold.exception()
+        if failed is not None:
             self.gatekeeper.report_tokens(grant.key_id, -estimate)
-            call.reclaim_if_unknown(hold.exception())
-            raise hold.exception()  # type: ignore[misc]
+            call.reclaim_if_unknown(failed)
+            raise failed
         call.hold_id = hold.result()
         self.known_keys.put(api_key, grant)
         if grant.hold_terms() == known.hold_terms():
@@ -208,6 +210,7 @@ class Gateway:
             return await self.gatekeeper.verify(api_key, model, True, estimate)
         try:
             epoch = self.leases.epoch
+            # `lease` is not in the Gatekeeper port: only implementations with leases take it
             grant = await self.gatekeeper.verify(api_key, model, True, estimate, lease=True)  # type: ignore[call-arg]
             self.leases.grant(api_key, grant, grant.offer, epoch)
         finally:
@@ -223,6 +226,7 @@ class Gateway:
             return
         epoch = self.leases.epoch
         try:
+            # `lease` is not in the Gatekeeper port: only implementations with leases take it
             grant = await self.gatekeeper.verify(api_key, "", False, tokens, lease=True)  # type: ignore[call-arg]
         except (Unavailable, DeadlineExceeded):
             return

@@ -26,7 +26,7 @@ SSE = "text/event-stream"
 
 def api_key(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
+        if key == "authorization" and isinstance(value, str):  # bytes only for "-bin" keys
             return bearer({key: value})
     return ""
 
@@ -45,7 +45,8 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             yield httpbody_pb2.HttpBody(content_type=JSON, data=reply.body)
             return
         relay = reply.stream
-        context.add_done_callback(lambda _context: relay.abandon())
+        # types-grpcio wants its own _DoneCallback class here, which no function or lambda is
+        context.add_done_callback(lambda _context: relay.abandon())  # type: ignore[arg-type]
         async for chunk in relay.chunks():
             yield httpbody_pb2.HttpBody(content_type=SSE, data=chunk)
 

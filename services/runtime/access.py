@@ -90,8 +90,10 @@ def method_access(full_method: str) -> int:
     if method is None:
         return common_pb2.ACCESS_INTERNAL
     options = method.GetOptions()
-    if options.HasExtension(common_pb2.access):
-        return options.Extensions[common_pb2.access] or common_pb2.ACCESS_INTERNAL
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    if options.HasExtension(common_pb2.access):  # type: ignore[arg-type]
+        # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+        return options.Extensions[common_pb2.access] or common_pb2.ACCESS_INTERNAL  # type: ignore[index]
     return common_pb2.ACCESS_INTERNAL
 
 
