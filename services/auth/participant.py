@@ -10,7 +10,9 @@ everything auth holds about a person (P8.1-P8.3).
   so ids in other services' legal-hold records still resolve to nobody) and deletes the
   password hash, keys, sessions, security events and policy acceptances; keys are
   revoked in every cache. It is idempotent per request_id: the first result is stored and
-  replayed. An erased account exports nothing.
+  replayed. An erased account exports nothing. Then the touched tables are purged
+  (`runtime.participant.purge`: VACUUM on PostgreSQL), so that the old email and hashes
+  leave the storage files too; a replay purges again.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.errors import InvalidArgument, NotFound, Violations
-from services.runtime.participant import describe_data, to_record
+from services.runtime.participant import describe_data, purge, to_record
 
 from .domain import ERASED, Accounts, check_email, normalize_email
 from .keycache import KeyCache
@@ -32,6 +34,8 @@ from .store import AccountRow, now, utc
 
 SERVICE = "auth"
 HELD = "(held, not exported)"
+# What an erasure deletes from or rewrites: vacuumed after it.
+TOUCHED_BY_ERASURE = ("accounts", "api_keys", "sessions", "security_events", "policy_acceptances")
 
 
 def timestamp(value: datetime | None) -> Timestamp | None:
@@ -124,8 +128,11 @@ class AuthParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
                 actions, hashes = done
                 await self.cache.revoke(hashes)
                 response.actions.extend(participant_pb2.ErasureAction(**a) for a in actions)
-                return response
-            previous = await self.store.erasure_result(request.request_id) or []
-        response.replayed = True
-        response.actions.extend(participant_pb2.ErasureAction(**a) for a in previous)
+            else:
+                previous = await self.store.erasure_result(request.request_id) or []
+        if previous is not None:
+            response.replayed = True
+            response.actions.extend(participant_pb2.ErasureAction(**a) for a in previous)
+        purged_at, response.purge = await purge(self.store.engine, TOUCHED_BY_ERASURE)
+        response.purged_at.CopyFrom(purged_at)
         return response
