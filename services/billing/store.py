@@ -441,13 +441,29 @@ async def usage_export_rows(conn: AsyncConnection, account: str, after: UsageKey
     return list(await conn.execute(query))
 
 
+async def usage_time_range(conn: AsyncConnection, account: str) -> tuple[datetime | None, datetime | None]:
+    """The account's first and last usage time (two index probes)."""
+    usage = UsageRow.__table__  # type: ignore[attr-defined]
+    query = select(func.min(usage.c.created_at), func.max(usage.c.created_at)).where(usage.c.account_id == account)
+    first, last = (await conn.execute(query)).one()
+    return first, last
+
+
 async def usage_export_json(
-    conn: AsyncConnection, account: str, after: UsageKey | None, size: int, record_sql: str
+    conn: AsyncConnection,
+    account: str,
+    after: UsageKey | None,
+    size: int,
+    record_sql: str,
+    span: tuple[datetime, datetime | None] | None = None,
 ) -> tuple[str, int, UsageKey | None]:
     """PostgreSQL: the same page rendered by the database, one text of comma-separated
     records (`record_sql`, a `runtime.participant.json_sql` expression over the table's
-    columns), with its record count and the key to continue after."""
+    columns), with its record count and the key to continue after; within `span` (from,
+    before; before None is open-ended) when given, so that slices render concurrently."""
     keyset = "AND (created_at, id) > (:at, :id)" if after is not None else ""
+    if span is not None:
+        keyset += " AND created_at >= :since" + (" AND created_at < :before" if span[1] is not None else "")
     query = text(
         "SELECT string_agg(record, ',' ORDER BY created_at, id), count(*), "
         "(array_agg(created_at ORDER BY created_at DESC, id DESC))[1], "
@@ -458,6 +474,8 @@ async def usage_export_json(
     values: dict[str, Any] = {"account": account, "size": size}
     if after is not None:
         values |= {"at": after[0], "id": after[1]}
+    if span is not None:
+        values |= {"since": span[0]} | ({"before": span[1]} if span[1] is not None else {})
     records, count, last_at, last_id = (await conn.execute(query, values)).one()
     return records or "", int(count), (last_at, last_id) if count else None
 

@@ -144,26 +144,39 @@ class Worker:
 
     async def _export(self, step: StepRow, request: RequestRow, account: str, pid: str) -> dict[str, int]:
         """Store the participant's records as encrypted chunks, one per page: the page's
-        JSON bytes are sealed as they came (in a thread: zlib and AES-GCM release the GIL,
-        so the next page streams in meanwhile)."""
+        JSON bytes are sealed as they came, while the next page streams in (sealing runs in
+        a thread: zlib and AES-GCM release the GIL)."""
         await self.store.drop_export_part(request.request_id, step.participant)
         stores = domain.store_of(request.datamap, step.participant)
         counts: dict[str, int] = {}
         expires = utcnow() + timedelta(days=self.settings.privacy_export_ttl_days)
-        seq = 0
-        async for page in self.participants.export_pages(step.participant, account, pid):
-            for message, n in page.counts.items():
-                store = stores.get(message, message)
-                counts[store] = counts.get(store, 0) + n
+        storing: asyncio.Task[None] | None = None
+
+        async def store_chunk(seq: int, plaintext: bytes) -> None:
             place = f"{request.request_id}/{step.participant}/{seq}"
-            nonce, sealed = await asyncio.to_thread(self.vault.seal, page.json, place)
+            nonce, sealed = await asyncio.to_thread(self.vault.seal, plaintext, place)
             await self.store.add_export_chunk(
                 ExportRow(
                     request_id=request.request_id, part=step.participant, seq=seq, subject_id=request.subject_id,
                     nonce=nonce, ciphertext=sealed, created_at=utcnow(), expires_at=expires,
                 )
             )  # fmt: skip
-            seq += 1
+
+        try:
+            seq = 0
+            async for page in self.participants.export_pages(step.participant, account, pid):
+                for message, n in page.counts.items():
+                    store = stores.get(message, message)
+                    counts[store] = counts.get(store, 0) + n
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(store_chunk(seq, page.json))
+                seq += 1
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
         return counts
 
     async def _inspect(
