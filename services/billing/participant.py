@@ -64,7 +64,8 @@ USAGE = billing_pb2.UsageRecord.DESCRIPTOR
 USAGE_FIELDS = {"usage_id": "id", **{name: name for name in store.USAGE_EXPORT_COLUMNS if name != "id"}}
 USAGE_JSON = JsonRenderer(USAGE)
 USAGE_SQL = json_sql(USAGE, USAGE_FIELDS)  # PostgreSQL renders the usage pages itself
-SLICES = 32  # spans of the usage time range, rendered two at a time
+SLICES = 32  # spans of the usage time range, RENDERING of them rendered at a time
+RENDERING = 3
 
 
 class BillingParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
@@ -127,7 +128,8 @@ class BillingParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         step = (last - first) / SLICES
         cuts = [first + step * n for n in range(SLICES)] if step else [first]
         spans = [(cut, cuts[n + 1] if n + 1 < len(cuts) else None) for n, cut in enumerate(cuts)]
-        async for page in in_order([functools.partial(self._span_json, account, size, s) for s in spans]):
+        streams = [functools.partial(self._span_json, account, size, s) for s in spans]
+        async for page in in_order(streams, running=RENDERING):
             yield page
 
     async def _span_json(
@@ -172,9 +174,9 @@ T = TypeVar("T")
 _END = object()
 
 
-async def in_order(streams: list[Callable[[], AsyncIterator[T]]], depth: int = 2) -> AsyncIterator[T]:
-    """The items of each stream in turn, the next stream already running into a queue of
-    `depth` items (bounded memory); an error in any stream is raised here, in order."""
+async def in_order(streams: list[Callable[[], AsyncIterator[T]]], running: int = 2, depth: int = 2) -> AsyncIterator[T]:
+    """The items of each stream in turn, the next `running - 1` streams already running, each
+    into a queue of `depth` items (bounded memory); an error in a stream is raised here."""
     queues: dict[int, asyncio.Queue[Any]] = {}
     tasks: list[asyncio.Task[None]] = []
 
@@ -192,15 +194,15 @@ async def in_order(streams: list[Callable[[], AsyncIterator[T]]], depth: int = 2
             tasks.append(asyncio.create_task(fill(streams[n], queues[n])))
 
     try:
-        start(0)
-        start(1)
+        for n in range(running):
+            start(n)
         for n in range(len(streams)):
             queue = queues.pop(n)
             while (item := await queue.get()) is not _END:
                 if isinstance(item, Exception):
                     raise item
                 yield item
-            start(n + 2)
+            start(n + running)
     finally:
         for task in tasks:
             task.cancel()
