@@ -26,7 +26,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.errors import InvalidArgument, NotFound, Violations
-from services.runtime.participant import describe_data, purge, to_record
+from services.runtime.participant import describe_data, json_page, message_records, purge, to_record
 
 from .domain import ERASED, Accounts, check_email, normalize_email
 from .keycache import KeyCache
@@ -82,21 +82,27 @@ class AuthParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         account = await self._subject(request.subject)
         if account is None or account.status == ERASED:
             return response
+        response.records.extend(to_record(record) for record in await self._records(account))
+        return response
+
+    async def _records(self, account: AccountRow) -> list[Any]:
+        """The account's record messages (credential hashes reported as held)."""
         records = [_record(auth_pb2.AccountRecord, account, password_hash=HELD if account.password_hash else "")]
         rows = await self.store.subject_rows(account.account_id)
         records += [_record(auth_pb2.ApiKeyRecord, row, key_hash=HELD) for row in rows["api_keys"]]
         records += [_record(auth_pb2.SessionRecord, row) for row in rows["sessions"]]
         records += [_record(auth_pb2.SecurityEventRecord, row) for row in rows["security_events"]]
         records += [_record(auth_pb2.PolicyAcceptanceRecord, row) for row in rows["policy_acceptances"]]
-        response.records.extend(to_record(record) for record in records)
-        return response
+        return records
 
     async def StreamExportSubject(
         self, request: Any, context: Any
     ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
-        """Auth holds little per person (an account, its keys, sessions, events): one page."""
-        export = await self.ExportSubject(request, context)
-        yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=export.records)
+        """Auth holds little per person (an account, its keys, sessions, events): one page,
+        rendered as JSON (empty once the account is erased)."""
+        account = await self._subject(request.subject)
+        records = await self._records(account) if account is not None and account.status != ERASED else []
+        yield json_page(SERVICE, message_records(records))
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         v = Violations()

@@ -126,7 +126,7 @@ class Participants:
         call = (await self.connected(name)).StreamExportSubject(request, timeout=self.timeout)
         try:
             async for page in call:
-                if page.records:
+                if page.records or not page.records_json:  # an empty page still names the part
                     yield ExportPage.of(page.records)
                 if page.records_json:
                     yield ExportPage(page.records_json, {m: int(n) for m, n in page.record_counts.items()})
