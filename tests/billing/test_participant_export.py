@@ -18,6 +18,7 @@ from gatemesh.privacy.v1 import participant_pb2
 from services.billing import store
 from services.billing.domain import Billing
 from services.billing.participant import USAGE_JSON, BillingParticipant, usage_record, usage_values
+from services.runtime.db import make_engine
 
 from .conftest import SECRET
 
@@ -110,3 +111,28 @@ async def test_erasure_purges_the_subjects_row_versions_from_the_heap_pages_P8_3
     assert await heap_versions(billing.engine, OTHER) == {"usage_records": 3}
     again = await participant.EraseSubject(erase, None)
     assert again.replayed and again.HasField("purged_at")
+
+
+async def test_on_sqlite_pages_are_rendered_by_python_to_the_same_mapping(tmp_path, billing: Billing) -> None:
+    """The same pages from billing on SQLite (rendered by `JsonRenderer`), and erasure there
+    reports SQLite's secure_delete as its purge."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(store.METADATA.create_all)
+        await add_usage(engine, SUBJECT, ROWS)
+        await add_usage(billing.engine, SUBJECT, ROWS)
+        local = BillingParticipant(Billing(engine, billing.prices, SECRET), SECRET)
+        on_sqlite = await stream(local, SUBJECT, page=2)
+        on_postgres = await stream(BillingParticipant(billing, SECRET), SUBJECT, page=2)
+        assert [p.record_counts[MESSAGE] for p in on_sqlite] == [2, 1]
+
+        def parsed(pages: list[Any]) -> list[Any]:
+            return [r for p in pages for r in json.loads(b"[" + p.records_json + b"]")]
+
+        assert parsed(on_sqlite) == parsed(on_postgres) and len(parsed(on_sqlite)) == 3
+        erase = participant_pb2.EraseSubjectRequest(subject=common_pb2.SubjectRef(account_id=SUBJECT), request_id="r")
+        reply = await local.EraseSubject(erase, None)
+        assert reply.purge.startswith("sqlite secure_delete") and reply.HasField("purged_at")
+    finally:
+        await engine.dispose()
