@@ -114,3 +114,6 @@ async def test_a_fifth_participant_joins_by_configuration_P8_1_P8_3(
     )
     crm = next(s for s in json.loads(reply.certificate.document)["services"] if s["service"] == "crm")
     assert crm["erased"] == [{"store": STORE, "strategy": "delete", "count": 1}]
+    # it does not say when its storage files were purged: neither does the certificate
+    assert crm["storage_purged_at"] is None and crm["storage_purge"].startswith("not reported")
+    assert json.loads(reply.certificate.document)["storage"]["participants_purged_at"] is None

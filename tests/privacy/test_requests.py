@@ -140,6 +140,10 @@ async def test_staff_erasure_needs_a_second_member_then_erases_and_certifies_P8_
     billing_entry = next(s for s in body["services"] if s["service"] == "billing")
     assert any(e["store"] == "billing.usage_records" and e["count"] >= 1 for e in billing_entry["erased"])
     assert any(e["store"] == "billing.transfers" and "P5.5" in e["legal_basis"] for e in billing_entry["retained"])
+    # each participant vacuumed what it erased from, and the certificate says when the last did
+    assert billing_entry["storage_purge"].startswith("postgresql vacuum: usage_records")
+    purged = sorted(s["storage_purged_at"] for s in body["services"])
+    assert len(purged) == 3 and body["storage"]["participants_purged_at"] == purged[-1]
     verify = privacy_pb2.VerifyCertificateRequest(document=cert.document, signature=cert.signature)
     assert (await pm.stub().VerifyCertificate(verify, metadata=OPERATOR)).valid
     tampered = privacy_pb2.VerifyCertificateRequest(
