@@ -29,7 +29,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.runtime.db import session_factory
 
 from . import audit
-from .domain import ATTENTION, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
+from .domain import ATTENTION, COMPLETED, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
 from .policy_tables import PolicyNotificationRow
 from .tables import ApprovalRow, AuditRow, ExportRow, RequestRow, StepRow
 
@@ -129,7 +129,7 @@ class PrivacyStore:
         if subject_id is not None:
             query = query.where(RequestRow.subject_id == subject_id)
         if due_before is not None:
-            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != 4)
+            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != COMPLETED)
         if attention:
             query = query.where(RequestRow.status == NEEDS_ATTENTION)
         query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)  # type: ignore[attr-defined]

@@ -54,7 +54,9 @@ async def test_staff_erase_approve_wait_certificate_from_the_cli_P8_3_P8_5(share
     assert raised.returncode == 0, raised.stderr
     rid = request_id(raised.stdout)
     assert "awaits approval" in raised.stdout
-    own = await asyncio.to_thread(cli, pm, "approve", rid, *as_staff, stdin=PASSWORD + "\n")
+    password_file = pm.tmp / f"{staff_email}.password"
+    password_file.write_text(PASSWORD + "\n")
+    own = await asyncio.to_thread(cli, pm, "approve", rid, "--as", staff_email, "--password-file", str(password_file))
     assert own.returncode == 1 and "cannot approve their own" in own.stderr
     approved = await asyncio.to_thread(cli, pm, "approve", rid, "--wait")
     assert approved.returncode == 0, approved.stderr
@@ -81,3 +83,89 @@ async def test_cli_export_wait_and_clear_errors(shared_mesh: PrivacyMesh) -> Non
     assert nobody.returncode == 1 and "unknown subject" in nobody.stderr
     malformed = await asyncio.to_thread(cli, pm, "rectify", "--email", email, "--new-email", "not-an-email")
     assert malformed.returncode == 1 and "new_email" in malformed.stderr
+
+
+async def test_a_password_argument_is_refused_and_a_wrong_one_starts_nothing(shared_mesh: PrivacyMesh) -> None:
+    """`--as` reads the password the CLI's one way (common.read_password): never an argument."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    email = await email_of(pm, user.account_id)
+    before = await pm.rows("SELECT count(*) AS n FROM privacy_requests")
+    argument = await asyncio.to_thread(
+        cli, pm, "export", "--email", email, "--as", "someone@example.com", "--password", "hunter2hunter2"
+    )
+    assert argument.returncode == 2 and "--password-stdin" in argument.stderr
+    assert "hunter2hunter2" not in argument.stderr
+    no_terminal = await asyncio.to_thread(cli, pm, "export", "--email", email, "--as", "someone@example.com")
+    assert no_terminal.returncode == 2 and "--password-file" in no_terminal.stderr
+    wrong = await asyncio.to_thread(
+        cli, pm, "export", "--email", email, "--as", "someone@example.com", "--password-stdin", stdin="wrong one\n"
+    )
+    assert wrong.returncode == 1
+    assert await pm.rows("SELECT count(*) AS n FROM privacy_requests") == before
+
+
+async def test_child_account_erasure_records_its_reason_P9_2(shared_mesh: PrivacyMesh) -> None:
+    """P9.2: `erase --child` raises an erasure whose reason says so (in the request and in its
+    certificate); as any staff erasure it runs once a second member approves it."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    email = await email_of(pm, user.account_id)
+    staff_email = f"cli-child-{user.account_id[-6:]}@example.com"
+    create = auth_pb2.AdminCreateAccountRequest(email=staff_email, password=PASSWORD, role=auth_pb2.ROLE_COMPLIANCE)
+    await pm.mesh.auth.AdminCreateAccount(create, metadata=OPERATOR)
+    both = await asyncio.to_thread(cli, pm, "erase", "--email", email, "--child", "--reason", "other")
+    assert both.returncode == 2
+    raised = await asyncio.to_thread(
+        cli, pm, "erase", "--email", email, "--child", "--as", staff_email, "--password-stdin", stdin=PASSWORD + "\n"
+    )
+    assert raised.returncode == 0, raised.stderr
+    rid = request_id(raised.stdout)
+    status = await asyncio.to_thread(cli, pm, "status", rid)
+    assert "awaiting approval" in status.stdout and "reason: child account (P9.2)" in status.stdout
+    approved = await asyncio.to_thread(cli, pm, "approve", rid, "--wait")
+    assert approved.returncode == 0 and f"{rid} completed" in approved.stdout, approved.stderr
+    cert = await asyncio.to_thread(cli, pm, "certificate", rid, "--verify")
+    assert cert.returncode == 0 and '"reason": "child account (P9.2)"' in cert.stdout
+
+
+async def test_rectify_and_dry_run_from_the_cli_wait_per_step_P8_2(shared_mesh: PrivacyMesh) -> None:
+    """P8.2 from the CLI: `rectify --wait` shows each participant's step and the new email is
+    auth's; `erase --dry-run --wait` (no approval) reports counts and the key still works."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    await user.chat(chat_body())
+    await user.settled_balance()
+    email = await email_of(pm, user.account_id)
+    new = f"cli-fixed-{user.account_id[-6:]}@example.org"
+    fixed = await asyncio.to_thread(cli, pm, "rectify", "--email", email, "--new-email", new, "--wait")
+    assert fixed.returncode == 0, fixed.stderr
+    assert re.search(r"auth\s+rectify\s+done.*auth\.accounts=1", fixed.stdout), fixed.stdout
+    assert await email_of(pm, user.account_id) == new
+    dry = await asyncio.to_thread(cli, pm, "erase", "--email", new, "--reason", "what if", "--dry-run", "--wait")
+    assert dry.returncode == 0 and "completed" in dry.stdout, dry.stderr
+    assert re.search(r"billing\s+dry-run\s+done.*billing\.usage_records=1", dry.stdout), dry.stdout
+    assert await user.chat(chat_body())
+
+
+async def test_list_overdue_shows_requests_past_or_within_7_days_of_due(shared_mesh: PrivacyMesh) -> None:
+    """Staff see open requests overdue or due within 7 days; one due in 30 days is not listed,
+    nor a completed one. (Erasures the operator raises wait for a second member: open.)"""
+    pm = shared_mesh
+    ids = []
+    for _ in range(3):
+        user = await pm.mesh.user()
+        email = await email_of(pm, user.account_id)
+        raised = await asyncio.to_thread(cli, pm, "erase", "--email", email, "--reason", "asked by letter")
+        ids.append(request_id(raised.stdout))
+    user = await pm.mesh.user()
+    finished = await asyncio.to_thread(cli, pm, "export", "--email", await email_of(pm, user.account_id), "--wait")
+    ids.append(request_id(finished.stdout))
+    late, soon, later, completed = ids
+    await pm.rows("UPDATE privacy_requests SET due_at = now() - interval '1 day' WHERE request_id = $1", completed)
+    await pm.rows("UPDATE privacy_requests SET due_at = now() - interval '1 day' WHERE request_id = $1", late)
+    await pm.rows("UPDATE privacy_requests SET due_at = now() + interval '6 days' WHERE request_id = $1", soon)
+    listed = await asyncio.to_thread(cli, pm, "list", "--overdue", "--json")
+    assert listed.returncode == 0, listed.stderr
+    found = {r["request_id"] for r in json.loads(listed.stdout)}
+    assert {late, soon} <= found and not {later, completed} & found
