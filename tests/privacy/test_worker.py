@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections import Counter
 
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2
 from tests.privacy.mesh import ATTENTION, COMPLETED, OPERATOR, PrivacyMesh
+from tests.privacy.test_cli import cli
 from tests.proxy.mesh import chat_body
 from tests.support import service_process
 
@@ -100,21 +102,26 @@ def restart_proxy(pm: PrivacyMesh) -> None:
 
 async def test_too_many_attempts_need_attention_and_staff_retry(fresh: PrivacyMesh) -> None:
     """After privacy_max_attempts the step needs attention, the request is listed for staff,
-    and a staff retry runs it to completion once the participant is back."""
+    and a staff retry runs it to completion once the participant is back. From the CLI:
+    `approve --wait` shows the attempts and exits non-zero, `list --attention` lists it,
+    `retry --wait` follows it to completion."""
     pm = fresh
     user = await pm.mesh.user()
     pm.start_privacy(GATEMESH_PRIVACY_MAX_ATTEMPTS="3")
     request_id = await staff_erasure(pm, user.account_id)
     os.kill(pm.mesh.pids["proxy"], signal.SIGKILL)
     await asyncio.sleep(0.3)
-    await approve(pm, request_id)
+    failed = await asyncio.to_thread(cli, pm, "approve", request_id, "--wait")
+    assert failed.returncode == 1 and f"{request_id} needs attention" in failed.stderr, failed
+    assert re.search(r"proxy\s+erase\s+needs attention attempt 3", failed.stdout), failed.stdout
     stuck = await pm.wait(request_id, (ATTENTION,))
     proxy_step = next(s for s in stuck.steps if s.participant == "proxy")
     assert (proxy_step.status, proxy_step.attempts) == (privacy_pb2.STEP_STATUS_NEEDS_ATTENTION, 3)
-    listed = await pm.stub().ListRequests(privacy_pb2.ListRequestsRequest(attention=True), metadata=OPERATOR)
-    assert [r.request_id for r in listed.requests] == [request_id]
+    listed = await asyncio.to_thread(cli, pm, "list", "--attention", "--json")
+    assert [r["request_id"] for r in json.loads(listed.stdout)] == [request_id]
     restart_proxy(pm)
-    await pm.stub().RetryRequest(privacy_pb2.RetryRequestRequest(request_id=request_id), metadata=OPERATOR)
+    retried = await asyncio.to_thread(cli, pm, "retry", request_id, "--wait")
+    assert retried.returncode == 0 and f"{request_id} completed" in retried.stdout, retried.stderr
     assert (await pm.wait(request_id)).status == COMPLETED
 
 
