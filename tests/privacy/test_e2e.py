@@ -95,6 +95,16 @@ def wait_balance(client: httpx.Client, headers: dict[str, str], micros: int) -> 
     raise AssertionError(f"the balance never reached {micros}: {ok(client.get('/api/v1/balance', headers=headers))}")
 
 
+def wait_logged(running: Mesh, account_id: str, calls: int) -> None:
+    """Until the proxy's request log holds `calls` rows of the account (written after each settle)."""
+    query = f"SELECT count(*) AS n FROM request_log WHERE account_id = '{account_id}'"
+    for _ in range(300):
+        if asyncio.run(_rows(running.databases["proxy"], query))[0]["n"] == calls:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the request log never held {calls} calls")
+
+
 def wait_done(client: httpx.Client, path: str, headers: dict[str, str]) -> dict:
     for _ in range(600):
         request = ok(client.get(path, headers=headers))["request"]
@@ -132,6 +142,7 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         chat = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
         for _ in range(2):
             assert client.post("/v1/chat/completions", json=chat, headers=key).status_code == 200
+        wait_logged(running, account_id, 2)  # a call is logged once settled, after its answer
 
         raised = ok(client.post("/api/v1/privacy/requests", json={"type": "REQUEST_TYPE_ACCESS"}, headers=user))
         rid = raised["request"]["request_id"]
@@ -148,6 +159,9 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         assert messages.count("gatemesh.billing.v1.ChainDepositRecord") == 1
         assert "gatemesh.auth.v1.ApiKeyRecord" in messages
 
+        mine = ok(client.get("/api/v1/privacy/requests", headers=user))["requests"]
+        assert [r["request_id"] for r in mine] == [rid]
+        assert client.get("/api/v1/admin/privacy/requests", headers=user).status_code == 403
         subject = {"email": email}
         body = {"type": "REQUEST_TYPE_ERASURE", "subject": subject, "reason": "asked by email",
                 "identity_verification": "reply from the account's address"}  # fmt: skip
@@ -164,6 +178,12 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         )
         staff_token = ok(client.post("/api/v1/sessions", json={"email": staff_email, "password": PASSWORD}))
         staff = {"authorization": f"Bearer {staff_token['session_token']}"}
+        malformed = client.post(
+            "/api/v1/admin/privacy/requests", json={**body, "subject": {"email": "not an email"}}, headers=staff
+        )
+        assert malformed.status_code == 400 and "subject.email" in malformed.json()["error"]["message"], malformed.text
+        unknown = client.get("/api/v1/admin/privacy/requests/pr_000000000000000000000000", headers=staff)
+        assert unknown.status_code == 404 and "no such request" in unknown.json()["error"]["message"], unknown.text
         erasure = ok(client.post("/api/v1/admin/privacy/requests", json=body, headers=staff))["request"]
         assert erasure["status"] == "REQUEST_STATUS_AWAITING_APPROVAL"
         eid = erasure["request_id"]
@@ -193,6 +213,8 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         for store in ("billing.card_payments", "billing.chain_deposits"):
             assert "P5.5" in retained[store]["legal_basis"], store
         assert all(s["records_left_for_subject"] == 0 for s in certificate["services"])
+        assert certificate["privacy"]["erased"]["privacy.privacy_exports"] >= 1, "the earlier export is deleted"
+        assert "vacuumed" in certificate["storage"]
 
     steps = running.receiver.wait_for(
         lambda sp: sp.service == "gatemesh-privacy" and attribute(sp, "privacy.request_id") == eid
@@ -220,6 +242,7 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         ("anon-", 7_000_000, tx_hash, "credited")
     ], "the on-chain payment stays, pseudonymized under legal hold (P5.5)"
     assert account_id not in asyncio.run(_rows_text(running.databases["privacy"]))
+    assert asyncio.run(_rows(running.databases["privacy"], "SELECT request_id FROM privacy_exports")) == []
 
 
 def attribute(span: object, key: str) -> str:
