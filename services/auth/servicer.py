@@ -208,6 +208,11 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         account = await self.accounts.find(request.account_id, request.email)
         return auth_pb2.AdminGetAccountResponse(account=account_proto(account))
 
+    async def AdminCloseAccount(self, request: Any, context: Any) -> auth_pb2.CloseAccountResponse:
+        check_sizes(request, "account_id", "email")
+        account = await self.accounts.close_for_holder(request.account_id, request.email, origin(context))
+        return auth_pb2.CloseAccountResponse(account=account_proto(account))
+
     async def AdminCreateApiKey(self, request: Any, context: Any) -> auth_pb2.CreateApiKeyResponse:
         check_sizes(request, "email")
         return await self._create_key(await self.accounts.find("", request.email), request.key, context)

@@ -10,8 +10,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import grpc
+import pytest
+
 from gatemesh.auth.v1 import auth_pb2
+from gatemesh.privacy.v1 import privacy_pb2
+from services.privacy.domain import subject_pseudonym
 from tests.privacy.mesh import OPERATOR, PASSWORD, PrivacyMesh
+from tests.privacy.test_requests import HMAC_SECRET
 from tests.proxy.mesh import chat_body
 from tests.support import ROOT
 
@@ -169,3 +175,47 @@ async def test_list_overdue_shows_requests_past_or_within_7_days_of_due(shared_m
     assert listed.returncode == 0, listed.stderr
     found = {r["request_id"] for r in json.loads(listed.stdout)}
     assert {late, soon} <= found and not {later, completed} & found
+
+
+async def test_staff_closure_of_an_account_leads_to_its_erasure_P5_4_P8_4(shared_mesh: PrivacyMesh) -> None:
+    """P5.4, P8.4: `gatemesh accounts close` (auth's AdminCloseAccount, compliance staff or
+    the operator) refuses the key at once, and privacy raises the erasure (origin: account
+    closed, due within 30 days, no approval) that runs to completion; closing again is a no-op."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    await user.chat(chat_body())
+    email = await email_of(pm, user.account_id)
+    closed = await asyncio.to_thread(accounts_cli, pm, "close", "--email", email)
+    assert closed.returncode == 0 and user.account_id in closed.stdout, closed.stderr
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await user.chat(chat_body())
+    assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    wanted = subject_pseudonym(HMAC_SECRET, user.account_id)
+    found: list[privacy_pb2.PrivacyRequest] = []
+    for _ in range(300):
+        listed = await pm.stub().ListRequests(privacy_pb2.ListRequestsRequest(), metadata=OPERATOR)
+        found = [r for r in listed.requests if r.subject_id == wanted]
+        if found and found[0].status == privacy_pb2.REQUEST_STATUS_COMPLETED:
+            break
+        await asyncio.sleep(0.1)
+    assert [(r.origin, r.status) for r in found] == [
+        (privacy_pb2.ORIGIN_ACCOUNT_CLOSED, privacy_pb2.REQUEST_STATUS_COMPLETED)
+    ]
+    assert found[0].due_at.seconds - found[0].received_at.seconds <= 30 * 86400
+    account = (
+        await pm.mesh.auth.AdminGetAccount(
+            auth_pb2.AdminGetAccountRequest(account_id=user.account_id), metadata=OPERATOR
+        )
+    ).account
+    assert account.status == auth_pb2.ACCOUNT_STATUS_ERASED
+    again = await pm.mesh.auth.AdminCloseAccount(
+        auth_pb2.AdminCloseAccountRequest(account_id=user.account_id), metadata=OPERATOR
+    )
+    assert again.account.status == auth_pb2.ACCOUNT_STATUS_ERASED
+    unknown = await asyncio.to_thread(accounts_cli, pm, "close", "--email", "nobody-here@example.com")
+    assert unknown.returncode == 1 and "no such account" in unknown.stderr
+
+
+def accounts_cli(pm: PrivacyMesh, *args: str) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, **pm.instances[-1].env}
+    return subprocess.run([GATEMESH, "accounts", *args], env=env, capture_output=True, text=True, timeout=120, cwd=ROOT)
