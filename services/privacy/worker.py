@@ -317,7 +317,9 @@ def certificate(
         "privacy: its touched tables are vacuumed right after this certificate; participants on PostgreSQL "
         "drop dead row versions at their next (auto)vacuum"
         if postgres
-        else "privacy: SQLite secure_delete overwrote erased values at once (every service's SQLite does)"
+        else "privacy: SQLite secure_delete overwrote erased values, and its write-ahead log is checkpointed and"
+        " truncated right after this certificate; participants on SQLite overwrite deleted values at once"
+        " (secure_delete), and their write-ahead logs drop the old pages at their next checkpoint"
     )
     body = {
         "kind": "gatemesh.erasure-certificate",

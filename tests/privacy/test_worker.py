@@ -147,3 +147,28 @@ async def test_two_instances_on_one_database_never_run_a_step_twice(fresh: Priva
     workers = {json.loads(e["details"])["worker"] for e in events}
     assert len(workers) == 2, "both instances claimed steps"
     assert a.process is not None
+
+
+async def test_on_sqlite_one_worker_runs_requests_and_erased_values_leave_the_files_P8_3(
+    fresh: PrivacyMesh, tmp_path
+) -> None:
+    """The local setup: privacy on SQLite (one worker). An access request and an approved
+    erasure complete; the certificate names secure_delete; the subject's account id is in
+    neither the database file nor its write-ahead log afterwards (P8.3)."""
+    pm = fresh
+    path = tmp_path / "privacy.db"
+    pm.start_privacy(GATEMESH_PRIVACY_DATABASE_URL=f"sqlite+aiosqlite:///{path}")
+    user = await pm.mesh.user()
+    await user.chat(chat_body())
+    subject = common_pb2.SubjectRef(account_id=user.account_id)
+    access = await pm.wait((await pm.raise_request(type=ACCESS, subject=subject)).request_id)
+    assert access.status == COMPLETED
+    request_id = await staff_erasure(pm, user.account_id)
+    await approve(pm, request_id)
+    assert (await pm.wait(request_id)).status == COMPLETED
+    reply = await pm.stub().GetCertificate(privacy_pb2.GetCertificateRequest(request_id=request_id), metadata=OPERATOR)
+    assert "secure_delete" in json.loads(reply.certificate.document)["storage"]
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("privacy.db")]
+    assert path in files
+    for file in files:
+        assert user.account_id.encode() not in file.read_bytes(), file.name
