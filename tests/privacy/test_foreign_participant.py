@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 
 import grpc
 import pytest
@@ -16,6 +17,7 @@ from gatemesh.privacy.v1 import data_pb2, participant_pb2, participant_pb2_grpc,
 from tests.privacy.mesh import ATTENTION, COMPLETED, OPERATOR, PrivacyMesh
 
 MESSAGE, STORE = "acme.crm.v1.Contact", "crm.contacts"
+CALL_TIMEOUT_S, HANG_S = 2, 3
 
 
 class CrmParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
@@ -28,6 +30,8 @@ class CrmParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         self.erasures: dict[str, int] = {}
         self.refuse: set[str] = set()
         self.keep: set[str] = set()
+        self.hang: dict[str, int] = {}  # account -> erase calls still to answer only after HANG_S
+        self.calls: list[str] = []
         self.lock = threading.Lock()
 
     def DescribeData(self, request, context):
@@ -58,6 +62,10 @@ class CrmParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
 
     def EraseSubject(self, request, context):
         account = request.subject.account_id
+        self.calls.append(account)
+        if self.hang.get(account, 0) > 0:
+            self.hang[account] -= 1
+            time.sleep(HANG_S)  # past the privacy service's deadline: it gives up on this call
         if account in self.refuse:
             context.abort(grpc.StatusCode.FAILED_PRECONDITION, "the contact has an open support case")
         if account in self.keep:
@@ -97,7 +105,9 @@ def crm_mesh(base_mesh: PrivacyMesh, grpc_server, grpc_addr) -> PrivacyMesh:
         {"name": "crm", "address": grpc_addr, "phase": 2, "service_token": False},
         {"name": "auth", "address": mesh.auth_addr, "phase": 3},
     ]
-    base_mesh.start_privacy(GATEMESH_PRIVACY_PARTICIPANTS=json.dumps(participants))
+    base_mesh.start_privacy(
+        GATEMESH_PRIVACY_PARTICIPANTS=json.dumps(participants), GATEMESH_PRIVACY_CALL_TIMEOUT_S=str(CALL_TIMEOUT_S)
+    )
     return base_mesh
 
 
@@ -191,3 +201,21 @@ async def test_verification_finding_personal_data_needs_attention_P8_3(
     done = await pm.wait(request_id)
     assert done.status == COMPLETED and not done.findings
     assert user.account_id not in grpc_servicer.contacts
+
+
+async def test_a_call_past_its_deadline_is_retried(crm_mesh: PrivacyMesh, grpc_servicer: CrmParticipant) -> None:
+    """Participants are called with a deadline: a call that hangs past it is DEADLINE_EXCEEDED,
+    retried with backoff, and the second attempt completes the erasure (applied once)."""
+    pm = crm_mesh
+    user = await pm.mesh.user()
+    grpc_servicer.contacts[user.account_id] = {"email": "slow@example.com"}
+    grpc_servicer.hang[user.account_id] = 1
+    request_id = await approved_erasure(pm, user.account_id)
+    done = await pm.wait(request_id)
+    crm = next(s for s in done.steps if s.participant == "crm" and s.phase == "erase")
+    assert (done.status, crm.attempts) == (COMPLETED, 2)
+    assert grpc_servicer.calls.count(user.account_id) == 2
+    retried = await pm.rows(
+        "SELECT details FROM privacy_audit WHERE request_id = $1 AND event = 'step_retry_scheduled'", request_id
+    )
+    assert len(retried) == 1 and "DEADLINE_EXCEEDED" in retried[0]["details"]
