@@ -7,7 +7,9 @@ import asyncio
 import io
 import json
 import zipfile
+from datetime import datetime, timedelta
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -20,13 +22,17 @@ from services.privacy.store import PrivacyStore, utcnow
 from services.runtime.db import make_engine
 from services.runtime.errors import details_of
 from tests.privacy.mesh import AWAITING, COMPLETED, OPERATOR, PASSWORD, PrivacyMesh
-from tests.proxy.mesh import chat_body, table_dump
+from tests.proxy.mesh import chat_body, pg_plain, table_dump
 
 ACCESS, RECTIFY, ERASE = (
     privacy_pb2.REQUEST_TYPE_ACCESS,
     privacy_pb2.REQUEST_TYPE_RECTIFICATION,
     privacy_pb2.REQUEST_TYPE_ERASURE,
 )
+USAGE_COLUMNS = (
+    "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros",
+    "shortfall_micros", "status", "latency_ms", "tokens_estimated", "created_at",
+)  # fmt: skip
 HMAC_SECRET = "proxy-test-hmac"  # tests/proxy/mesh.py's key_hmac_secret
 
 
@@ -369,3 +375,26 @@ async def test_staff_reads_are_audited_and_the_chain_detects_tampering_P6_3(shar
     )
     broken = await pm.stub().VerifyAuditTrail(privacy_pb2.VerifyAuditTrailRequest(), metadata=OPERATOR)
     assert not broken.intact and broken.broken_at > 0
+
+
+async def test_an_export_larger_than_a_page_holds_every_record_P8_1(shared_mesh: PrivacyMesh) -> None:
+    """P8.1: the paged export contract (StreamExportSubject) carries an account whose usage
+    spans several pages (the worker asks for pages of 2,000): every record arrives once."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    count, start = 4_500, datetime(2026, 11, 1)
+    rows = [
+        (f"us_page_{user.account_id[-8:]}_{n:05d}", user.account_id, user.key_id, "gm-small", "bench", 10, 5, 100, 0,
+         "ok", 40, False, start + timedelta(seconds=n))
+        for n in range(count)
+    ]  # fmt: skip
+    conn = await asyncpg.connect(pg_plain(pm.mesh.databases["billing"]))
+    try:
+        await conn.copy_records_to_table("usage_records", records=rows, columns=USAGE_COLUMNS)
+    finally:
+        await conn.close()
+    done = await pm.wait((await pm.raise_request(type=ACCESS, subject=subject(user))).request_id)
+    document = json.loads(await download(pm, done.request_id))
+    usage = [r for r in document["services"]["billing"]["records"] if r["message"] == "gatemesh.billing.v1.UsageRecord"]
+    ids = [r["data"]["usage_id"] for r in usage]
+    assert len(ids) == len(set(ids)) == count
