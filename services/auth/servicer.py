@@ -238,6 +238,13 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         account = await self.accounts.find(request.account_id, request.email)
         return auth_pb2.AdminGetAccountResponse(account=account_proto(account))
 
+    async def AdminCloseAccount(
+        self, request: auth_pb2.AdminCloseAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CloseAccountResponse:
+        check_sizes(request, "account_id", "email")
+        account = await self.accounts.close_for_holder(request.account_id, request.email, origin(context))
+        return auth_pb2.CloseAccountResponse(account=account_proto(account))
+
     async def AdminCreateApiKey(
         self, request: auth_pb2.AdminCreateApiKeyRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.CreateApiKeyResponse:

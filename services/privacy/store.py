@@ -12,6 +12,8 @@ writers cannot fork the hash chain.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,12 +31,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.runtime.db import session_factory
 
 from . import audit
-from .domain import ATTENTION, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
+from .domain import ATTENTION, COMPLETED, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
 from .policy_tables import PolicyNotificationRow
 from .tables import ApprovalRow, AuditRow, ExportRow, RequestRow, StepRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_LOCK = 0x5052_4956  # "PRIV": serializes appends to the hash chain on PostgreSQL
+log = logging.getLogger(__name__)
 TOUCHED_BY_ERASURE = ("privacy_requests", "privacy_exports", "privacy_steps", "privacy_policy_notifications")
 
 
@@ -129,7 +132,7 @@ class PrivacyStore:
         if subject_id is not None:
             query = query.where(RequestRow.subject_id == subject_id)
         if due_before is not None:
-            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != 4)
+            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != COMPLETED)
         if attention:
             query = query.where(RequestRow.status == NEEDS_ATTENTION)
         query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)
@@ -258,13 +261,28 @@ class PrivacyStore:
 
     async def vacuum(self) -> str:
         """Make erased values leave the storage files, not only query results: VACUUM the
-        touched tables on PostgreSQL (SQLite runs with secure_delete on)."""
+        touched tables on PostgreSQL. SQLite runs with secure_delete on, but its write-ahead
+        log still holds the pages as they were before the erasure until a checkpoint: copy
+        it into the database and truncate it."""
         if not self.postgres:
-            return "sqlite secure_delete: deleted values overwritten at once"
+            await self._checkpoint_wal()
+            return "sqlite secure_delete: deleted values overwritten; write-ahead log checkpointed and truncated"
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f"VACUUM {', '.join(TOUCHED_BY_ERASURE)}"))
         return "postgresql: touched tables vacuumed, dead row versions removed"
+
+    async def _checkpoint_wal(self, attempts: int = 50) -> None:
+        """`PRAGMA wal_checkpoint(TRUNCATE)` until no reader blocks it (its first column is
+        1 while one does); a reader holds it only for one query."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for _ in range(attempts):
+                busy = (await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).first()
+                if busy is None or not busy[0]:
+                    return
+                await asyncio.sleep(0.05)
+        log.warning("the write-ahead log stayed busy; erased values leave it at the next checkpoint")
 
     # --- audit --------------------------------------------------------------------------
 

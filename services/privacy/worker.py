@@ -344,7 +344,8 @@ def certificate(
             "its own touched tables are vacuumed right after this certificate is issued "
             "(audit event privacy_storage_purged)"
             if postgres
-            else "SQLite secure_delete overwrote its erased values at once"
+            else "SQLite secure_delete overwrote its erased values at once, and its write-ahead log is "
+            "checkpointed and truncated right after this certificate is issued"
         ),
     }
     body = {
