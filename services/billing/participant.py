@@ -79,7 +79,7 @@ class BillingParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
     async def ExportSubject(self, request: Any, context: Any) -> participant_pb2.ExportSubjectResponse:
         """The original, unary export: every record as a structured message (small accounts)."""
         account = subject_account(request)
-        records = []
+        records: list[Any] = []
         async for rows in self._usage_rows(account, page_size(0)):
             records.extend(to_record(usage_record(r)) for r in rows)
         async with self.billing.engine.connect() as conn:

@@ -421,7 +421,7 @@ UsageKey = tuple[datetime, str]
 
 
 def _usage_after(account: str, after: UsageKey | None) -> list[Any]:
-    usage = UsageRow.__table__  # type: ignore[attr-defined]
+    usage = UsageRow.__table__
     where = [usage.c.account_id == account]
     if after is not None:
         where.append(tuple_(usage.c.created_at, usage.c.id) > after)
@@ -431,7 +431,7 @@ def _usage_after(account: str, after: UsageKey | None) -> list[Any]:
 async def usage_export_rows(conn: AsyncConnection, account: str, after: UsageKey | None, size: int) -> list[Any]:
     """One keyset page (by the (account_id, created_at, id) index) of the account's usage
     rows, the exported columns only."""
-    usage = UsageRow.__table__  # type: ignore[attr-defined]
+    usage = UsageRow.__table__
     query = (
         select(*(usage.c[name] for name in USAGE_EXPORT_COLUMNS))
         .where(*_usage_after(account, after))
@@ -443,7 +443,7 @@ async def usage_export_rows(conn: AsyncConnection, account: str, after: UsageKey
 
 async def usage_time_range(conn: AsyncConnection, account: str) -> tuple[datetime | None, datetime | None]:
     """The account's first and last usage time (two index probes)."""
-    usage = UsageRow.__table__  # type: ignore[attr-defined]
+    usage = UsageRow.__table__
     query = select(func.min(usage.c.created_at), func.max(usage.c.created_at)).where(usage.c.account_id == account)
     first, last = (await conn.execute(query)).one()
     return first, last
@@ -484,7 +484,7 @@ async def subject_rows(conn: AsyncConnection, account: str) -> dict[str, list[An
     """The account's payment, deposit and ledger rows (everything but usage), by table."""
     found: dict[str, list[Any]] = {}
     for model in (CardPayment, ChainDeposit, DepositAddress, Transfer):
-        table = model.__table__  # type: ignore[attr-defined]
+        table = model.__table__
         query = select(table).where(table.c.account_id == account)
         if model is Transfer:
             query = query.order_by(table.c.created_at)
@@ -494,13 +494,13 @@ async def subject_rows(conn: AsyncConnection, account: str) -> dict[str, list[An
 
 async def erasure_result(conn: AsyncConnection, request_id: str) -> dict[str, list[int]] | None:
     """The stored counts of an erasure already applied under this request id."""
-    t = Erasure.__table__  # type: ignore[attr-defined]
+    t = Erasure.__table__
     stored = (await conn.execute(select(t.c.result).where(t.c.request_id == request_id))).scalar()
     return json.loads(stored) if stored is not None else None
 
 
 async def record_erasure(conn: AsyncConnection, request_id: str, counts: dict[str, list[int]]) -> None:
-    t = Erasure.__table__  # type: ignore[attr-defined]
+    t = Erasure.__table__
     await conn.execute(t.insert().values(request_id=request_id, result=json.dumps(counts), created_at=utcnow()))
 
 
@@ -510,10 +510,10 @@ async def erase_subject(
     """Delete the account's usage records and idempotency keys; rename the account to its
     pseudonym `alias` in every payment and ledger table (kept under legal hold). Returns
     {store: [strategy, rows]}."""
-    usage = UsageRow.__table__  # type: ignore[attr-defined]
+    usage = UsageRow.__table__
     deleted = (await conn.execute(delete(usage).where(usage.c.account_id == account))).rowcount
     counts = {"billing.usage_records": [delete_strategy, deleted]}
-    ledger, entries = LedgerAccount.__table__, Entry.__table__  # type: ignore[attr-defined]
+    ledger, entries = LedgerAccount.__table__, Entry.__table__
     for prefix in ("wallet:", "holds:"):
         await conn.execute(
             update(entries).where(entries.c.ledger_account == prefix + account).values(ledger_account=prefix + alias)
@@ -522,11 +522,11 @@ async def erase_subject(
             update(ledger).where(ledger.c.id == prefix + account).values(id=prefix + alias, account_id=alias)
         )
     for model in (Transfer, CardPayment, ChainDeposit, DepositAddress, Hold):
-        t = model.__table__  # type: ignore[attr-defined]
+        t = model.__table__
         values = {"account_id": alias, **({"customer_ref": alias} if model is CardPayment else {})}
         renamed = (await conn.execute(update(t).where(t.c.account_id == account).values(**values))).rowcount
         counts[f"billing.{t.name}"] = [hold_strategy, renamed]
-    codes, keys = Code.__table__, Idempotency.__table__  # type: ignore[attr-defined]
+    codes, keys = Code.__table__, Idempotency.__table__
     await conn.execute(update(codes).where(codes.c.redeemed_by == account).values(redeemed_by=alias))
     await conn.execute(delete(keys).where(keys.c.key.startswith(f"{account}:", autoescape=True)))
     return counts

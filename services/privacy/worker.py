@@ -335,7 +335,7 @@ def certificate(
                 "storage_purge": s.result.get("purge") or "not reported: dropped at the store's next vacuum",
             }
         )
-    purged = [s["storage_purged_at"] for s in services]
+    purged = [str(s["storage_purged_at"] or "") for s in services]
     storage = {
         # When the last participant removed the erased values from its storage files (dead row
         # versions vacuumed, or overwritten by SQLite's secure_delete); None if one did not say.

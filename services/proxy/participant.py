@@ -27,7 +27,10 @@ from . import store
 
 SERVICE = "proxy"
 STORE = "proxy.request_log"
-RENDER = JsonRenderer(proxy_pb2.RequestLogRecord.DESCRIPTOR)  # a row's fields are named as the record's
+RECORD = proxy_pb2.RequestLogRecord.DESCRIPTOR
+# A row's fields are named as the record's. The stub types DESCRIPTOR as the pure-Python or
+# the upb class; both have what the renderer reads.
+RENDER = JsonRenderer(RECORD)  # type: ignore[arg-type]
 
 
 def log_record(row: store.RequestLogRow) -> proxy_pb2.RequestLogRecord:

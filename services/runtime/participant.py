@@ -93,10 +93,14 @@ def rfc3339(moment: datetime) -> str:
     return rendered + "Z"
 
 
+def _is_timestamp(field: FieldDescriptor) -> bool:
+    return field.message_type is not None and field.message_type.full_name == Timestamp.DESCRIPTOR.full_name
+
+
 def _converter(field: FieldDescriptor) -> Callable[[Any], Any]:
     """value -> JSON value of one singular field, as `json_format` renders it."""
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        if field.message_type.full_name != Timestamp.DESCRIPTOR.full_name:
+        if not _is_timestamp(field):
             raise TypeError(f"{field.full_name}: only Timestamp message fields render directly")
         return rfc3339
     if field.type in _INT64:
@@ -104,7 +108,7 @@ def _converter(field: FieldDescriptor) -> Callable[[Any], Any]:
     if field.type in _INT32:
         return int
     if field.type == FieldDescriptor.TYPE_ENUM:
-        names = {v.number: v.name for v in field.enum_type.values}
+        names = {v.number: v.name for v in field.enum_type.values} if field.enum_type else {}
         return lambda v: names.get(int(v), int(v))
     if field.type in (FieldDescriptor.TYPE_DOUBLE, FieldDescriptor.TYPE_FLOAT):
         return float
@@ -144,7 +148,7 @@ def _sql_pair(field: FieldDescriptor, column: str) -> str:
     `json_build_object` and `json_strip_nulls` cost several times more per row."""
     key = f'\'"{field.name}":'
     if field.type == FieldDescriptor.TYPE_MESSAGE:
-        if field.message_type.full_name != Timestamp.DESCRIPTOR.full_name:
+        if not _is_timestamp(field):
             raise TypeError(f"{field.full_name}: only Timestamp message fields render directly")
         fraction = (
             f"CASE WHEN date_trunc('second', {column}) = {column} THEN '' "
