@@ -22,6 +22,7 @@ contracts, with values at and around every bound.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -278,6 +279,34 @@ def field_path(path: validate_pb2.FieldPath) -> str:
     return "".join(parts)
 
 
+NUL_MESSAGE = "must not contain NUL characters (U+0000)"
+
+
+def nul_violations(message: Message, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Text fields holding U+0000, at any depth: no contract means one, and PostgreSQL text
+    cannot store it (the driver's error would surface as INTERNAL). Only set fields are
+    walked (`ListFields`), so the cost is that of the fields a request carries."""
+    for fd, value in message.ListFields():
+        path = prefix + fd.name
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            items = value if fd.is_repeated else [value]
+            if any("\x00" in item for item in items):
+                yield path, NUL_MESSAGE
+        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                texts = [key, item] if isinstance(item, str) else [key]
+                if any(isinstance(text, str) and "\x00" in text for text in texts):
+                    yield f"{path}[{key!r}]", NUL_MESSAGE
+                elif isinstance(item, Message):
+                    yield from nul_violations(item, f"{path}[{key!r}].")
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            if fd.is_repeated:
+                for index, item in enumerate(value):
+                    yield from nul_violations(item, f"{path}[{index}].")
+            else:
+                yield from nul_violations(value, f"{path}.")
+
+
 class RequestRules:
     """The declared rules of request messages, compiled once per message type."""
 
@@ -299,6 +328,6 @@ class RequestRules:
         plan = self.plan(message.DESCRIPTOR)
         found = plan.violations(message) if plan is not None else _slow_violations(message)
         result: dict[str, str] = {}
-        for path, why in found:
+        for path, why in itertools.chain(found, nul_violations(message)):
             result.setdefault(path, why)
         return result

@@ -83,14 +83,14 @@ def field_values(field: FieldDescriptor, depth: int) -> st.SearchStrategy[Any]:
     if field.type == F.TYPE_MESSAGE and field.message_type.GetOptions().map_entry:
         key, value = field.message_type.fields_by_name["key"], field.message_type.fields_by_name["value"]
         return st.dictionaries(scalar(key), single(value, depth), max_size=3)
-    if field.label == F.LABEL_REPEATED:
+    if field.is_repeated:
         return st.lists(single(field, depth), max_size=3)
     return single(field, depth)
 
 
 def assign(message: Message, field: FieldDescriptor, value: Any) -> None:
     """Put a drawn value into `message` the way the Python API wants each kind."""
-    target = getattr(message, field.name) if field.label == F.LABEL_REPEATED else None
+    target = getattr(message, field.name) if field.is_repeated else None
     if isinstance(value, dict):
         entry = field.message_type.fields_by_name["value"]
         for key, item in value.items():
