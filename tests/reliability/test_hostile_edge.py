@@ -181,6 +181,29 @@ def test_huge_headers_are_431(hostile: Hostile) -> None:
     record(Row("hostile edge: huge and too many headers (431)", inputs=4, checks=4, passed=4))
 
 
+def test_headers_grpc_cannot_carry_or_that_are_the_meshs_own_are_dropped(hostile: Hostile) -> None:
+    """HTTP allows header names gRPC metadata does not (`a*b`), `-bin` headers must be
+    base64, `grpc-timeout` must parse: forwarded, each made the service refuse the whole
+    call (a 500). They mean nothing to the API, so the edge drops them, with the mesh's own
+    `x-gatemesh-*` (the service credential's header)."""
+    auth = {"authorization": f"Bearer {hostile.user.api_key}"}
+    hostile_headers = [
+        {"a*b": "x"},
+        {"q~z": "t"},
+        {"dn3prov$4": ")li"},
+        {"x-note-bin": "!!! not base64"},
+        {"grpc-timeout": "abc"},
+        {"grpc-timeout": "1n"},
+        {"x-gatemesh-service-token": "guess"},
+    ]
+    for extra in hostile_headers:
+        served = httpx.get(f"{hostile.url}/api/v1/balance", headers={**auth, **extra})
+        assert served.status_code == 200, (extra, served.text)
+        refused = httpx.get(f"{hostile.url}/api/v1/me", headers=extra)
+        assert_openai_error(refused, 401)
+    record(Row("hostile edge: headers gRPC cannot carry", inputs=len(hostile_headers) * 2, checks=14, passed=14))
+
+
 class Flood:
     """Connections held open by a background thread: each sends `step`, then a byte of
     `trickle` every `every` seconds (slowloris), or nothing at all (idle). Records when the
