@@ -78,6 +78,10 @@ class EdgeSettings(GatemeshSettings):
         # back as a misleading RESOURCE_EXHAUSTED, so the edge must refuse it first (413).
         if self.edge_max_request_body_bytes > self.grpc_max_message_bytes - 4096:
             raise ValueError("edge_max_request_body_bytes must be at least 4 KiB below grpc_max_message_bytes")
+        # Headers the edge takes become the call's metadata: a block the services refuse
+        # would come back as a 500 instead of the edge's 431.
+        if self.edge_max_request_headers_kb * 1024 > self.grpc_max_metadata_bytes - 4096:
+            raise ValueError("edge_max_request_headers_kb must be at least 4 KiB below grpc_max_metadata_bytes")
         if self.edge_metrics_port and not self.edge_admin_port:
             raise ValueError("edge_metrics_port needs edge_admin_port (the metrics come from Envoy's admin interface)")
         unknown = set(self.edge_services) - set(MESH_SERVICES)

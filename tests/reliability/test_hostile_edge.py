@@ -34,6 +34,7 @@ pytestmark = pytest.mark.e2e
 BODY_LIMIT = 1024 * 1024
 HEADERS_KB, HEADERS_MAX = 16, 60
 HEADERS_TIMEOUT_S, REQUEST_TIMEOUT_S, IDLE_TIMEOUT_S = 1.0, 3.0, 2.0
+GRPC_HANDSHAKE_S, GRPC_IDLE_S = 1.0, 2.0
 # A normal call during a flood must come back within this (it takes ~10 ms alone).
 PROMPT_S = 1.0
 LIMITS = {
@@ -43,6 +44,8 @@ LIMITS = {
     "GATEMESH_EDGE_REQUEST_HEADERS_TIMEOUT_S": str(HEADERS_TIMEOUT_S),
     "GATEMESH_EDGE_REQUEST_TIMEOUT_S": str(REQUEST_TIMEOUT_S),
     "GATEMESH_EDGE_IDLE_TIMEOUT_S": str(IDLE_TIMEOUT_S),
+    "GATEMESH_GRPC_HANDSHAKE_TIMEOUT_S": str(GRPC_HANDSHAKE_S),
+    "GATEMESH_GRPC_MAX_CONNECTION_IDLE_S": str(GRPC_IDLE_S),
 }
 
 
@@ -355,3 +358,38 @@ def test_grpc_ports_refuse_oversized_messages_and_metadata_and_keep_serving(host
         assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
     assert hostile.normal_call_s() < PROMPT_S
     record(Row("hostile gRPC port: 17 MiB message, 64 KiB metadata", inputs=2, checks=3, passed=3))
+
+
+def grpc_call_s(address: str) -> float:
+    """Seconds an ordinary call to auth's gRPC port takes on a fresh channel (refused for
+    want of a credential: the answer, not the credential, is what is timed)."""
+    started = time.monotonic()
+    with grpc.insecure_channel(address) as channel, pytest.raises(grpc.RpcError) as caught:
+        auth_pb2_grpc.AuthServiceStub(channel).GetMe(auth_pb2.GetMeRequest(), timeout=10)
+    assert caught.value.code() == grpc.StatusCode.UNAUTHENTICATED
+    return time.monotonic() - started
+
+
+def test_grpc_ports_close_silent_and_idle_connections_without_starving_calls(hostile: Hostile) -> None:
+    """Straight at auth's gRPC port: 300 connections that never start HTTP/2 are closed
+    after grpc_handshake_timeout_s, 50 that finish the handshake and then call nothing are
+    sent away after grpc_max_connection_idle_s, and ordinary calls meanwhile are prompt."""
+    address = hostile.mesh.env["GATEMESH_AUTH_ADDR"]
+    host, port = address.rsplit(":", 1)
+    target = Hostile(hostile.mesh, hostile.user, host, int(port))
+    silent = Flood(target, 300, b"", every=0.1)
+    preface = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + b"\x00\x00\x00\x04\x00\x00\x00\x00\x00"
+    idle = Flood(target, 50, preface, every=0.1)
+    taken = []
+    deadline = time.monotonic() + 1.0
+    while time.monotonic() < deadline:
+        taken.append(grpc_call_s(address))
+    silent.wait_closed(GRPC_HANDSHAKE_S + 5)
+    idle.wait_closed(GRPC_IDLE_S + 5)
+    assert len(silent.closed_after) == 300, len(silent.closed_after)
+    assert max(silent.closed_after) < GRPC_HANDSHAKE_S + 2.5, max(silent.closed_after)
+    assert len(idle.closed_after) == 50, len(idle.closed_after)
+    assert max(idle.closed_after) < GRPC_IDLE_S + 2.5, max(idle.closed_after)
+    assert max(taken) < PROMPT_S, taken
+    assert hostile.normal_call_s() < PROMPT_S  # the mesh's own channels reconnected
+    record(Row("hostile gRPC port: 300 silent, 50 idle connections", calls=len(taken), inputs=350, checks=5, passed=5))
