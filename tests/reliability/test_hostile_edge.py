@@ -19,6 +19,7 @@ import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 import httpx
@@ -27,7 +28,9 @@ import pytest
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from services.edge.config import DRAIN_S
 from tests.e2e.edge_mesh import MODEL, Mesh, User, running_mesh
+from tests.edge.edge_support import running_edge
 from tests.reliability.results import Row, record
+from tests.support import free_port
 
 pytestmark = pytest.mark.e2e
 
@@ -393,3 +396,33 @@ def test_grpc_ports_close_silent_and_idle_connections_without_starving_calls(hos
     assert max(taken) < PROMPT_S, taken
     assert hostile.normal_call_s() < PROMPT_S  # the mesh's own channels reconnected
     record(Row("hostile gRPC port: 300 silent, 50 idle connections", calls=len(taken), inputs=350, checks=5, passed=5))
+
+
+def test_connections_past_the_limit_are_refused_and_the_edge_recovers(hostile: Hostile, tmp_path: Path) -> None:
+    """A second edge on the same services with edge_max_connections=30: 30 idle clients
+    fill it, the next connection is closed at once without an answer (the process does not
+    run out of descriptors), and when idle_timeout has sent the idle ones away a new client
+    is served."""
+    limit, port = 30, free_port()
+    env = {
+        **hostile.mesh.env,
+        "GATEMESH_DATA_DIR": str(tmp_path / "data"),
+        "GATEMESH_EDGE_PORT": str(port),
+        "GATEMESH_EDGE_ADMIN_PORT": "0",
+        "GATEMESH_EDGE_METRICS_PORT": "0",
+        "GATEMESH_EDGE_MAX_CONNECTIONS": str(limit),
+    }
+    url = f"http://127.0.0.1:{port}"
+    with running_edge(env, url, tmp_path / "edge.log", ["auth", "billing", "proxy"]):
+        limited = Hostile(hostile.mesh, hostile.user, "127.0.0.1", port)
+        flood = Flood(limited, limit, b"", every=0.1)
+        time.sleep(0.3)
+        extra = limited.connect()
+        extra.sendall(b"GET /openapi.json HTTP/1.1\r\nHost: edge\r\n\r\n")
+        assert raw_reply(extra, 3) in (b"", b"<reset>")
+        extra.close()
+        flood.wait_closed(IDLE_TIMEOUT_S + 5)
+        assert len(flood.closed_after) == limit
+        reply = httpx.get(f"{url}/v1/models", headers={"authorization": f"Bearer {hostile.user.api_key}"})
+        assert reply.status_code == 200, reply.text
+    record(Row(f"hostile edge: connections past a limit of {limit}", inputs=limit + 1, checks=3, passed=3))
