@@ -14,14 +14,18 @@ Choices and why (see also FACTS.md "The edge"):
 - `max_request_body_size` raised and kept below the services' `grpc_max_message_bytes`,
   or an oversized body comes back as a misleading 429;
 - HTTP/2 upstream clusters (gRPC), with circuit-breaker limits high enough for load;
+- client limits (`client_limits`): header size and count (431), headers and whole
+  request within a time (slowloris, trickled bodies: 408), idle connections closed, an
+  HTTP/2 stream cap, and a connection limit in the overload manager, all settings;
 - `use_remote_address` and `x-forwarded-for` overwritten with the address Envoy trusts,
   so auth's security log sees the client IP and a client cannot forge it;
 - errors from the services get their OpenAI body and status in the Lua filter; Envoy's
   own replies (unknown path, service down, body too large) get the same shape from
   `local_reply_config`. The Lua filter also answers wrong methods (405 + `Allow`) and bad
   JSON bodies before the transcoder, from a table of the routes generated here
-  (`lua_source`), and accepts a date alone in timestamp query parameters. `grpc-status`
-  is never removed by route config (that turns every error into a 200).
+  (`lua_source`), accepts a date alone in timestamp query parameters, and drops request
+  headers gRPC metadata cannot carry (or that are the mesh's own). `grpc-status` is never
+  removed by route config (that turns every error into a 200).
 """
 
 from __future__ import annotations
