@@ -1,5 +1,5 @@
 """Every RPC of every service, called with generated messages (hypothesis, strategies built
-from the descriptors in the generated code: `tests/reliability/messages.py`) against the
+from the descriptors in the generated code: `tests/reliability/strategies.py`) against the
 real processes (auth, billing, proxy, privacy on PostgreSQL and Redis).
 
 Which RPCs: whatever each process's server reflection lists, so a new RPC is fuzzed
@@ -45,9 +45,9 @@ from services.runtime.access import OPEN_SERVICES, SERVICE_TOKEN_HEADER
 from tests.privacy.mesh import PrivacyMesh, open_mesh
 from tests.proxy.conftest import upstreams  # noqa: F401 - a fixture, re-exported
 from tests.proxy.mesh import ADMIN_TOKEN, OPERATOR, PASSWORD, POLICY, SERVICE_TOKEN
-from tests.reliability.messages import messages
 from tests.reliability.results import Row, record
 from tests.reliability.snapshots import Snapshots
+from tests.reliability.strategies import messages
 
 pytestmark = pytest.mark.e2e
 
