@@ -17,11 +17,12 @@ import asyncio
 import random
 import sys
 import tempfile
+import time
 from collections import Counter
 from pathlib import Path
 
 from tests.reliability.harness import chaos_mesh
-from tests.reliability.load import check_billing, load_row, outcomes, plan_calls, run_load
+from tests.reliability.load import check_billing, load_row, outcomes, plan_calls, run_load, wait_no_open_hold
 from tests.reliability.results import table
 
 
@@ -42,6 +43,9 @@ def main() -> int:
             calls = plan_calls(accounts, random.Random(number), args.leave_rate)
             seconds = asyncio.run(run_load(mesh, calls, args.concurrency))
             seen = outcomes(calls)
+            waited = time.monotonic()
+            still_open = asyncio.run(wait_no_open_hold(mesh, args.hold_wait_s))
+            closed_s = time.monotonic() - waited
             verdicts = asyncio.run(check_billing(mesh, accounts, calls, args.hold_wait_s))
             drawn = Counter(mesh.upstream_stats()["drawn"])
             name = f"soak round {number}: {len(calls)} calls, concurrency {args.concurrency}"
@@ -50,6 +54,7 @@ def main() -> int:
             bad = [v for v in verdicts if not v.passed]
             failed += len(bad)
             print(f"round {number}: {len(calls)} calls in {seconds:.1f} s, clients saw {dict(seen)}", flush=True)
+            print(f"  open holds: {still_open} after {closed_s:.1f} s (all holds closed when 0)", flush=True)
             for verdict in bad:
                 print(f"  FAILED {verdict.name}: {verdict.failures[:5]}", flush=True)
     print(table(rows))

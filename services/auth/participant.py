@@ -19,28 +19,18 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.errors import InvalidArgument, NotFound, Violations
 from services.runtime.participant import describe_data, to_record
+from services.runtime.timestamps import optional_timestamp as timestamp
 
 from .domain import ERASED, Accounts, check_email, normalize_email
 from .keycache import KeyCache
-from .store import AccountRow, now, utc
+from .store import AccountRow, now
 
 SERVICE = "auth"
 HELD = "(held, not exported)"
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    value = utc(value)
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
 
 
 def _record(message: type, row: Any, **fields: Any) -> Any:

@@ -1,6 +1,6 @@
-"""Set-based holds and settles: many in one transaction and a fixed number of statements.
+"""Set-based holds, settles and releases: many in one transaction and a fixed number of statements.
 
-Both kinds share `run_batch`, which takes the locks first and the idempotency keys last,
+All kinds share `run_batch`, which takes the locks first and the idempotency keys last,
 the order of the single hold and settle (so batches and single calls never deadlock): lock
 the rows the items touch, look the items' keys up (a key stored earlier replays its first
 result, or is refused for other parameters), decide each fresh item in order against the
@@ -12,12 +12,12 @@ fails as a whole were not acknowledged, so the caller retries them with the same
 that fail on their own (unknown hold, already resolved, insufficient credit, a key's spend
 limit, bad input, reused key) are reported per item and change nothing.
 
-Settles (`settle_batch`) lock their holds in id order, then the wallets and holds accounts
-they touch in id order; holds (`hold_batch`) create missing holds accounts, lock the ledger
-rows in id order, then the API keys' spend rows in id order (the single hold's order). Each
-item is decided by the single call's rules (`rules.hold_refusal`, `rules.settle_split`),
-against running balances and caps (a running wallet balance decides what an amount above a
-hold can take).
+Settles (`settle_batch`) and releases (`release_batch`) lock their holds in id order, then
+the wallets and holds accounts they touch in id order; holds (`hold_batch`) create missing
+holds accounts, lock the ledger rows in id order, then the API keys' spend rows in id order
+(the single hold's order). Each item is decided by the single call's rules
+(`rules.hold_refusal`, `rules.settle_split`, `rules.release_legs`), against running balances
+and caps (a running wallet balance decides what an amount above a hold can take).
 
 The ledger side of a batch is posted per person (`Postings`): one transfer per account and
 batch, whose entries are the sums of its items' legs, instead of one transfer per call. The
@@ -36,12 +36,13 @@ from services.runtime.errors import DomainError
 
 from .errors import hold_resolved, no_such_hold, reused_key
 from .idempotency import params_hash, stored_result
-from .model import HoldIn, HoldResult, SettleIn, SettleResult, iso, new_id, usage_row, wallet
+from .model import HoldIn, HoldResult, ReleaseIn, ReleaseResult, SettleIn, SettleResult, iso, new_id, usage_row, wallet
 from .ports import Storage, Transaction
-from .rules import hold_legs, hold_refusal, settle_legs, settle_split
+from .rules import hold_legs, hold_refusal, release_legs, settle_legs, settle_split
 
 Outcome = SettleResult | Exception
 HoldOutcome = HoldResult | Exception
+ReleaseOutcome = ReleaseResult | Exception
 
 
 class Rules(Protocol):
@@ -53,6 +54,7 @@ class Rules(Protocol):
     def validate_hold(self, item: HoldIn) -> None: ...
     def hold_expiry(self, item: HoldIn, now: datetime) -> datetime: ...
     def validate_settle(self, item: SettleIn, prefix: str = "") -> int: ...
+    def validate_release(self, item: ReleaseIn, prefix: str = "") -> None: ...
 
 
 class BatchWork(Protocol):
@@ -168,6 +170,10 @@ async def settle_batch(rules: Rules, items: list[SettleIn]) -> list[Outcome]:
 
 async def hold_batch(rules: Rules, items: list[HoldIn]) -> list[HoldOutcome]:
     return await run_batch(rules.storage, "hold", items, HoldIn.params, HoldResult, _HoldWork(rules))
+
+
+async def release_batch(rules: Rules, items: list[ReleaseIn]) -> list[ReleaseOutcome]:
+    return await run_batch(rules.storage, "release", items, ReleaseIn.params, ReleaseResult, _ReleaseWork(rules))
 
 
 class _SettleWork:
@@ -294,3 +300,60 @@ class _HoldWork:
         await self.postings.insert(tx)
         await tx.add_balances(self.postings.deltas())
         await tx.add_key_held(self.key_held)
+
+
+class _ReleaseWork:
+    """Releases decided against locked holds, written set-wise, the balances last.
+
+    A release only gives its hold back to the wallet, so (like a settle within its hold) its
+    decision needs no balance: the ledger rows are locked at the end, to apply the net
+    changes and report each item's running wallet balance.
+    """
+
+    def __init__(self, rules: Rules) -> None:
+        self.rules = rules
+        self.now = rules.clock()
+        self.holds: dict[str, Any] = {}
+        self.seen: set[str] = set()
+        self.released: list[str] = []
+        self.moves: list[tuple[ReleaseResult, str, int]] = []  # (result, wallet, change), in order
+        self.postings = Postings("release", self.now)
+        self.usage: list[tuple[Any, ...]] = []
+        self.key_spend: dict[str, tuple[int, int]] = {}
+
+    def validate(self, item: ReleaseIn) -> None:
+        self.rules.validate_release(item)
+
+    async def lock(self, tx: Transaction, items: Sequence[ReleaseIn]) -> None:
+        self.holds = await tx.lock_holds([item.hold_id for item in items])
+
+    def decide(self, item: ReleaseIn) -> ReleaseOutcome:
+        hold = self.holds.get(item.hold_id)
+        if hold is None:
+            return no_such_hold()
+        status = "released" if hold.id in self.seen else hold.status  # a second item on it finds it released
+        if status != "open":
+            return hold_resolved(status)
+        self.seen.add(hold.id)
+        account = hold.account_id
+        self.postings.add(account, release_legs(account, hold.amount), hold.amount)
+        if item.usage is not None:
+            self.usage.append(usage_row(new_id(), account, item.usage, 0, 0, self.now))
+        self.released.append(hold.id)
+        if hold.key_id:
+            held, spent = self.key_spend.get(hold.key_id, (0, 0))
+            self.key_spend[hold.key_id] = (held + hold.amount, spent)
+        result = ReleaseResult(hold.amount, 0)
+        self.moves.append((result, wallet(account), hold.amount))
+        return result
+
+    async def write(self, tx: Transaction) -> None:
+        await tx.insert_usages(self.usage)
+        await self.postings.insert(tx)
+        await tx.set_hold_status(self.released, "released")
+        running = await tx.lock_persons([h.account_id for h in self.holds.values()]) if self.moves else {}
+        for result, mine, change in self.moves:
+            running[mine] = running.get(mine, 0) + change
+            result.balance_micros = running[mine]
+        await tx.add_balances(self.postings.deltas())
+        await tx.resolve_key_spend(self.key_spend)

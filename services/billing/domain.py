@@ -23,6 +23,7 @@ from .model import (
     DailyStats,
     HoldIn,
     HoldResult,
+    ReleaseIn,
     ReleaseResult,
     SettleIn,
     SettleResult,
@@ -41,8 +42,8 @@ from .prices import PriceTable
 from .reports import OptOuts, Reports
 
 __all__ = [  # the names callers import from here
-    "Billing", "HoldIn", "HoldResult", "SettleIn", "SettleResult", "UsageIn", "UsageQuery", "check_account",
-    "check_key", "new_id",
+    "Billing", "HoldIn", "HoldResult", "ReleaseIn", "ReleaseResult", "SettleIn", "SettleResult", "UsageIn",
+    "UsageQuery", "check_account", "check_key", "new_id",
 ]  # fmt: skip
 
 
@@ -97,6 +98,9 @@ class Billing:
 
     async def release(self, hold_id: str, idempotency_key: str, usage: UsageIn | None = None) -> ReleaseResult:
         return await self.holds.release(hold_id, idempotency_key, usage)
+
+    async def release_batch(self, items: list[ReleaseIn]) -> list[ReleaseResult | Exception]:
+        return await self.holds.release_batch(items)
 
     async def expire_holds(self, limit: int = 500) -> int:
         return await self.holds.expire_holds(limit)

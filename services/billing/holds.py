@@ -23,6 +23,7 @@ from .model import (
     MAX_MICROS,
     HoldIn,
     HoldResult,
+    ReleaseIn,
     ReleaseResult,
     SettleIn,
     SettleResult,
@@ -268,20 +269,33 @@ class Holds:
 
     # --- releases ----------------------------------------------------------------------
 
-    async def release(self, hold_id: str, idempotency_key: str, usage: UsageIn | None = None) -> ReleaseResult:
+    def validate_release(self, item: ReleaseIn, prefix: str = "") -> None:
         v = Violations()
-        v.check(bool(hold_id), "hold_id", "required")
-        check_key(v, idempotency_key)
-        if usage is not None:
-            usage.validate(v)
+        v.check(bool(item.hold_id), f"{prefix}hold_id", "required")
+        check_key(v, item.idempotency_key)
+        if item.usage is not None:
+            item.usage.validate(v, f"{prefix}usage")
         v.raise_if_any()
-        params = {"hold": hold_id, "usage": usage.params() if usage else None}
+
+    async def release(self, hold_id: str, idempotency_key: str, usage: UsageIn | None = None) -> ReleaseResult:
+        item = ReleaseIn(hold_id, idempotency_key, usage)
+        self.validate_release(item)
 
         async def work(tx: Transaction) -> ReleaseResult:
             hold = await self._take_open_hold(tx, hold_id, "released")
             return await self._release(tx, hold, None, usage)
 
-        return await self.once("release", idempotency_key, params, work, lambda first: ReleaseResult(**first))
+        return await self.once("release", idempotency_key, item.params(), work, lambda first: ReleaseResult(**first))
+
+    async def release_batch(self, items: list[ReleaseIn]) -> list[ReleaseResult | Exception]:
+        """Release many holds in one transaction (see `batch`); a batch of one takes the
+        single release's path."""
+        if len(items) == 1:
+            try:
+                return [await self.release(items[0].hold_id, items[0].idempotency_key, items[0].usage)]
+            except DomainError as error:
+                return [error]
+        return await batch.release_batch(self, items)
 
     async def _release(self, tx: Transaction, hold: Any, status: str | None, usage: UsageIn | None) -> ReleaseResult:
         """Return a hold's amount to the wallet; `status` closes the hold (None: already closed)."""

@@ -165,6 +165,17 @@ class SettleResult:
 
 
 @dataclass
+class ReleaseIn:
+    hold_id: str
+    idempotency_key: str
+    usage: UsageIn | None = None  # a failed call's usage, recorded at no cost
+
+    def params(self) -> dict[str, Any]:
+        """What its idempotency key is bound to."""
+        return {"hold": self.hold_id, "usage": self.usage.params() if self.usage else None}
+
+
+@dataclass
 class ReleaseResult:
     released_micros: int
     balance_micros: int

@@ -62,14 +62,14 @@ def insert_ignore(conn: AsyncConnection, model: type[SQLModel], index: Sequence[
     """`INSERT ... ON CONFLICT DO NOTHING` in the session's dialect."""
     dialect = conn.dialect.name
     module = sqlite if dialect == "sqlite" else postgresql
-    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(index))  # type: ignore[attr-defined]
+    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(index))
 
 
 def upsert_add(conn: AsyncConnection, model: type[SQLModel], index: Sequence[str], values: dict[str, Any]) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col` for the numeric values."""
     dialect = conn.dialect.name
     module = sqlite if dialect == "sqlite" else postgresql
-    table = model.__table__  # type: ignore[attr-defined]
+    table = model.__table__
     stmt = module.insert(table).values(**values)
     adds = {k: table.c[k] + stmt.excluded[k] for k, v in values.items() if k not in index and isinstance(v, int)}
     return stmt.on_conflict_do_update(index_elements=list(index), set_=adds)
@@ -86,8 +86,8 @@ def _hot(dialect: str) -> SimpleNamespace:
     on PostgreSQL and SQLite (3.35+ for RETURNING).
     """
     module = sqlite if dialect == "sqlite" else postgresql
-    keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__  # type: ignore[attr-defined]
-    spend = KeySpend.__table__  # type: ignore[attr-defined]
+    keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__
+    spend = KeySpend.__table__
     return SimpleNamespace(
         claim=text(
             "INSERT INTO idempotency (scope, key, params_hash, result, created_at)"
@@ -108,10 +108,10 @@ def _hot(dialect: str) -> SimpleNamespace:
             "INSERT INTO ledger_accounts (id, kind, account_id, balance) VALUES (:id, :kind, :account_id, :balance)"
             " ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance RETURNING balance"
         ),
-        transfer=Transfer.__table__.insert(),  # type: ignore[attr-defined]
-        entries=Entry.__table__.insert(),  # type: ignore[attr-defined]
+        transfer=Transfer.__table__.insert(),
+        entries=Entry.__table__.insert(),
         hold=holds.insert(),
-        usage=UsageRow.__table__.insert(),  # type: ignore[attr-defined]
+        usage=UsageRow.__table__.insert(),
         take_hold=update(holds)
         .where(holds.c.id == bindparam("b_id"), holds.c.status == "open")
         .values(status=bindparam("b_status"))
@@ -250,13 +250,13 @@ async def balances(conn: AsyncConnection, account_id: str) -> tuple[int, int] | 
     rows = (
         await conn.execute(
             select(LedgerAccount.id, LedgerAccount.balance).where(
-                LedgerAccount.id.in_([wallet(account_id), holds_account(account_id)])  # type: ignore[attr-defined]
+                LedgerAccount.id.in_([wallet(account_id), holds_account(account_id)])
             )
         )
     ).all()
     if not rows:
         return None
-    found = dict(rows)
+    found: dict[str, int] = dict(rows)
     return int(found.get(wallet(account_id), 0)), int(found.get(holds_account(account_id), 0))
 
 
@@ -376,10 +376,10 @@ async def ensure_holds_accounts(conn: AsyncConnection, account_ids: list[str]) -
     if conn.dialect.name == "postgresql":
         rows = [(holds_account(a), "holds", a, 0) for a in accounts]
         columns = ("id", "kind", "account_id", "balance")
-        await conn.execute(arrays_insert(LedgerAccount.__table__, columns, ("id",)), column_arrays(rows))  # type: ignore[attr-defined]
+        await conn.execute(arrays_insert(LedgerAccount.__table__, columns, ("id",)), column_arrays(rows))
         return
-    rows = [{"id": holds_account(a), "kind": "holds", "account_id": a, "balance": 0} for a in accounts]
-    await conn.execute(insert_ignore(conn, LedgerAccount, ["id"]), rows)
+    dicts = [{"id": holds_account(a), "kind": "holds", "account_id": a, "balance": 0} for a in accounts]
+    await conn.execute(insert_ignore(conn, LedgerAccount, ["id"]), dicts)
 
 
 async def lock_key_spend(conn: AsyncConnection, key_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -388,7 +388,7 @@ async def lock_key_spend(conn: AsyncConnection, key_ids: list[str]) -> dict[str,
     keys = sorted(set(key_ids))
     if not keys:
         return {}
-    table = KeySpend.__table__  # type: ignore[attr-defined]
+    table = KeySpend.__table__
     await conn.execute(insert_ignore(conn, KeySpend, ["key_id"]), [{"key_id": k, "spent": 0, "held": 0} for k in keys])
     query = select(table.c.key_id, table.c.spent, table.c.held).where(table.c.key_id.in_(keys))
     rows = (await conn.execute(query.order_by(table.c.key_id).with_for_update())).all()
@@ -399,6 +399,6 @@ async def add_key_held(conn: AsyncConnection, held: dict[str, int]) -> None:
     """Add to the held amount of key-spend rows locked by `lock_key_spend`."""
     changes = [{"k": k, "h": v} for k, v in sorted(held.items()) if v]
     if changes:
-        table = KeySpend.__table__  # type: ignore[attr-defined]
+        table = KeySpend.__table__
         stmt = update(table).where(table.c.key_id == bindparam("k")).values(held=table.c.held + bindparam("h"))
         await conn.execute(stmt, changes)

@@ -18,7 +18,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Self
@@ -137,7 +137,7 @@ async def operator_channel(target_attr: str) -> AsyncIterator[grpc.aio.Channel]:
         await channel.close()
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]], service: str = "") -> int:
+def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]], service: str = "") -> int:
     """Run one async command; failures become their message and exit code. (`service` is
     kept for callers written before channels named their own service.)"""
     del service
@@ -205,13 +205,6 @@ def read_password(args: argparse.Namespace, optional: bool) -> str:
     if not typed and not optional:
         raise CliError("no password given", EXIT_USAGE)
     return typed
-
-
-def format_micros_usd(micros: int) -> str:
-    """Integer micro-units as USD with all six decimals: 2500001 -> '2.500001'."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def parse_usd_micros(text: str) -> int:

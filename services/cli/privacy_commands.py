@@ -18,6 +18,7 @@ import asyncio
 import getpass
 import json
 import sys
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC
 from typing import Any
 
@@ -56,7 +57,7 @@ def _password(args: argparse.Namespace) -> str:
     return getpass.getpass(f"password for {args.as_email}: ")
 
 
-async def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+async def _channel(args: argparse.Namespace) -> AbstractAsyncContextManager[grpc.aio.Channel]:
     """The privacy channel as the operator, or as the compliance member named by --as."""
     if not args.as_email:
         return operator_channel("privacy_addr")

@@ -24,9 +24,8 @@ import random
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
-
-import grpc
 
 from services.runtime.emails import check_email, normalize_email
 from services.runtime.errors import FailedPrecondition, PermissionDenied, Violations
@@ -51,9 +50,7 @@ LEGAL_HOLD = 3  # gatemesh.privacy.v1.ERASURE_STRATEGY_LEGAL_HOLD
 OPERATOR = "operator"
 SUBJECT = "subject"  # requested_by of self-service requests
 MAX_TEXT = 500
-RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})  # gRPC status code names
 
 
 @dataclass(frozen=True)
@@ -184,8 +181,10 @@ def participant_request_id(request_id: str, round_: int) -> str:
     return request_id if round_ == 0 else f"{request_id}.{round_}"
 
 
-def retryable(code: grpc.StatusCode) -> bool:
-    return code in RETRYABLE
+def retryable(code: Enum) -> bool:
+    """Whether a participant call that failed with this status code (a `grpc.StatusCode`,
+    read by name so that the rules import no transport) may succeed when tried again."""
+    return code.name in RETRYABLE
 
 
 def retry_delay(attempts: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:

@@ -132,7 +132,7 @@ class PrivacyStore:
             query = query.where(RequestRow.due_at <= due_before, RequestRow.status != 4)
         if attention:
             query = query.where(RequestRow.status == NEEDS_ATTENTION)
-        query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)  # type: ignore[attr-defined]
+        query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)
         async with self.sessions() as db:
             rows = list((await db.exec(query)).all())
             return [
@@ -151,7 +151,7 @@ class PrivacyStore:
         )
         due = or_(
             and_(StepRow.status == PENDING, StepRow.next_attempt_at <= now),
-            and_(StepRow.status == STEP_RUNNING, StepRow.lease_expires_at < now),  # type: ignore[operator]
+            and_(StepRow.status == STEP_RUNNING, StepRow.lease_expires_at < now),
         )
         query = (
             select(StepRow.step_id)
@@ -161,14 +161,14 @@ class PrivacyStore:
             .limit(limit)
         )
         if self.postgres:
-            query = query.with_for_update(of=StepRow, skip_locked=True)  # type: ignore[arg-type]
+            query = query.with_for_update(of=StepRow, skip_locked=True)
         async with self.transaction() as db:
             ids = list((await db.exec(query)).all())
             if not ids:
                 return []
             await db.execute(
                 update(StepRow)
-                .where(StepRow.step_id.in_(ids))  # type: ignore[union-attr]
+                .where(StepRow.step_id.in_(ids))
                 .values(
                     status=STEP_RUNNING,
                     lease_owner=owner,
@@ -177,7 +177,7 @@ class PrivacyStore:
                     started_at=now,
                 )
             )
-            query_rows = select(StepRow).where(StepRow.step_id.in_(ids)).execution_options(populate_existing=True)  # type: ignore[union-attr]
+            query_rows = select(StepRow).where(StepRow.step_id.in_(ids)).execution_options(populate_existing=True)
             return list((await db.exec(query_rows)).all())
 
     async def settle_step(self, db: AsyncSession, step: StepRow, owner: str, **values: Any) -> bool:
@@ -192,7 +192,7 @@ class PrivacyStore:
 
     async def reset_steps(self, db: AsyncSession, request_id: str, phases: Sequence[str], now: datetime) -> int:
         """Put steps back in the queue (staff retry): attempts start again."""
-        which = StepRow.phase.in_(phases) if phases else StepRow.status == ATTENTION  # type: ignore[attr-defined]
+        which = StepRow.phase.in_(phases) if phases else StepRow.status == ATTENTION
         query = update(StepRow).where(StepRow.request_id == request_id, which)
         result = await db.execute(
             query.values(status=PENDING, attempts=0, next_attempt_at=now, last_error="", lease_owner=None)
@@ -246,7 +246,7 @@ class PrivacyStore:
         pseudonymous id (account id and pending changes cleared)."""
         exports = await db.execute(delete(ExportRow).where(ExportRow.subject_id == subject_id))
         accounts = select(RequestRow.account_id).where(RequestRow.subject_id == subject_id)
-        notices = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id.in_(accounts)))  # type: ignore[attr-defined]
+        notices = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id.in_(accounts)))
         requests = await db.execute(
             update(RequestRow).where(RequestRow.subject_id == subject_id).values(account_id=None, changes={})
         )
@@ -282,7 +282,7 @@ class PrivacyStore:
         """Append one event to the hash chain, inside the caller's transaction."""
         if self.postgres:
             await db.execute(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=AUDIT_LOCK))
-        last = (await db.exec(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))).first()  # type: ignore[call-overload, union-attr]
+        last = (await db.exec(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))).first()
         prev = last or audit.GENESIS
         moment = at or utcnow()
         body = audit.event_body(moment, request_id, event, actor, subject_id, details or {})
@@ -304,7 +304,7 @@ class PrivacyStore:
         seq = 0
         while True:
             async with self.sessions() as db:
-                query = select(AuditRow).where(AuditRow.seq > seq).order_by(AuditRow.seq).limit(1000)  # type: ignore[operator]
+                query = select(AuditRow).where(AuditRow.seq > seq).order_by(AuditRow.seq).limit(1000)
                 rows = list((await db.exec(query)).all())
             if not rows:
                 return

@@ -172,7 +172,7 @@ class Worker:
         """Dry run (what erasure would do) or verification (what erasure left)."""
         records = 0
         found: dict[str, int] = {}
-        actions: dict[str, dict[str, int]] = {}
+        actions: dict[str, dict[str, Any]] = {}
         async for page in self.participants.export_pages(step.participant, account, pid):
             records += len(page)
             if step.phase == domain.VERIFY:
@@ -247,6 +247,7 @@ class Worker:
             if s.phase == domain.VERIFY
             for store, n in sorted(s.result.get("findings", {}).items())
         ]
+        details: dict[str, Any]
         if erasure and found:
             request.status, request.findings = domain.NEEDS_ATTENTION, found
             event, details = "verification_failed", {"findings": len(found)}

@@ -38,16 +38,12 @@ from services.runtime.errors import (
 )
 from services.runtime.rpc_errors import batch_item_error, domain_error
 
-from .domain import CallUsage, KeyGrant, Price, Tasks
 from .leases import LeaseOffer, Leases, share_from
+from .metered_call import Tasks
+from .model import CallUsage, KeyGrant, Price
 from .outbox import SettleOutbox
 
 log = logging.getLogger("gatemesh.proxy")
-
-# Release RPCs in flight at once (they have no batch twin): hundreds at once, each a
-# transaction on the same few wallet rows, all missed their deadline, were retried and
-# missed it again, so holds of failed calls stayed open (found by tests/reliability).
-RELEASES_IN_FLIGHT = 16
 
 # Per-call metadata: the service credential when the channel has no interceptor adding it.
 Metadata = tuple[tuple[str, str], ...]
@@ -242,7 +238,7 @@ class PriceCache:
 
 class Coalescer:
     """Coalesces concurrent calls of one RPC into calls of its batch twin (VerifyKey into
-    VerifyKeyBatch, Hold into HoldBatch, Settle into SettleBatch): whatever queued while the
+    VerifyKeyBatch, Hold into HoldBatch, Settle into SettleBatch, Release into ReleaseBatch): whatever queued while the
     last batch was in flight goes out together, so a quiet proxy sends batches of one at
     once and a busy one sends few large ones. With `linger_s` (settles, which no answer waits
     for) a batch that would open alone waits that long for others first: at low concurrency
@@ -357,7 +353,10 @@ def _resolve(future: asyncio.Future[Any], result: Any = None, error: BaseExcepti
 
 
 class RemoteLedger:
-    """Ledger over billing's Hold(Batch), Settle(Batch), Release and ListPrices."""
+    """Ledger over billing's Hold(Batch), Settle(Batch), Release(Batch) and ListPrices. Releases
+    are coalesced like the rest: sent one by one, hundreds at once (a burst of failed calls),
+    each a transaction on the same few wallet rows, they queued on those rows past their
+    deadline, were retried and missed it again, so holds stayed open (tests/reliability)."""
 
     def __init__(
         self,
@@ -371,7 +370,6 @@ class RemoteLedger:
     ) -> None:
         self._stub = billing_pb2_grpc.BillingServiceStub(channel)
         self._timeout = timeout_s
-        self._releases = asyncio.Semaphore(RELEASES_IN_FLIGHT)
         self._ttl = hold_ttl_s
         self._md = metadata
         self.prices = PriceCache(self._stub, timeout_s, refresh_s, metadata)
@@ -380,6 +378,7 @@ class RemoteLedger:
         self._settles = Coalescer(
             stub.Settle, stub.SettleBatch, settle_batch, timeout_s, batch, metadata, linger_s=settle_linger_s
         )
+        self._releases = Coalescer(stub.Release, stub.ReleaseBatch, release_batch, timeout_s, batch, metadata)
         self.outbox: SettleOutbox | None = None
 
     async def price(self, model: str) -> Price | None:
@@ -423,11 +422,7 @@ class RemoteLedger:
         request = billing_pb2.ReleaseRequest(hold_id=hold_id, idempotency_key=f"{idempotency_key}:release")
         if usage is not None:
             request.usage.CopyFrom(usage_proto(usage))
-        try:
-            async with self._releases:  # the deadline starts once the call is sent
-                await self._stub.Release(request, timeout=self._timeout, metadata=self._md)
-        except grpc.aio.AioRpcError as error:
-            raise domain_error(error, "billing") from None
+        await self._releases.call(request)
 
 
 def verify_batch(items: list[auth_pb2.VerifyKeyRequest]) -> auth_pb2.VerifyKeyBatchRequest:
@@ -440,6 +435,10 @@ def hold_batch(items: list[billing_pb2.HoldRequest]) -> billing_pb2.HoldBatchReq
 
 def settle_batch(items: list[billing_pb2.SettleRequest]) -> billing_pb2.SettleBatchRequest:
     return billing_pb2.SettleBatchRequest(items=items)
+
+
+def release_batch(items: list[billing_pb2.ReleaseRequest]) -> billing_pb2.ReleaseBatchRequest:
+    return billing_pb2.ReleaseBatchRequest(items=items)
 
 
 def key_error(error: DomainError) -> DomainError:

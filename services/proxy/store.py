@@ -21,7 +21,7 @@ from sqlmodel import Field, SQLModel
 
 from services.runtime.db import insert_rows
 
-from .domain import LogEntry
+from .model import LogEntry
 
 log = logging.getLogger("gatemesh.proxy.store")
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 
-from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn
+from services.billing.domain import Billing, HoldIn, ReleaseIn, SettleIn, UsageIn
 from services.runtime.errors import FailedPrecondition
 
 from .ledger_checks import assert_invariants
@@ -98,7 +98,7 @@ async def test_500_holds_in_concurrent_batches_and_singles_on_one_account_never_
 async def test_settle_batches_race_holds_settles_and_releases_without_deadlock_or_drift(billing: Billing) -> None:
     """Settle batches within their holds (which lock the ledger rows only at the end), a batch
     with items above their hold (which locks them first), a concurrent replay of a batch,
-    single settles, releases and new holds race on two accounts and one API key: nothing
+    single settles, single and batched releases and new holds race on two accounts and one API key: nothing
     deadlocks, each hold resolves once, the replay answers like the first, every balance an
     item reports is its batch's running balance, and the ledger adds up."""
     accounts = ["race-a", "race-b"]
@@ -116,11 +116,13 @@ async def test_settle_batches_race_holds_settles_and_releases_without_deadlock_o
     above = [settle(i, 1500 if i % 2 else 600) for i in range(120, 160)]
     work = [billing.settle_batch(batch) for batch in (*within, above, within[0])]
     work += [billing.settle(settle(i, 300)) for i in range(160, 180)]
-    work += [billing.release(holds[i], f"rr{i}") for i in range(180, 200)]
+    work += [billing.release(holds[i], f"rr{i}") for i in range(180, 190)]
+    work += [billing.release_batch([ReleaseIn(holds[i], f"rr{i}") for i in range(190, 200)])]
     work += [billing.hold(accounts[i % 2], 500, 0, f"rn{i}", key_id="race-key", key_cap=10**9) for i in range(40)]
     outcomes = await asyncio.gather(*work, return_exceptions=True)
     errors = [o for o in outcomes if isinstance(o, BaseException)]
     errors += [r for o in outcomes[:5] if isinstance(o, list) for r in o if isinstance(r, BaseException)]
+    errors += [r for r in outcomes[35] if isinstance(r, BaseException)]  # type: ignore[union-attr]
     assert errors == [], [repr(e)[:300] for e in errors[:3]]
     assert outcomes[4] == outcomes[0]  # the concurrent replay of the first batch
     for batch in outcomes[:3]:

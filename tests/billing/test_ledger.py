@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select, update
 
-from services.billing.domain import Billing, HoldIn, SettleIn, UsageIn, UsageQuery
+from services.billing.domain import Billing, HoldIn, ReleaseIn, ReleaseResult, SettleIn, UsageIn, UsageQuery
 from services.billing.store import Code, Hold, Transfer, UsageDailyAnonymous, UsageRow
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
@@ -341,6 +341,46 @@ async def test_retention_sweep_forgets_old_idempotency_keys(billing: Billing) ->
     await billing.retention_sweep(365)
     second = await billing.grant("acct19", 5, "x", "old-key")  # a new grant: the key was forgotten
     assert second.transfer_id != first.transfer_id and second.balance_micros == 10
+
+
+async def test_release_batch_matches_single_releases_and_is_idempotent(billing: Billing) -> None:
+    """Each item of a ReleaseBatch gives its hold back as Release would (usage recorded at no
+    cost when given), fails alone (unknown hold, resolved hold, bad usage), reports its
+    wallet's running balance, and shares Release's idempotency keys both ways."""
+    await funded(billing, "rel1", 2 * USD)
+    await funded(billing, "rel2", USD)
+    h1 = await billing.hold("rel1", USD, 0, "rh1", key_id="key-r", key_cap=2 * USD)
+    h2 = await billing.hold("rel2", 300_000, 0, "rh2")
+    h3 = await billing.hold("rel2", 200_000, 0, "rh3")
+    single = await billing.release(h3.hold_id, "rr3")
+    items = [
+        ReleaseIn(h1.hold_id, "rr1", usage(tokens=(10, 0), key_id="key-r", status="upstream_error")),
+        ReleaseIn(h2.hold_id, "rr2"),
+        ReleaseIn(h2.hold_id, "rr2b"),  # the same hold again in the batch
+        ReleaseIn("missing", "rr4"),
+        ReleaseIn(h1.hold_id, "rr5", usage(model="")),
+        ReleaseIn(h3.hold_id, "rr3"),  # replays the single release
+        ReleaseIn(h2.hold_id, "rr2"),  # a repeat of rr2 within the batch
+    ]
+    results = await billing.release_batch(items)
+    assert [type(r).__name__ for r in results] == [
+        "ReleaseResult", "ReleaseResult", "FailedPrecondition", "NotFound", "InvalidArgument", "ReleaseResult",
+        "ReleaseResult",
+    ]  # fmt: skip
+    assert results[0] == ReleaseResult(USD, 2 * USD)
+    assert results[1] == ReleaseResult(300_000, USD)  # rel2's wallet: 1 USD - 300k + 300k (h3's came back before)
+    assert results[5] == single and results[6] == results[1]
+    assert await billing.release_batch(items[:2]) == results[:2]  # replays return the first results
+    assert await billing.release(h2.hold_id, "rr2") == results[1]  # and the single path replays the batch's
+    for account, amount in (("rel1", 2 * USD), ("rel2", USD)):
+        assert (await billing.balance(account)).balance_micros == amount
+        assert (await billing.balance(account)).held_micros == 0
+    (record,) = (await billing.list_usage(UsageQuery("rel1"))).records
+    assert (record.cost_micros, record.status) == (0, "upstream_error")
+    assert (await billing.list_usage(UsageQuery("rel2"))).records == []
+    # key-r's hold is resolved with nothing spent: its whole cap may be reserved again.
+    assert (await billing.hold("rel1", 2 * USD, 0, "rh6", key_id="key-r", key_cap=2 * USD)).amount_micros == 2 * USD
+    await assert_invariants(billing.engine)
 
 
 async def test_settle_batch_matches_single_settles_and_is_idempotent(billing: Billing) -> None:

@@ -175,6 +175,28 @@ async def test_settle_batch_commits_good_items_and_reports_bad_ones(stub) -> Non
     assert (balance.balance_micros, balance.held_micros) == (USD - 300, 0)
 
 
+async def test_release_batch_releases_good_items_and_reports_bad_ones(stub) -> None:
+    await grant(stub, "carol", USD, "g-carol")
+    holds = [
+        await stub.Hold(
+            billing_pb2.HoldRequest(account_id="carol", amount_micros=1000, idempotency_key=f"rh{i}"),
+            metadata=as_service(),
+        )
+        for i in range(2)
+    ]
+    items = [billing_pb2.ReleaseRequest(hold_id=h.hold_id, idempotency_key=f"rl{i}") for i, h in enumerate(holds)]
+    items.append(billing_pb2.ReleaseRequest(hold_id="missing", idempotency_key="rlx"))
+    items.append(billing_pb2.ReleaseRequest(hold_id=holds[0].hold_id, idempotency_key="rly"))
+    reply = await stub.ReleaseBatch(billing_pb2.ReleaseBatchRequest(items=items), metadata=as_service())
+    assert [(i.error_code, i.error_reason) for i in reply.items] == [
+        ("", ""), ("", ""), ("NOT_FOUND", ""), ("FAILED_PRECONDITION", "hold_resolved"),
+    ]  # fmt: skip
+    assert [i.result.released_micros for i in reply.items[:2]] == [1000, 1000]
+    assert reply.items[1].result.balance_micros == USD
+    balance = await stub.AdminGetBalance(billing_pb2.AdminGetBalanceRequest(account_id="carol"), metadata=bearer(ADMIN))
+    assert (balance.balance_micros, balance.held_micros) == (USD, 0)
+
+
 async def test_hold_batch_places_what_fits_and_reports_the_rest_with_reasons(stub) -> None:
     await grant(stub, "bob", 2500, "g-bob")
     items = [billing_pb2.HoldRequest(account_id="bob", amount_micros=1000, idempotency_key=f"hb{i}") for i in range(3)]

@@ -39,6 +39,30 @@ class SettleBatchResponse(_message.Message):
     items: _containers.RepeatedCompositeFieldContainer[SettleBatchItem]
     def __init__(self, items: _Optional[_Iterable[_Union[SettleBatchItem, _Mapping]]] = ...) -> None: ...
 
+class ReleaseBatchRequest(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReleaseRequest]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReleaseRequest, _Mapping]]] = ...) -> None: ...
+
+class ReleaseBatchItem(_message.Message):
+    __slots__ = ("result", "error_code", "error_message", "error_reason")
+    RESULT_FIELD_NUMBER: _ClassVar[int]
+    ERROR_CODE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    ERROR_REASON_FIELD_NUMBER: _ClassVar[int]
+    result: ReleaseResponse
+    error_code: str
+    error_message: str
+    error_reason: str
+    def __init__(self, result: _Optional[_Union[ReleaseResponse, _Mapping]] = ..., error_code: _Optional[str] = ..., error_message: _Optional[str] = ..., error_reason: _Optional[str] = ...) -> None: ...
+
+class ReleaseBatchResponse(_message.Message):
+    __slots__ = ("items",)
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[ReleaseBatchItem]
+    def __init__(self, items: _Optional[_Iterable[_Union[ReleaseBatchItem, _Mapping]]] = ...) -> None: ...
+
 class HoldBatchRequest(_message.Message):
     __slots__ = ("items",)
     ITEMS_FIELD_NUMBER: _ClassVar[int]

@@ -142,6 +142,11 @@ class BillingServiceStub:
                 request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.FromString,
                 _registered_method=True)
+        self.ReleaseBatch = channel.unary_unary(
+                '/gatemesh.billing.v1.BillingService/ReleaseBatch',
+                request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchResponse.FromString,
+                _registered_method=True)
         self.RunRetentionSweep = channel.unary_unary(
                 '/gatemesh.billing.v1.BillingService/RunRetentionSweep',
                 request_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.RunRetentionSweepRequest.SerializeToString,
@@ -305,6 +310,16 @@ class BillingServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ReleaseBatch(self, request, context):
+        """Release many holds in one transaction: the proxy coalesces the releases of failed and
+        abandoned calls into it (hundreds of single releases on the same wallets queued on their
+        row locks past their deadlines). Each item succeeds or fails on its own, as Release
+        would; nothing is acknowledged before the commit.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def RunRetentionSweep(self, request, context):
         """Retention (P5.2): roll usage records older than the retention period into anonymous
         daily aggregates and delete them; the privacy service or the built-in sweeper calls it.
@@ -420,6 +435,11 @@ def add_BillingServiceServicer_to_server(servicer, server):
                     servicer.HoldBatch,
                     request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.FromString,
                     response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.SerializeToString,
+            ),
+            'ReleaseBatch': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReleaseBatch,
+                    request_deserializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchRequest.FromString,
+                    response_serializer=gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchResponse.SerializeToString,
             ),
             'RunRetentionSweep': grpc.unary_unary_rpc_method_handler(
                     servicer.RunRetentionSweep,
@@ -996,6 +1016,33 @@ class BillingService:
             '/gatemesh.billing.v1.BillingService/HoldBatch',
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchRequest.SerializeToString,
             gatemesh_dot_billing_dot_v1_dot_billing__pb2.HoldBatchResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReleaseBatch(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.billing.v1.BillingService/ReleaseBatch',
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchRequest.SerializeToString,
+            gatemesh_dot_billing_dot_v1_dot_billing__pb2.ReleaseBatchResponse.FromString,
             options,
             channel_credentials,
             insecure,
