@@ -1,6 +1,6 @@
 """The reliability results table: what every reliability test tried and what it found.
 
-Tests add rows with `record(...)`; `tests/reliability/conftest.py` prints the table at the
+Tests add rows with `record(...)`; `tests/conftest.py` prints the table at the
 end of the run, and `python -m bench.soak` prints the same table for its longer run.
 """
 
