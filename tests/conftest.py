@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 from redis.asyncio import Redis
@@ -42,11 +44,26 @@ async def redis_url() -> AsyncIterator[str]:
     await client.aclose()
 
 
+def pytest_configure(config: pytest.Config) -> None:
+    """In the controller (or a run without workers): the file the results table's rows go
+    to, from whichever process makes them (see tests/reliability/results.py)."""
+    from tests.reliability.results import RESULTS_ENV
+
+    if not hasattr(config, "workerinput"):
+        fd, path = tempfile.mkstemp(prefix="gm-results-", suffix=".jsonl")
+        os.close(fd)
+        os.environ[RESULTS_ENV] = path
+
+
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     """The reliability results table, when a test of the run added rows to it (the
     reliability tests, schemathesis: see tests/reliability/results.py)."""
-    from tests.reliability.results import ROWS, table
+    from tests.reliability.results import RESULTS_ENV, recorded, table
 
-    if ROWS:
+    rows = recorded()
+    if rows:
         terminalreporter.section("reliability results")
-        terminalreporter.write_line(table(ROWS))
+        terminalreporter.write_line(table(rows))
+    path = os.environ.get(RESULTS_ENV)
+    if path and not hasattr(terminalreporter.config, "workerinput"):
+        Path(path).unlink(missing_ok=True)

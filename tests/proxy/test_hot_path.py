@@ -304,7 +304,11 @@ async def test_participant_exports_and_erases_request_metadata_once(live: Mesh) 
     stub = participant_pb2_grpc.PrivacyParticipantStub(live.channel("proxy"))
     service = [(SERVICE_TOKEN_HEADER, SERVICE_TOKEN)]
     subject = participant_pb2.ExportSubjectRequest(subject={"account_id": user.account_id})
-    exported = await stub.ExportSubject(subject, metadata=service)
+    for _ in range(100):  # the request-log row is recorded just after the settle reaches billing
+        exported = await stub.ExportSubject(subject, metadata=service)
+        if exported.records:
+            break
+        await asyncio.sleep(0.05)
     (record,) = exported.records
     assert record.message == "gatemesh.proxy.v1.RequestLogRecord"
     assert record.data["model"] == MODEL and record.data["outcome"] == "ok"

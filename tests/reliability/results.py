@@ -2,11 +2,19 @@
 
 Tests add rows with `record(...)`; `tests/conftest.py` prints the table at the
 end of the run, and `python -m bench.soak` prints the same table for its longer run.
+Under pytest-xdist the rows are made in the workers and printed by the controller, so each
+row is also appended, one JSON line, to the file `GATEMESH_RESULTS_FILE` names (set by the
+controller before the workers start).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import json
+import os
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+RESULTS_ENV = "GATEMESH_RESULTS_FILE"
 
 
 @dataclass
@@ -28,7 +36,19 @@ HEADER = ("test", "calls under load", "faults injected", "faults survived", "inp
 
 def record(row: Row) -> Row:
     ROWS.append(row)
+    path = os.environ.get(RESULTS_ENV)
+    if path:
+        with open(path, "a") as out:  # one short line per write: appends from two workers do not interleave
+            out.write(json.dumps(asdict(row)) + "\n")
     return row
+
+
+def recorded() -> list[Row]:
+    """Every row of the run: from the shared file when there is one, else this process's."""
+    path = os.environ.get(RESULTS_ENV)
+    if not path or not Path(path).exists():
+        return list(ROWS)
+    return [Row(**json.loads(line)) for line in Path(path).read_text().splitlines() if line]
 
 
 def table(rows: list[Row]) -> str:
