@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from redis.asyncio import BlockingConnectionPool, Redis
 
+from .health import Dependency
+
 
 def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0, cluster: bool = False) -> Redis:
     """A pooled client for `url`, or the in-process substitute when `url` is empty.
@@ -29,3 +31,22 @@ def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0,
     import fakeredis
 
     return fakeredis.FakeAsyncRedis()
+
+
+def redis_check(url: str, timeout_s: float = 2.0, cluster: bool = False) -> list[Dependency]:
+    """The health check of a service's Redis (`health`): PING on a client of its own, so
+    a pool busy under load cannot make it look down. None for the in-process substitute
+    (it lives in the process)."""
+    if not url:
+        return []
+    if cluster:
+        from redis.asyncio.cluster import RedisCluster
+
+        client: Redis = RedisCluster.from_url(url, socket_timeout=timeout_s)  # type: ignore[assignment]
+    else:
+        client = Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
+
+    async def ping() -> None:
+        await client.ping()
+
+    return [Dependency("redis", ping, client.aclose)]
