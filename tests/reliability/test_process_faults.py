@@ -34,7 +34,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from tests.reliability.harness import ADMIN_TOKEN, CHAOS, PASSWORD, SERVICES, Account, ChaosMesh, chaos_mesh
-from tests.reliability.load import PROMPT, Call, Verdict, check_billing, outcomes, plan_calls, run_load
+from tests.reliability.load import PROMPT, Call, Verdict, check_billing, openai_shaped, outcomes, plan_calls, run_load
 from tests.reliability.results import Row, record
 
 pytestmark = pytest.mark.e2e
@@ -118,7 +118,8 @@ async def probe_call(mesh: ChaosMesh, call: Call) -> None:
                 model=CHAOS, messages=[{"role": "user", "content": PROMPT}], extra_body={"fake_words": 12}
             )
         except openai.APIStatusError as error:
-            call.outcome, call.status = "refused", error.status_code
+            call.outcome, call.status, call.detail = "refused", error.status_code, error.message[:200]
+            call.error_shaped = openai_shaped(error.body)
             return
         except openai.APIConnectionError as error:
             call.outcome, call.detail = "error", type(error).__name__
@@ -133,6 +134,8 @@ def unclean(calls: list[Call], cut_by_kill: bool) -> list[str]:
     knows it is incomplete), but only for the proxy's kill."""
     bad = []
     for call in calls:
+        if call.outcome == "refused" and not call.error_shaped:
+            bad.append(f"{call.key_id}: refused ({call.status}) without an error body: {call.detail!r}")
         if call.outcome in ("served", "refused", "cut", "left"):
             continue
         if cut_by_kill and call.stream and call.status == 200 and "RemoteProtocolError" in call.detail:
@@ -282,11 +285,11 @@ async def terminate_backends(mesh: ChaosMesh) -> int:
     return sum(1 for row in rows if row["done"])
 
 
-def pg_terminations(mesh: ChaosMesh, phase: Phase, rounds: int = 3) -> Callable[[], Awaitable[None]]:
+def pg_terminations(mesh: ChaosMesh, phase: Phase, rounds: int = 4) -> Callable[[], Awaitable[None]]:
     async def fault() -> None:
         for _ in range(rounds):
             phase.faults += await terminate_backends(mesh)
-            await asyncio.sleep(0.7)
+            await asyncio.sleep(0.5)
 
     return fault
 
@@ -338,7 +341,30 @@ async def store_phase(
             phase.problems.append(f"{service} was restarted or died")
         if not await wait_health(mesh, service, SERVING, 10):
             phase.problems.append(f"{service} not SERVING after: {phase.name}")
+    phase.problems += await unlogged(mesh, phase.calls)
+    phase.problems += leaked_parameters(mesh)
     return phase
+
+
+async def unlogged(mesh: ChaosMesh, calls: list[Call]) -> list[str]:
+    """Served calls without a row in the proxy's request log (the user's usage listing):
+    a batch whose connection was terminated must be written on a new one."""
+    await asyncio.sleep(0.5)  # the writer flushes every 0.1 s
+    rows = await mesh.rows("proxy", "SELECT key_id FROM request_log")
+    logged = {row["key_id"] for row in rows}
+    served = [call.key_id for call in calls if call.outcome == "served"]
+    return [f"{key_id}: served, not in the request log" for key_id in served if key_id not in logged]
+
+
+def leaked_parameters(mesh: ChaosMesh) -> list[str]:
+    """A failed statement's parameters (account ids, keys) in a service's log: an error
+    logged with its driver's text or traceback instead of its type."""
+    found = []
+    for name in (*SERVICES, "privacy"):
+        text = mesh.logs[name].read_text(errors="replace")
+        if "[parameters:" in text or "Traceback" in text:
+            found.append(f"{name}'s log has a traceback or a statement's parameters")
+    return found
 
 
 def test_process_faults_under_load_lose_nothing_and_recover(mesh: ChaosMesh) -> None:
@@ -349,7 +375,7 @@ def test_process_faults_under_load_lose_nothing_and_recover(mesh: ChaosMesh) -> 
         probes = Probes((await mesh.accounts(1, PROBES, CREDIT))[0])
         # The proxy first: the holds of the calls it was serving expire while the rest runs.
         phases = [await kill_phase(mesh, probes, name, seed) for seed, name in enumerate(("proxy", "auth", "billing"))]
-        redis, pg = Phase("Redis restarted", faults=1), Phase("pg_terminate_backend (3 rounds)", faults=0)
+        redis, pg = Phase("Redis restarted", faults=1), Phase("pg_terminate_backend (4 rounds)", faults=0)
         phases.append(await store_phase(mesh, probes, redis, redis_restart(mesh, redis), seed=3))
         phases.append(await store_phase(mesh, probes, pg, pg_terminations(mesh, pg), seed=4))
         return phases
@@ -359,9 +385,7 @@ def test_process_faults_under_load_lose_nothing_and_recover(mesh: ChaosMesh) -> 
     for number, phase in enumerate(phases):
         verdicts = asyncio.run(check_billing(mesh, phase.accounts, phase.calls, hold_wait_s=60 if number == 0 else 5))
         record(verdict_row(phase, verdicts))
-        seen = outcomes(phase.calls)
-        if seen["served"] < len(phase.calls) // 5:
-            phase.problems.append(f"too few calls served: {dict(seen)}")
+        print(f"{phase.name}: {dict(outcomes(phase.calls))}")  # shown with -s: the figures in the README
         failed = [f"{v.name}: {v.failures[:3]}" for v in verdicts if not v.passed]
         if phase.problems or failed:
             failures[phase.name] = [*phase.problems[:5], *failed]
