@@ -1,12 +1,13 @@
 """Which exceptions mean that a store (PostgreSQL, Redis) was unreachable rather than that
 the code or the request was wrong.
 
-The shared interceptor answers those with UNAVAILABLE instead of INTERNAL: callers retry
-UNAVAILABLE (the proxy's settles and holds, the privacy worker's steps), while INTERNAL is
-final; a settle the proxy had stored for replay would be dropped on it, leaving a served
-call unbilled (found by `tests/reliability/test_process_faults.py`: connections ended with
-`pg_terminate_backend` under load). By then the pool has discarded the dead connection, so
-the retry gets a new one.
+The shared interceptor answers those with UNAVAILABLE instead of INTERNAL, and logs them by
+type only: before, they were INTERNAL with a traceback whose driver text carried the failed
+statement's parameters (account ids, idempotency keys) into the log, and a REST client got
+a 500 for what a retry would have served (found by `tests/reliability/test_process_faults.py`:
+connections ended with `pg_terminate_backend` under load). By then the pool has discarded
+the dead connection, so the retry gets a new one; `again_if_connection_lost` retries a
+transaction once on the spot where no caller would (the proxy's request-log writer).
 """
 
 from __future__ import annotations
@@ -45,8 +46,7 @@ def connection_lost(error: BaseException) -> bool:
 
 def store_unreachable(error: BaseException) -> bool:
     """A lost database connection or an unreachable Redis: the call may succeed when
-    retried (UNAVAILABLE), unlike a bug (INTERNAL, which callers do not retry: the proxy
-    would drop a settle it had stored for replay)."""
+    retried (UNAVAILABLE, which callers and REST clients retry), unlike a bug (INTERNAL)."""
     return connection_lost(error) or isinstance(error, RedisConnectionError | RedisTimeoutError)
 
 

@@ -49,7 +49,7 @@ FAULT_ENV = {
     # A killed proxy's holds (calls whose answer never completed) expire within the test
     # (the proxy is killed first); long enough that settles delayed by billing's own
     # restart (seconds on a loaded machine) still find their hold open.
-    "GATEMESH_PROXY_HOLD_TTL_S": "45",
+    "GATEMESH_PROXY_HOLD_TTL_S": "30",
 }
 
 

@@ -167,8 +167,8 @@ async def lost_server(tmp_path, pg_database: Callable[[str], Awaitable[str]]) ->
 async def test_a_lost_database_connection_is_answered_unavailable_and_logged_without_parameters(
     lost_server: str, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """UNAVAILABLE, which callers retry (INTERNAL made the proxy drop a stored settle);
-    the log line names the error's type, never the statement's parameters."""
+    """UNAVAILABLE, which callers retry (it was INTERNAL); the log line names the error's
+    type, never the statement's parameters (the traceback carried them)."""
     async with grpc.aio.insecure_channel(lost_server) as channel:
         stub = auth_pb2_grpc.AuthServiceStub(channel)
         with caplog.at_level(logging.INFO), pytest.raises(grpc.aio.AioRpcError) as failed:
