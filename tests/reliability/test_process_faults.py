@@ -212,7 +212,7 @@ def killed_mid_erasure(mesh: ChaosMesh, name: str, request_id: str) -> Callable[
             async with mesh.channel("privacy") as channel:
                 stub = privacy_pb2_grpc.PrivacyServiceStub(channel)
                 await stub.ApproveRequest(privacy_pb2.ApproveRequestRequest(request_id=request_id), metadata=OPERATOR)
-                for _ in range(100):
+                for _ in range(200):
                     if await erasure_step(stub, request_id, name) == privacy_pb2.STEP_STATUS_RUNNING:
                         break
                     await asyncio.sleep(0.05)
@@ -223,8 +223,9 @@ def killed_mid_erasure(mesh: ChaosMesh, name: str, request_id: str) -> Callable[
     return fault
 
 
-async def erased_once(mesh: ChaosMesh, request_id: str) -> list[str]:
-    """The erasure completed, and each participant applied it exactly once."""
+async def erased_once(mesh: ChaosMesh, request_id: str, killed: str) -> list[str]:
+    """The erasure completed, each participant applied it exactly once, and the killed
+    one's step took a second attempt (its first was in flight when it died)."""
     async with mesh.channel("privacy") as channel:
         stub = privacy_pb2_grpc.PrivacyServiceStub(channel)
         deadline = time.monotonic() + 60
@@ -232,11 +233,12 @@ async def erased_once(mesh: ChaosMesh, request_id: str) -> list[str]:
             get = privacy_pb2.GetRequestRequest(request_id=request_id)
             request = (await stub.GetRequest(get, metadata=OPERATOR)).request
             if request.status == privacy_pb2.REQUEST_STATUS_COMPLETED:
+                attempts = [s.attempts for s in request.steps if s.participant == killed and s.phase == "erase"]
                 break
             if time.monotonic() > deadline:
                 return [f"erasure {request_id} not completed: status {request.status}"]
             await asyncio.sleep(0.2)
-    problems = []
+    problems = [] if attempts and attempts[0] >= 2 else [f"{killed}'s erase step attempts: {attempts}"]
     for service, table in (("billing", "erasures"), ("proxy", "erasures"), ("auth", "erasure_requests")):
         rows = await mesh.rows(service, f"SELECT request_id FROM {table} WHERE request_id = $1", request_id)
         if len(rows) != 1:
@@ -338,7 +340,7 @@ async def kill_phase(mesh: ChaosMesh, probes: Probes, name: str, seed: int) -> P
     await under_load(mesh, phase, fault, seed)
     phase.problems += unclean(phase.calls, cut_by_kill=name == "proxy")
     if erasure:
-        phase.problems += await erased_once(mesh, erasure)
+        phase.problems += await erased_once(mesh, erasure, name)
     if not await probes.served(mesh, phase):
         phase.problems.append(f"no call served after {name} restarted")
     return phase
