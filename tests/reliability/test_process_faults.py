@@ -99,7 +99,9 @@ class Probes:
         self.keys = list(account.keys.items())
 
     async def served(self, mesh: ChaosMesh, phase: Phase, within_s: float = 15) -> bool:
+        """True once a probe is served; else the last probe's refusal is added to the problems."""
         deadline = time.monotonic() + within_s
+        call = None
         while self.keys and time.monotonic() < deadline:
             key_id, api_key = self.keys.pop()
             call = Call(key_id, api_key, stream=False, leave_after=None)
@@ -108,6 +110,8 @@ class Probes:
             if call.outcome == "served":
                 return True
             await asyncio.sleep(0.5)
+        if call is not None:
+            phase.problems.append(f"the last probe: {call.outcome} {call.status} {call.detail}")
         return False
 
 
