@@ -14,8 +14,9 @@ usage records and `--others-usage` records for each other account in billing, an
    participant's records streamed, paged, encrypted at rest), download the JSON export
    and count its usage records;
 2. erasure: raise a self-service erasure and wait until it completes: the erasure phases
-   (proxy, billing, auth), the verification export from every participant, the signed
-   certificate and the vacuum of the touched tables.
+   (proxy, billing, auth; each participant vacuums the tables its erasure touched), the
+   verification export from every participant, the signed certificate and the privacy
+   service's own vacuum.
 
 Before and after the erasure it fingerprints every other account's rows (count and an md5
 over them, per table) and checks they are identical. The setup is timed but not judged.

@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
-# The whole check: protos, lint, then every test against real PostgreSQL and Redis.
+# The whole check: protos, lint, types (mypy over services/, [tool.mypy] in pyproject.toml),
+# then every test against real PostgreSQL and Redis.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 bash scripts/proto_check.sh
 .venv/bin/ruff check .
 .venv/bin/ruff format --check .
+.venv/bin/mypy
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"

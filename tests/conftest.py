@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 import pytest
 from redis.asyncio import Redis
 
-from tests.support import REDIS_SERVER, create_database, drop_database
+from tests.support import create_database, drop_database, redis_db
 
 
 @pytest.fixture
@@ -26,15 +26,15 @@ async def pg_database() -> AsyncIterator[Callable[[str], Awaitable[str]]]:
         await drop_database(url)
 
 
-# Each pytest process takes its own logical database (1-15), so that two test runs on one
-# machine (a developer's and CI's) do not flush each other's keys mid-test.
-REDIS_DB = 1 + os.getpid() % 15
+# Each pytest process takes its own logical database (see `tests.support.redis_db`), so that
+# two test runs on one machine, or two xdist workers, do not flush each other's keys mid-test.
+REDIS_URL = redis_db(os.getpid() % 3)
 
 
 @pytest.fixture
 async def redis_url() -> AsyncIterator[str]:
     """A real Redis logical database, flushed before and after the test."""
-    url = f"{REDIS_SERVER}/{REDIS_DB}"
+    url = REDIS_URL
     client = Redis.from_url(url)
     await client.flushdb()
     yield url

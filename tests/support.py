@@ -27,6 +27,20 @@ ROOT = Path(__file__).resolve().parent.parent
 PG_SERVER = os.environ.get("GATEMESH_TEST_PG", "postgresql://postgres@127.0.0.1:5432")
 REDIS_SERVER = os.environ.get("GATEMESH_TEST_REDIS", "redis://127.0.0.1:6379")
 
+# Logical Redis databases. Each pytest process takes its own range (an xdist worker by its
+# number), so that parallel workers never flush each other's keys: slots 0-2 for the per-test
+# fixture (chosen by pid, so a developer's run and CI's rarely meet), 3 the proxy meshes,
+# 4 the edge meshes, 5 the outbox tests, 6 spare.
+WORKER = int(os.environ.get("PYTEST_XDIST_WORKER", "gw0").removeprefix("gw") or 0) % 2
+
+
+def redis_db(slot: int) -> str:
+    """The URL of this process's logical Redis database number `slot` (0-6)."""
+    return f"{REDIS_SERVER}/{1 + 7 * WORKER + slot}"
+
+
+REDIS_PROXY, REDIS_EDGE, REDIS_OUTBOX = redis_db(3), redis_db(4), redis_db(5)
+
 
 _HANDED_OUT: set[int] = set()
 

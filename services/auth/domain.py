@@ -363,6 +363,17 @@ class Accounts:
         await self.log("account_closed", account.account_id, origin)
         return await self.get(account.account_id)
 
+    async def close_for_holder(self, account_id: str, email: str, origin: Origin) -> AccountRow:
+        """Staff closure on the holder's behalf (P5.4, P8.4): as `close`, without the holder's
+        password; an account already closed (or erased) is returned unchanged."""
+        account = await self.find(account_id, email)
+        if account.status != ACTIVE:
+            return account
+        hashes = await self.store.close_account(account.account_id, now())
+        await self._revoke_keys(hashes)
+        await self.log("account_closed_by_staff", account.account_id, origin)
+        return await self.get(account.account_id)
+
     async def set_analytics_opt_out(self, caller: Principal, opt_out: bool) -> AccountRow:
         """P7.3: honoured at once, including by cached key verifications."""
         account = await self.store.update_account(caller.account_id, analytics_opt_out=opt_out)

@@ -12,6 +12,7 @@ background flush, so a verified call costs no database write.
 from __future__ import annotations
 
 import base64
+import builtins
 import hmac
 import re
 import secrets
@@ -257,7 +258,9 @@ class Keys:
         await self._log("key_revoked", key.account_id, origin)
         return key
 
-    async def update(self, key_id: str, allowed_models: list[str], spend_cap_micros: int, origin: Origin) -> ApiKeyRow:
+    async def update(
+        self, key_id: str, allowed_models: builtins.list[str], spend_cap_micros: int, origin: Origin
+    ) -> ApiKeyRow:  # builtins.: `list` here is Keys.list
         """Replace a key's allowlist and spend cap (admins); every cache and lease of it goes."""
         old = await self._owned(key_id, None)
         spec = KeySpec(name=old.name, allowed_models=allowed_models, spend_cap_micros=spend_cap_micros)
@@ -343,7 +346,7 @@ class Keys:
             raise outcome
         return outcome
 
-    async def verify_many(self, requests: Sequence[VerifyIn]) -> list[Verified | Exception]:
+    async def verify_many(self, requests: Sequence[VerifyIn]) -> builtins.list[Verified | Exception]:
         """`verify` for many requests, their rate limits (and rate shares) taken in one Redis
         round trip (in request order: two requests of one key count as they would one after
         the other). Keys in this process's cache are checked on the spot; the others are

@@ -10,7 +10,9 @@ everything auth holds about a person (P8.1-P8.3).
   so ids in other services' legal-hold records still resolve to nobody) and deletes the
   password hash, keys, sessions, security events and policy acceptances; keys are
   revoked in every cache. It is idempotent per request_id: the first result is stored and
-  replayed. An erased account exports nothing.
+  replayed. An erased account exports nothing. Then the touched tables are purged
+  (`runtime.participant.purge`: VACUUM on PostgreSQL), so that the old email and hashes
+  leave the storage files too; a replay purges again.
 """
 
 from __future__ import annotations
@@ -19,28 +21,20 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
-from google.protobuf.timestamp_pb2 import Timestamp
-
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.errors import InvalidArgument, NotFound, Violations
-from services.runtime.participant import describe_data, to_record
+from services.runtime.participant import describe_data, json_page, message_records, purge, to_record
+from services.runtime.timestamps import optional_timestamp as timestamp
 
 from .domain import ERASED, Accounts, check_email, normalize_email
 from .keycache import KeyCache
-from .store import AccountRow, now, utc
+from .store import AccountRow, now
 
 SERVICE = "auth"
 HELD = "(held, not exported)"
-
-
-def timestamp(value: datetime | None) -> Timestamp | None:
-    value = utc(value)
-    if value is None:
-        return None
-    stamp = Timestamp()
-    stamp.FromDatetime(value)
-    return stamp
+# What an erasure deletes from or rewrites: vacuumed after it.
+TOUCHED_BY_ERASURE = ("accounts", "api_keys", "sessions", "security_events", "policy_acceptances")
 
 
 def _record(message: type, row: Any, **fields: Any) -> Any:
@@ -78,21 +72,27 @@ class AuthParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         account = await self._subject(request.subject)
         if account is None or account.status == ERASED:
             return response
+        response.records.extend(to_record(record) for record in await self._records(account))
+        return response
+
+    async def _records(self, account: AccountRow) -> list[Any]:
+        """The account's record messages (credential hashes reported as held)."""
         records = [_record(auth_pb2.AccountRecord, account, password_hash=HELD if account.password_hash else "")]
         rows = await self.store.subject_rows(account.account_id)
         records += [_record(auth_pb2.ApiKeyRecord, row, key_hash=HELD) for row in rows["api_keys"]]
         records += [_record(auth_pb2.SessionRecord, row) for row in rows["sessions"]]
         records += [_record(auth_pb2.SecurityEventRecord, row) for row in rows["security_events"]]
         records += [_record(auth_pb2.PolicyAcceptanceRecord, row) for row in rows["policy_acceptances"]]
-        response.records.extend(to_record(record) for record in records)
-        return response
+        return records
 
     async def StreamExportSubject(
         self, request: Any, context: Any
     ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
-        """Auth holds little per person (an account, its keys, sessions, events): one page."""
-        export = await self.ExportSubject(request, context)
-        yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=export.records)
+        """Auth holds little per person (an account, its keys, sessions, events): one page,
+        rendered as JSON (empty once the account is erased)."""
+        account = await self._subject(request.subject)
+        records = await self._records(account) if account is not None and account.status != ERASED else []
+        yield json_page(SERVICE, message_records(records))
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         v = Violations()
@@ -124,8 +124,11 @@ class AuthParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
                 actions, hashes = done
                 await self.cache.revoke(hashes)
                 response.actions.extend(participant_pb2.ErasureAction(**a) for a in actions)
-                return response
-            previous = await self.store.erasure_result(request.request_id) or []
-        response.replayed = True
-        response.actions.extend(participant_pb2.ErasureAction(**a) for a in previous)
+            else:
+                previous = await self.store.erasure_result(request.request_id) or []
+        if previous is not None:
+            response.replayed = True
+            response.actions.extend(participant_pb2.ErasureAction(**a) for a in previous)
+        purged_at, response.purge = await purge(self.store.engine, TOUCHED_BY_ERASURE)
+        response.purged_at.CopyFrom(purged_at)
         return response

@@ -8,9 +8,9 @@ each method's declared access by the runtime.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
 
 import grpc
+from google.protobuf.message import Message
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
@@ -29,8 +29,8 @@ def account_proto(row: AccountRow) -> auth_pb2.Account:
     return auth_pb2.Account(
         account_id=row.account_id,
         email=row.email,
-        role=row.role,  # type: ignore[arg-type]
-        status=row.status,  # type: ignore[arg-type]
+        role=row.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+        status=row.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         created_at=timestamp(row.created_at),
         analytics_opt_out=row.analytics_opt_out,
         accepted_policy_version=row.accepted_policy_version,
@@ -71,7 +71,7 @@ def origin(context: grpc.aio.ServicerContext) -> Origin:
     return Origin.of(metadata.get("x-forwarded-for", ""), peer_ip, metadata.get("user-agent", ""))
 
 
-def check_sizes(request: Any, *names: str) -> None:
+def check_sizes(request: Message, *names: str) -> None:
     """Refuse oversized string fields before anything else looks at them."""
     v = Violations()
     for name in names:
@@ -79,7 +79,7 @@ def check_sizes(request: Any, *names: str) -> None:
     v.raise_if_any()
 
 
-def verify_in(request: Any) -> VerifyIn:
+def verify_in(request: auth_pb2.VerifyKeyRequest) -> VerifyIn:
     return VerifyIn(request.api_key, request.model, request.consume_rate_limit, request.estimated_tokens, request.lease)
 
 
@@ -117,14 +117,18 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     # accounts ---------------------------------------------------------------------------
 
-    async def SignUp(self, request: Any, context: Any) -> auth_pb2.SignUpResponse:
+    async def SignUp(
+        self, request: auth_pb2.SignUpRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SignUpResponse:
         check_sizes(request, "email", "password", "accepted_policy_version")
         account = await self.accounts.sign_up(
             request.email, request.password, request.age_attested, request.accepted_policy_version, origin(context)
         )
         return auth_pb2.SignUpResponse(account=account_proto(account))
 
-    async def SignIn(self, request: Any, context: Any) -> auth_pb2.SignInResponse:
+    async def SignIn(
+        self, request: auth_pb2.SignInRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SignInResponse:
         check_sizes(request, "email", "password")
         session = await self.accounts.sign_in(request.email, request.password, origin(context))
         return auth_pb2.SignInResponse(
@@ -133,49 +137,65 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             account=account_proto(session.account),
         )
 
-    async def SignOut(self, request: Any, context: Any) -> auth_pb2.SignOutResponse:
+    async def SignOut(
+        self, request: auth_pb2.SignOutRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SignOutResponse:
         await self.accounts.sign_out(principal())
         return auth_pb2.SignOutResponse()
 
-    async def GetMe(self, request: Any, context: Any) -> auth_pb2.GetMeResponse:
+    async def GetMe(self, request: auth_pb2.GetMeRequest, context: grpc.aio.ServicerContext) -> auth_pb2.GetMeResponse:
         return auth_pb2.GetMeResponse(account=account_proto(await self.accounts.get(principal().account_id)))
 
-    async def ChangePassword(self, request: Any, context: Any) -> auth_pb2.ChangePasswordResponse:
+    async def ChangePassword(
+        self, request: auth_pb2.ChangePasswordRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangePasswordResponse:
         check_sizes(request, "current_password", "new_password")
         await self.accounts.change_password(
             dashboard(principal()), request.current_password, request.new_password, origin(context)
         )
         return auth_pb2.ChangePasswordResponse()
 
-    async def ChangeEmail(self, request: Any, context: Any) -> auth_pb2.ChangeEmailResponse:
+    async def ChangeEmail(
+        self, request: auth_pb2.ChangeEmailRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ChangeEmailResponse:
         check_sizes(request, "new_email", "password")
         account = await self.accounts.change_email(
             dashboard(principal()), request.new_email, request.password, origin(context)
         )
         return auth_pb2.ChangeEmailResponse(account=account_proto(account))
 
-    async def CloseAccount(self, request: Any, context: Any) -> auth_pb2.CloseAccountResponse:
+    async def CloseAccount(
+        self, request: auth_pb2.CloseAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CloseAccountResponse:
         check_sizes(request, "password")
         account = await self.accounts.close(dashboard(principal()), request.password, origin(context))
         return auth_pb2.CloseAccountResponse(account=account_proto(account))
 
-    async def SetAnalyticsOptOut(self, request: Any, context: Any) -> auth_pb2.SetAnalyticsOptOutResponse:
+    async def SetAnalyticsOptOut(
+        self, request: auth_pb2.SetAnalyticsOptOutRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.SetAnalyticsOptOutResponse:
         account = await self.accounts.set_analytics_opt_out(dashboard(principal()), request.opt_out)
         return auth_pb2.SetAnalyticsOptOutResponse(account=account_proto(account))
 
-    async def AcceptPolicy(self, request: Any, context: Any) -> auth_pb2.AcceptPolicyResponse:
+    async def AcceptPolicy(
+        self, request: auth_pb2.AcceptPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AcceptPolicyResponse:
         check_sizes(request, "version")
         account = await self.accounts.accept_policy(dashboard(principal()), request.version)
         return auth_pb2.AcceptPolicyResponse(account=account_proto(account))
 
     # keys -------------------------------------------------------------------------------
 
-    async def _create_key(self, account: AccountRow, spec: auth_pb2.CreateApiKeyRequest, context: Any) -> Any:
+    async def _create_key(
+        self, account: AccountRow, spec: auth_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateApiKeyResponse:
         check_sizes(spec, "name")
         made = await self.keys.create(account.account_id, account.status, key_spec(spec), origin(context))
         return auth_pb2.CreateApiKeyResponse(api_key=made.api_key, key=key_proto(made.row))
 
-    async def CreateApiKey(self, request: Any, context: Any) -> auth_pb2.CreateApiKeyResponse:
+    async def CreateApiKey(
+        self, request: auth_pb2.CreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateApiKeyResponse:
         return await self._create_key(await self.accounts.get(dashboard(principal()).account_id), request, context)
 
     async def _list(self, account_id: str, page: common_pb2.PageRequest) -> auth_pb2.ListApiKeysResponse:
@@ -185,42 +205,67 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             keys=[key_proto(r) for r in rows], page=common_pb2.PageResponse(next_page_token=token)
         )
 
-    async def ListApiKeys(self, request: Any, context: Any) -> auth_pb2.ListApiKeysResponse:
+    async def ListApiKeys(
+        self, request: auth_pb2.ListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListApiKeysResponse:
         return await self._list(principal().account_id, request.page)
 
-    async def RevokeApiKey(self, request: Any, context: Any) -> auth_pb2.RevokeApiKeyResponse:
+    async def RevokeApiKey(
+        self, request: auth_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RevokeApiKeyResponse:
         key = await self.keys.revoke(request.key_id, dashboard(principal()).account_id, origin(context))
         return auth_pb2.RevokeApiKeyResponse(key=key_proto(key))
 
-    async def RotateApiKey(self, request: Any, context: Any) -> auth_pb2.RotateApiKeyResponse:
+    async def RotateApiKey(
+        self, request: auth_pb2.RotateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RotateApiKeyResponse:
         made = await self.keys.rotate(request.key_id, dashboard(principal()).account_id, origin(context))
         return auth_pb2.RotateApiKeyResponse(api_key=made.api_key, key=key_proto(made.row))
 
     # admin ------------------------------------------------------------------------------
 
-    async def AdminCreateAccount(self, request: Any, context: Any) -> auth_pb2.AdminCreateAccountResponse:
+    async def AdminCreateAccount(
+        self, request: auth_pb2.AdminCreateAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AdminCreateAccountResponse:
         check_sizes(request, "email", "password")
         account, generated = await self.accounts.admin_create(request.email, request.password, request.role)
         return auth_pb2.AdminCreateAccountResponse(account=account_proto(account), generated_password=generated)
 
-    async def AdminGetAccount(self, request: Any, context: Any) -> auth_pb2.AdminGetAccountResponse:
+    async def AdminGetAccount(
+        self, request: auth_pb2.AdminGetAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AdminGetAccountResponse:
         check_sizes(request, "account_id", "email")
         account = await self.accounts.find(request.account_id, request.email)
         return auth_pb2.AdminGetAccountResponse(account=account_proto(account))
 
-    async def AdminCreateApiKey(self, request: Any, context: Any) -> auth_pb2.CreateApiKeyResponse:
+    async def AdminCloseAccount(
+        self, request: auth_pb2.AdminCloseAccountRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CloseAccountResponse:
+        check_sizes(request, "account_id", "email")
+        account = await self.accounts.close_for_holder(request.account_id, request.email, origin(context))
+        return auth_pb2.CloseAccountResponse(account=account_proto(account))
+
+    async def AdminCreateApiKey(
+        self, request: auth_pb2.AdminCreateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.CreateApiKeyResponse:
         check_sizes(request, "email")
         return await self._create_key(await self.accounts.find("", request.email), request.key, context)
 
-    async def AdminListApiKeys(self, request: Any, context: Any) -> auth_pb2.ListApiKeysResponse:
+    async def AdminListApiKeys(
+        self, request: auth_pb2.AdminListApiKeysRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListApiKeysResponse:
         check_sizes(request, "email")
         return await self._list((await self.accounts.find("", request.email)).account_id, request.page)
 
-    async def AdminRevokeApiKey(self, request: Any, context: Any) -> auth_pb2.RevokeApiKeyResponse:
+    async def AdminRevokeApiKey(
+        self, request: auth_pb2.RevokeApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.RevokeApiKeyResponse:
         key = await self.keys.revoke(request.key_id, None, origin(context))
         return auth_pb2.RevokeApiKeyResponse(key=key_proto(key))
 
-    async def AdminUpdateApiKey(self, request: Any, context: Any) -> auth_pb2.AdminUpdateApiKeyResponse:
+    async def AdminUpdateApiKey(
+        self, request: auth_pb2.AdminUpdateApiKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AdminUpdateApiKeyResponse:
         check_sizes(request, "key_id")
         key = await self.keys.update(
             request.key_id, list(request.allowed_models), request.spend_cap_micros, origin(context)
@@ -229,10 +274,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
 
     # internal ---------------------------------------------------------------------------
 
-    async def VerifyKey(self, request: Any, context: Any) -> auth_pb2.VerifyKeyResponse:
+    async def VerifyKey(
+        self, request: auth_pb2.VerifyKeyRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.VerifyKeyResponse:
         return await self._verify(request)
 
-    async def VerifyKeyBatch(self, request: Any, context: Any) -> auth_pb2.VerifyKeyBatchResponse:
+    async def VerifyKeyBatch(
+        self, request: auth_pb2.VerifyKeyBatchRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.VerifyKeyBatchResponse:
         """Each item verified as VerifyKey would, the rate limits in one Redis round trip; one
         outcome per item."""
         if not 0 < len(request.items) <= 1000:
@@ -251,12 +300,14 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             items=[batch_item(auth_pb2.VerifyKeyBatchItem, outcome, verify_response) for outcome in outcomes]
         )
 
-    async def _verify(self, request: Any) -> auth_pb2.VerifyKeyResponse:
+    async def _verify(self, request: auth_pb2.VerifyKeyRequest) -> auth_pb2.VerifyKeyResponse:
         check_sizes(request, "api_key", "model")
         r = verify_in(request)
         return verify_response(await self.keys.verify(r.api_key, r.model, r.consume, r.estimated_tokens, r.lease))
 
-    async def WatchKeyChanges(self, request: Any, context: Any) -> AsyncIterator[auth_pb2.KeyChange]:
+    async def WatchKeyChanges(
+        self, request: auth_pb2.WatchKeyChangesRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[auth_pb2.KeyChange]:
         """The key-change push to a proxy (see `leases`): ready, then changes and heartbeats."""
         cache = self.keys.cache
         if not cache.listening.is_set():
@@ -269,30 +320,38 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             if written is not None and not written.done():
                 written.set_result(None)
 
-    async def ReportTokens(self, request: Any, context: Any) -> auth_pb2.ReportTokensResponse:
+    async def ReportTokens(
+        self, request: auth_pb2.ReportTokensRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ReportTokensResponse:
         await self.keys.report_tokens(request.key_id, request.token_delta)
         return auth_pb2.ReportTokensResponse()
 
-    async def ListAnalyticsOptOuts(self, request: Any, context: Any) -> auth_pb2.ListAnalyticsOptOutsResponse:
+    async def ListAnalyticsOptOuts(
+        self, request: auth_pb2.ListAnalyticsOptOutsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListAnalyticsOptOutsResponse:
         return auth_pb2.ListAnalyticsOptOutsResponse(account_ids=await self.accounts.store.opted_out_accounts())
 
-    async def ResolveSubject(self, request: Any, context: Any) -> auth_pb2.ResolveSubjectResponse:
+    async def ResolveSubject(
+        self, request: auth_pb2.ResolveSubjectRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ResolveSubjectResponse:
         check_sizes(request.subject, "account_id", "email")
         account = await self.accounts.find(request.subject.account_id, request.subject.email)
         return auth_pb2.ResolveSubjectResponse(
             account_id=account.account_id,
-            role=account.role,  # type: ignore[arg-type]
-            status=account.status,  # type: ignore[arg-type]
+            role=account.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+            status=account.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         )
 
-    async def ListClosedAccounts(self, request: Any, context: Any) -> auth_pb2.ListClosedAccountsResponse:
+    async def ListClosedAccounts(
+        self, request: auth_pb2.ListClosedAccountsRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.ListClosedAccountsResponse:
         limit = min(request.limit or 1000, 1000)
         rows = await self.accounts.store.closed_accounts(limit)
         closed = [auth_pb2.ClosedAccount(account_id=a, closed_at=timestamp(at)) for a, at in rows]
         return auth_pb2.ListClosedAccountsResponse(accounts=closed)
 
     async def ListAccountsByPolicyVersion(
-        self, request: Any, context: Any
+        self, request: auth_pb2.ListAccountsByPolicyVersionRequest, context: grpc.aio.ServicerContext
     ) -> auth_pb2.ListAccountsByPolicyVersionResponse:
         ids, token = await self.accounts.accounts_by_policy(
             request.version, request.accepted, request.page.page_size, request.page.page_token
@@ -301,13 +360,15 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
             account_ids=ids, page=common_pb2.PageResponse(next_page_token=token)
         )
 
-    async def Authenticate(self, request: Any, context: Any) -> auth_pb2.AuthenticateResponse:
+    async def Authenticate(
+        self, request: auth_pb2.AuthenticateRequest, context: grpc.aio.ServicerContext
+    ) -> auth_pb2.AuthenticateResponse:
         check_sizes(request, "credential")
         caller = await self.authenticate(request.credential)
         return auth_pb2.AuthenticateResponse(
             principal=auth_pb2.Principal(
                 account_id=caller.account_id,
-                role=caller.role,  # type: ignore[arg-type]
+                role=caller.role,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 key_id=caller.key_id,
                 session_id=caller.session_id,
                 operator=caller.operator,

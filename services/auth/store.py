@@ -199,14 +199,14 @@ class AuthStore:
 
     @staticmethod
     async def _revoke_all_keys(db: AsyncSession, account_id: str, at: datetime) -> list[str]:
-        live = (ApiKeyRow.account_id == account_id) & ApiKeyRow.revoked_at.is_(None)  # type: ignore[union-attr]
+        live = (ApiKeyRow.account_id == account_id) & ApiKeyRow.revoked_at.is_(None)
         hashes = list((await db.scalars(select(ApiKeyRow.key_hash).where(live))).all())
         await db.execute(update(ApiKeyRow).where(live).values(revoked_at=at))
         return hashes
 
     async def opted_out_accounts(self) -> list[str]:
         async with self.sessions() as db:
-            query = select(AccountRow.account_id).where(AccountRow.analytics_opt_out.is_(True))  # type: ignore[attr-defined]
+            query = select(AccountRow.account_id).where(AccountRow.analytics_opt_out.is_(True))
             return list((await db.scalars(query.order_by(AccountRow.account_id))).all())
 
     async def closed_accounts(self, limit: int) -> list[tuple[str, datetime]]:
@@ -214,7 +214,7 @@ class AuthStore:
         async with self.sessions() as db:
             query = select(AccountRow.account_id, AccountRow.closed_at).where(AccountRow.status == 2)
             rows = await db.execute(query.order_by(AccountRow.closed_at).limit(limit))
-            return [(account_id, utc(at)) for account_id, at in rows.all()]  # type: ignore[misc]
+            return [(account_id, utc(at)) for account_id, at in rows.all()]  # type: ignore[misc]  # SQLModel: see pyproject
 
     async def accounts_by_policy(self, version: str, accepted: bool, after: str, limit: int) -> list[str]:
         """Active accounts with (or without) an acceptance of `version`, by id after `after`."""
@@ -279,7 +279,7 @@ class AuthStore:
             query = (
                 select(ApiKeyRow)
                 .where(ApiKeyRow.account_id == account_id)
-                .order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)  # type: ignore[arg-type]
+                .order_by(ApiKeyRow.created_at, ApiKeyRow.key_id)
                 .offset(offset)
                 .limit(limit)
             )
@@ -317,7 +317,7 @@ class AuthStore:
             query = (
                 select(ApiKeyRow, AccountRow)
                 .join(AccountRow, AccountRow.account_id == ApiKeyRow.account_id)
-                .where(ApiKeyRow.key_hash.in_(key_hashes))  # type: ignore[attr-defined]
+                .where(ApiKeyRow.key_hash.in_(key_hashes))
             )
             return {row[0].key_hash: KeyRecord(row[0], row[1]) for row in await db.execute(query)}
 
@@ -331,7 +331,7 @@ class AuthStore:
                 await db.execute(
                     update(ApiKeyRow)
                     .where(ApiKeyRow.key_id == key_id)
-                    .where(column.is_(None) | (column < at))  # type: ignore[union-attr,operator]
+                    .where(column.is_(None) | (column < at))
                     .values(last_used_at=at)
                 )
 
@@ -355,8 +355,8 @@ class AuthStore:
         async with self.sessions() as db:
             rows: dict[str, Sequence[Any]] = {}
             for table in (ApiKeyRow, SessionRow, SecurityEventRow, PolicyAcceptanceRow):
-                query = select(table).where(table.account_id == account_id)  # type: ignore[attr-defined]
-                rows[table.__tablename__] = (await db.scalars(query)).all()  # type: ignore[attr-defined]
+                query = select(table).where(table.account_id == account_id)
+                rows[table.__tablename__] = (await db.scalars(query)).all()
             return rows
 
     async def erasure_result(self, request_id: str) -> list[dict[str, Any]] | None:
@@ -384,7 +384,7 @@ class AuthStore:
                     (await db.scalars(select(ApiKeyRow.key_hash).where(ApiKeyRow.account_id == account_id))).all()
                 )
                 for table in (ApiKeyRow, SessionRow, SecurityEventRow, PolicyAcceptanceRow):
-                    result = await db.execute(delete(table).where(table.account_id == account_id))  # type: ignore[attr-defined]
+                    result = await db.execute(delete(table).where(table.account_id == account_id))
                     actions.append({"store": f"auth.{table.__tablename__}", "strategy": 1, "count": result.rowcount})
                 result = await db.execute(
                     update(AccountRow)

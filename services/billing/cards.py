@@ -83,7 +83,7 @@ class CardTopups:
             payment_id = new_id()
             session = await self._create_session(payment_id, account_id, amount, success_url, cancel_url)
             await conn.execute(
-                CardPayment.__table__.insert().values(  # type: ignore[attr-defined]
+                CardPayment.__table__.insert().values(
                     id=payment_id, account_id=account_id, session_ref=session.id, amount=amount, status="open",
                     created_at=store.utcnow(),
                 )
@@ -167,11 +167,11 @@ class CardTopups:
         payment_id = metadata.get(PAYMENT_META) or obj.get("client_reference_id")
         if not payment_id:
             return None
-        t = CardPayment.__table__  # type: ignore[attr-defined]
+        t = CardPayment.__table__
         return (await conn.execute(select(t).where(t.c.id == payment_id).with_for_update())).one_or_none()
 
     async def _set(self, conn: AsyncConnection, payment_id: str, **values: Any) -> None:
-        t = CardPayment.__table__  # type: ignore[attr-defined]
+        t = CardPayment.__table__
         await conn.execute(update(t).where(t.c.id == payment_id).values(**values))
 
     async def _completed(self, conn: AsyncConnection, payment: Any, obj: Any) -> None:
@@ -196,7 +196,7 @@ class CardTopups:
 
     async def _apply_refunds(self, conn: AsyncConnection, payment_id: str) -> None:
         """Reverse what the processor refunded and we have not, up to what was credited."""
-        t = CardPayment.__table__  # type: ignore[attr-defined]
+        t = CardPayment.__table__
         p = (await conn.execute(select(t).where(t.c.id == payment_id))).one()
         if not p.credit_transfer_id:
             return

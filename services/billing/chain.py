@@ -154,7 +154,7 @@ class ChainDeposits:
         v.raise_if_any()
         if self._derive is None:
             raise not_offered("on-chain top-ups")
-        t = DepositAddress.__table__  # type: ignore[attr-defined]
+        t = DepositAddress.__table__
         async with self.billing.engine.begin() as conn:
             mine = select(t.c.address).where(t.c.account_id == account_id, t.c.chain_id == self.chain_id)
             found = (await conn.execute(mine)).scalar_one_or_none()
@@ -207,13 +207,13 @@ class ChainDeposits:
             await asyncio.sleep(poll_s)
 
     async def _cursor(self) -> int:
-        t = ChainCursor.__table__  # type: ignore[attr-defined]
+        t = ChainCursor.__table__
         async with self.billing.engine.connect() as conn:
             value = (await conn.execute(select(t.c.last_block).where(t.c.chain_id == self.chain_id))).scalar()
         return int(value) if value is not None else self.start_block - 1
 
     async def _set_cursor(self, block: int) -> None:
-        t = ChainCursor.__table__  # type: ignore[attr-defined]
+        t = ChainCursor.__table__
         async with self.billing.engine.begin() as conn:
             fresh = store.insert_ignore(conn, ChainCursor, ["chain_id"]).values(
                 chain_id=self.chain_id, last_block=block
@@ -222,7 +222,7 @@ class ChainDeposits:
             await conn.execute(update(t).where(t.c.chain_id == self.chain_id).values(last_block=block))
 
     async def _addresses(self) -> dict[str, str]:
-        t = DepositAddress.__table__  # type: ignore[attr-defined]
+        t = DepositAddress.__table__
         async with self.billing.engine.connect() as conn:
             rows = (await conn.execute(select(t.c.address, t.c.account_id).where(t.c.chain_id == self.chain_id))).all()
         return {address.lower(): account for address, account in rows}
@@ -234,7 +234,7 @@ class ChainDeposits:
             "address": [t.contract for t in self.tokens.values()],
             "topics": [TRANSFER_TOPIC],
         }
-        logs = await self._call(self.w3.eth.get_logs, query)  # type: ignore[union-attr]
+        logs = await self._call(self.w3.eth.get_logs, query)
         if not logs:
             return
         ours = await self._addresses()
@@ -251,7 +251,7 @@ class ChainDeposits:
 
     async def _record(self, conn: AsyncConnection, entry: Any, token: Token, account: str, to_address: str) -> None:
         value = int.from_bytes(bytes(entry["data"]), "big")
-        t = ChainDeposit.__table__  # type: ignore[attr-defined]
+        t = ChainDeposit.__table__
         key = {
             "chain_id": self.chain_id,
             "tx_hash": _hex(entry["transactionHash"]),
@@ -274,7 +274,7 @@ class ChainDeposits:
             )
 
     async def _confirm(self, head: int) -> int:
-        t = ChainDeposit.__table__  # type: ignore[attr-defined]
+        t = ChainDeposit.__table__
         deepest = head - self.confirmations + 1
         async with self.billing.engine.connect() as conn:
             due = (
@@ -286,7 +286,7 @@ class ChainDeposits:
             ).all()
         credited = 0
         for deposit_id, number, block_hash in due:
-            block = await self._call(self.w3.eth.get_block, number)  # type: ignore[union-attr]
+            block = await self._call(self.w3.eth.get_block, number)
             if _hex(block["hash"]) == block_hash:
                 credited += await self._credit(deposit_id)
             else:
@@ -294,7 +294,7 @@ class ChainDeposits:
         return credited
 
     async def _credit(self, deposit_id: str) -> int:
-        t = ChainDeposit.__table__  # type: ignore[attr-defined]
+        t = ChainDeposit.__table__
         async with self.billing.engine.begin() as conn:
             row = (await conn.execute(select(t).where(t.c.id == deposit_id).with_for_update())).one()
             if row.status != "pending" or row.amount_micros <= 0:
@@ -308,7 +308,7 @@ class ChainDeposits:
         return 1
 
     async def _orphan(self, deposit_id: str, number: int) -> None:
-        t = ChainDeposit.__table__  # type: ignore[attr-defined]
+        t = ChainDeposit.__table__
         async with self.billing.engine.begin() as conn:
             await conn.execute(update(t).where(t.c.id == deposit_id, t.c.status == "pending").values(status="orphaned"))
         if await self._cursor() >= number:

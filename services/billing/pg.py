@@ -23,7 +23,8 @@ def record_keys_pg(result_type: type) -> tuple[Any, list[str]]:
     the field names in the order of its array parameters c0, c1, ..."""
     fields = dataclasses.fields(result_type)
     names = [f.name for f in fields]
-    types = [_SQL_TYPES[getattr(f.type, "__name__", f.type)] for f in fields]  # annotations may be strings
+    # annotations may be strings
+    types = [_SQL_TYPES[f.type if isinstance(f.type, str) else f.type.__name__] for f in fields]
     arrays = ", ".join(f"CAST(:c{i} AS {sql_type}[])" for i, sql_type in enumerate(types))
     columns = ", ".join(f"c{i}" for i in range(len(fields)))
     result = ", ".join(f"'{name}', c{i}" for i, name in enumerate(names))

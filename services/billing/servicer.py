@@ -10,6 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
+import grpc
 from google.api import httpbody_pb2
 
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -43,7 +44,7 @@ def check_batch_size(count: int) -> None:
         raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
 
 
-def hold_in(request: Any) -> HoldIn:
+def hold_in(request: billing_pb2.HoldRequest) -> HoldIn:
     return HoldIn(
         request.account_id,
         request.amount_micros,
@@ -120,24 +121,32 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self.chain = chain
         self.retention_days = retention_days
 
-    async def Hold(self, request: Any, context: Any) -> billing_pb2.HoldResponse:
+    async def Hold(
+        self, request: billing_pb2.HoldRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.HoldResponse:
         item = hold_in(request)
         r = await self.billing.hold(
             item.account_id, item.amount, item.ttl_s, item.idempotency_key, item.key_id, item.key_cap
         )
         return hold_response(r)
 
-    async def HoldBatch(self, request: Any, context: Any) -> billing_pb2.HoldBatchResponse:
+    async def HoldBatch(
+        self, request: billing_pb2.HoldBatchRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.HoldBatchResponse:
         check_batch_size(len(request.items))
         results = await self.billing.hold_batch([hold_in(item) for item in request.items])
         return billing_pb2.HoldBatchResponse(
             items=[batch_item(billing_pb2.HoldBatchItem, r, hold_response) for r in results]
         )
 
-    async def Settle(self, request: Any, context: Any) -> billing_pb2.SettleResponse:
+    async def Settle(
+        self, request: billing_pb2.SettleRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.SettleResponse:
         return billing_pb2.SettleResponse(**vars(await self.billing.settle(settle_in(request))))
 
-    async def SettleBatch(self, request: Any, context: Any) -> billing_pb2.SettleBatchResponse:
+    async def SettleBatch(
+        self, request: billing_pb2.SettleBatchRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.SettleBatchResponse:
         check_batch_size(len(request.items))
         results = await self.billing.settle_batch([settle_in(item) for item in request.items])
         items = [
@@ -145,18 +154,24 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         ]
         return billing_pb2.SettleBatchResponse(items=items)
 
-    async def Release(self, request: Any, context: Any) -> billing_pb2.ReleaseResponse:
+    async def Release(
+        self, request: billing_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ReleaseResponse:
         item = release_in(request)
         return release_response(await self.billing.release(item.hold_id, item.idempotency_key, item.usage))
 
-    async def ReleaseBatch(self, request: Any, context: Any) -> billing_pb2.ReleaseBatchResponse:
+    async def ReleaseBatch(
+        self, request: billing_pb2.ReleaseBatchRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ReleaseBatchResponse:
         check_batch_size(len(request.items))
         results = await self.billing.release_batch([release_in(item) for item in request.items])
         return billing_pb2.ReleaseBatchResponse(
             items=[batch_item(billing_pb2.ReleaseBatchItem, r, release_response) for r in results]
         )
 
-    async def Quote(self, request: Any, context: Any) -> billing_pb2.QuoteResponse:
+    async def Quote(
+        self, request: billing_pb2.QuoteRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.QuoteResponse:
         at = from_timestamp(request.at)
         cost, price = self.billing.quote(request.model, request.input_tokens, request.output_tokens, at)
         return billing_pb2.QuoteResponse(
@@ -165,7 +180,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             output_per_mtok_micros=price.output_per_mtok_micros,
         )
 
-    async def ListPrices(self, request: Any, context: Any) -> billing_pb2.ListPricesResponse:
+    async def ListPrices(
+        self, request: billing_pb2.ListPricesRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListPricesResponse:
         prices = [
             billing_pb2.ModelPrice(
                 model=p.model,
@@ -183,10 +200,14 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             account_id=b.account_id, balance_micros=b.balance_micros, held_micros=b.held_micros
         )
 
-    async def GetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
+    async def GetBalance(
+        self, request: billing_pb2.GetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetBalanceResponse:
         return await self._balance(caller_account())
 
-    async def AdminGetBalance(self, request: Any, context: Any) -> billing_pb2.GetBalanceResponse:
+    async def AdminGetBalance(
+        self, request: billing_pb2.AdminGetBalanceRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetBalanceResponse:
         return await self._balance(request.account_id)
 
     async def _usage(self, query: UsageQuery) -> billing_pb2.ListUsageResponse:
@@ -196,22 +217,32 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             page={"next_page_token": page.next_page_token},
         )
 
-    async def ListUsage(self, request: Any, context: Any) -> billing_pb2.ListUsageResponse:
+    async def ListUsage(
+        self, request: billing_pb2.ListUsageRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListUsageResponse:
         return await self._usage(usage_query(caller_account(), request))
 
-    async def AdminListUsage(self, request: Any, context: Any) -> billing_pb2.ListUsageResponse:
+    async def AdminListUsage(
+        self, request: billing_pb2.AdminListUsageRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.ListUsageResponse:
         return await self._usage(usage_query(request.account_id, request.filter))
 
-    async def GetUsageStats(self, request: Any, context: Any) -> billing_pb2.GetUsageStatsResponse:
+    async def GetUsageStats(
+        self, request: billing_pb2.GetUsageStatsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetUsageStatsResponse:
         since, until = from_timestamp(request.since), from_timestamp(request.until)
         rows = await self.billing.usage_stats(caller_account(), since, until)
         return billing_pb2.GetUsageStatsResponse(days=daily(rows))
 
-    async def GetAggregateStats(self, request: Any, context: Any) -> billing_pb2.GetAggregateStatsResponse:
+    async def GetAggregateStats(
+        self, request: billing_pb2.GetAggregateStatsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetAggregateStatsResponse:
         rows = await self.billing.aggregate_stats(from_timestamp(request.since), from_timestamp(request.until))
         return billing_pb2.GetAggregateStatsResponse(days=daily(rows))
 
-    async def GetStatement(self, request: Any, context: Any) -> billing_pb2.GetStatementResponse:
+    async def GetStatement(
+        self, request: billing_pb2.GetStatementRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetStatementResponse:
         if request.format not in ("", "json", "csv"):
             raise InvalidArgument("unknown format", field_violations={"format": "json or csv"})
         s = await self.billing.statement(caller_account(), request.month)
@@ -233,11 +264,15 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             csv=s.csv() if request.format == "csv" else "",
         )
 
-    async def GrantCredits(self, request: Any, context: Any) -> billing_pb2.GrantCreditsResponse:
+    async def GrantCredits(
+        self, request: billing_pb2.GrantCreditsRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GrantCreditsResponse:
         r = await self.billing.grant(request.account_id, request.amount_micros, request.reason, request.idempotency_key)
         return billing_pb2.GrantCreditsResponse(transfer_id=r.transfer_id, balance_micros=r.balance_micros)
 
-    async def Refund(self, request: Any, context: Any) -> billing_pb2.RefundResponse:
+    async def Refund(
+        self, request: billing_pb2.RefundRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.RefundResponse:
         r = await self.billing.refund(
             request.transfer_id, request.amount_micros, request.reason, request.idempotency_key
         )
@@ -245,17 +280,23 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             transfer_id=r.transfer_id, balance_micros=r.balance_micros, refunded_micros=r.amount_micros
         )
 
-    async def CreateCodes(self, request: Any, context: Any) -> billing_pb2.CreateCodesResponse:
+    async def CreateCodes(
+        self, request: billing_pb2.CreateCodesRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.CreateCodesResponse:
         r = await self.billing.create_codes(
             request.amount_micros, request.count, from_timestamp(request.expires_at), request.idempotency_key
         )
         return billing_pb2.CreateCodesResponse(batch_id=r.batch_id, codes=r.codes)
 
-    async def RedeemCode(self, request: Any, context: Any) -> billing_pb2.RedeemCodeResponse:
+    async def RedeemCode(
+        self, request: billing_pb2.RedeemCodeRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.RedeemCodeResponse:
         r = await self.billing.redeem(caller_account(), request.code, request.idempotency_key)
         return billing_pb2.RedeemCodeResponse(credited_micros=r.amount_micros, balance_micros=r.balance_micros)
 
-    async def RunRetentionSweep(self, request: Any, context: Any) -> billing_pb2.RunRetentionSweepResponse:
+    async def RunRetentionSweep(
+        self, request: billing_pb2.RunRetentionSweepRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.RunRetentionSweepResponse:
         days = request.retention_days or self.retention_days
         deleted, aggregated = await self.billing.retention_sweep(days)
         expired = await self.billing.expire_holds()
@@ -263,7 +304,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
             deleted_usage_records=deleted, aggregated_rows=aggregated, expired_holds=expired
         )
 
-    async def CreateCheckoutSession(self, request: Any, context: Any) -> billing_pb2.CreateCheckoutSessionResponse:
+    async def CreateCheckoutSession(
+        self, request: billing_pb2.CreateCheckoutSessionRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.CreateCheckoutSessionResponse:
         if self.cards is None:
             raise not_offered("card top-ups")
         r = await self.cards.create_checkout(
@@ -271,7 +314,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         )
         return billing_pb2.CreateCheckoutSessionResponse(session_id=r.session_id, url=r.url)
 
-    async def HandleStripeWebhook(self, request: Any, context: Any) -> httpbody_pb2.HttpBody:
+    async def HandleStripeWebhook(
+        self, request: httpbody_pb2.HttpBody, context: grpc.aio.ServicerContext
+    ) -> httpbody_pb2.HttpBody:
         metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
         signature = metadata.get("stripe-signature", "")
         if not signature:
@@ -282,7 +327,9 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         body = f'{{"received": true, "outcome": "{outcome}"}}'.encode()
         return httpbody_pb2.HttpBody(content_type="application/json", data=body)
 
-    async def GetDepositAddress(self, request: Any, context: Any) -> billing_pb2.GetDepositAddressResponse:
+    async def GetDepositAddress(
+        self, request: billing_pb2.GetDepositAddressRequest, context: grpc.aio.ServicerContext
+    ) -> billing_pb2.GetDepositAddressResponse:
         if self.chain is None:
             raise not_offered("on-chain top-ups")
         address = await self.chain.deposit_address(caller_account(), request.chain_id)

@@ -25,13 +25,13 @@ from .pg import HOLD_PG, SETTLE_PG
 from .ports import Legs
 from .tables import Code, CodeBatch, Entry, Hold, Idempotency, Transfer, UsageDailyAnonymous, UsageRow
 
-_T = Transfer.__table__  # type: ignore[attr-defined]  # SQLModel declares no __table__
-_E = Entry.__table__  # type: ignore[attr-defined]
-_H = Hold.__table__  # type: ignore[attr-defined]
-_U = UsageRow.__table__  # type: ignore[attr-defined]
-_A = UsageDailyAnonymous.__table__  # type: ignore[attr-defined]
-_CODES, _BATCHES = Code.__table__, CodeBatch.__table__  # type: ignore[attr-defined]
-_KEYS = Idempotency.__table__  # type: ignore[attr-defined]
+_T = Transfer.__table__  # SQLModel declares no __table__
+_E = Entry.__table__
+_H = Hold.__table__
+_U = UsageRow.__table__
+_A = UsageDailyAnonymous.__table__
+_CODES, _BATCHES = Code.__table__, CodeBatch.__table__
+_KEYS = Idempotency.__table__
 
 
 def _range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:

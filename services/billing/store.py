@@ -18,7 +18,7 @@ from datetime import datetime
 from types import SimpleNamespace
 from typing import Any
 
-from sqlalchemy import bindparam, cast, func, select, text, update
+from sqlalchemy import bindparam, cast, delete, func, select, text, tuple_, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlmodel import SQLModel
@@ -62,14 +62,14 @@ def insert_ignore(conn: AsyncConnection, model: type[SQLModel], index: Sequence[
     """`INSERT ... ON CONFLICT DO NOTHING` in the session's dialect."""
     dialect = conn.dialect.name
     module = sqlite if dialect == "sqlite" else postgresql
-    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(index))  # type: ignore[attr-defined]
+    return module.insert(model.__table__).on_conflict_do_nothing(index_elements=list(index))
 
 
 def upsert_add(conn: AsyncConnection, model: type[SQLModel], index: Sequence[str], values: dict[str, Any]) -> Any:
     """`INSERT ... ON CONFLICT DO UPDATE SET col = col + excluded.col` for the numeric values."""
     dialect = conn.dialect.name
     module = sqlite if dialect == "sqlite" else postgresql
-    table = model.__table__  # type: ignore[attr-defined]
+    table = model.__table__
     stmt = module.insert(table).values(**values)
     adds = {k: table.c[k] + stmt.excluded[k] for k, v in values.items() if k not in index and isinstance(v, int)}
     return stmt.on_conflict_do_update(index_elements=list(index), set_=adds)
@@ -86,8 +86,8 @@ def _hot(dialect: str) -> SimpleNamespace:
     on PostgreSQL and SQLite (3.35+ for RETURNING).
     """
     module = sqlite if dialect == "sqlite" else postgresql
-    keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__  # type: ignore[attr-defined]
-    spend = KeySpend.__table__  # type: ignore[attr-defined]
+    keys, accounts, holds = Idempotency.__table__, LedgerAccount.__table__, Hold.__table__
+    spend = KeySpend.__table__
     return SimpleNamespace(
         claim=text(
             "INSERT INTO idempotency (scope, key, params_hash, result, created_at)"
@@ -108,10 +108,10 @@ def _hot(dialect: str) -> SimpleNamespace:
             "INSERT INTO ledger_accounts (id, kind, account_id, balance) VALUES (:id, :kind, :account_id, :balance)"
             " ON CONFLICT (id) DO UPDATE SET balance = ledger_accounts.balance + excluded.balance RETURNING balance"
         ),
-        transfer=Transfer.__table__.insert(),  # type: ignore[attr-defined]
-        entries=Entry.__table__.insert(),  # type: ignore[attr-defined]
+        transfer=Transfer.__table__.insert(),
+        entries=Entry.__table__.insert(),
         hold=holds.insert(),
-        usage=UsageRow.__table__.insert(),  # type: ignore[attr-defined]
+        usage=UsageRow.__table__.insert(),
         take_hold=update(holds)
         .where(holds.c.id == bindparam("b_id"), holds.c.status == "open")
         .values(status=bindparam("b_status"))
@@ -250,13 +250,13 @@ async def balances(conn: AsyncConnection, account_id: str) -> tuple[int, int] | 
     rows = (
         await conn.execute(
             select(LedgerAccount.id, LedgerAccount.balance).where(
-                LedgerAccount.id.in_([wallet(account_id), holds_account(account_id)])  # type: ignore[attr-defined]
+                LedgerAccount.id.in_([wallet(account_id), holds_account(account_id)])
             )
         )
     ).all()
     if not rows:
         return None
-    found = dict(rows)
+    found: dict[str, int] = dict(rows)
     return int(found.get(wallet(account_id), 0)), int(found.get(holds_account(account_id), 0))
 
 
@@ -376,10 +376,10 @@ async def ensure_holds_accounts(conn: AsyncConnection, account_ids: list[str]) -
     if conn.dialect.name == "postgresql":
         rows = [(holds_account(a), "holds", a, 0) for a in accounts]
         columns = ("id", "kind", "account_id", "balance")
-        await conn.execute(arrays_insert(LedgerAccount.__table__, columns, ("id",)), column_arrays(rows))  # type: ignore[attr-defined]
+        await conn.execute(arrays_insert(LedgerAccount.__table__, columns, ("id",)), column_arrays(rows))
         return
-    rows = [{"id": holds_account(a), "kind": "holds", "account_id": a, "balance": 0} for a in accounts]
-    await conn.execute(insert_ignore(conn, LedgerAccount, ["id"]), rows)
+    dicts = [{"id": holds_account(a), "kind": "holds", "account_id": a, "balance": 0} for a in accounts]
+    await conn.execute(insert_ignore(conn, LedgerAccount, ["id"]), dicts)
 
 
 async def lock_key_spend(conn: AsyncConnection, key_ids: list[str]) -> dict[str, tuple[int, int]]:
@@ -388,7 +388,7 @@ async def lock_key_spend(conn: AsyncConnection, key_ids: list[str]) -> dict[str,
     keys = sorted(set(key_ids))
     if not keys:
         return {}
-    table = KeySpend.__table__  # type: ignore[attr-defined]
+    table = KeySpend.__table__
     await conn.execute(insert_ignore(conn, KeySpend, ["key_id"]), [{"key_id": k, "spent": 0, "held": 0} for k in keys])
     query = select(table.c.key_id, table.c.spent, table.c.held).where(table.c.key_id.in_(keys))
     rows = (await conn.execute(query.order_by(table.c.key_id).with_for_update())).all()
@@ -399,6 +399,134 @@ async def add_key_held(conn: AsyncConnection, held: dict[str, int]) -> None:
     """Add to the held amount of key-spend rows locked by `lock_key_spend`."""
     changes = [{"k": k, "h": v} for k, v in sorted(held.items()) if v]
     if changes:
-        table = KeySpend.__table__  # type: ignore[attr-defined]
+        table = KeySpend.__table__
         stmt = update(table).where(table.c.key_id == bindparam("k")).values(held=table.c.held + bindparam("h"))
         await conn.execute(stmt, changes)
+
+
+# --- the privacy participant's queries ------------------------------------------------------
+
+# The tables an erasure deletes from or rewrites: vacuumed after it (their dead row versions
+# still hold the erased values).
+TOUCHED_BY_ERASURE = (
+    "usage_records", "entries", "ledger_accounts", "transfers", "card_payments", "chain_deposits",
+    "deposit_addresses", "holds", "codes", "idempotency",
+)  # fmt: skip
+# The usage-record columns an export reads, in UsageRecord's field order ("id" is usage_id).
+USAGE_EXPORT_COLUMNS = (
+    "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros", "status",
+    "latency_ms", "created_at", "tokens_estimated", "shortfall_micros",
+)  # fmt: skip
+UsageKey = tuple[datetime, str]
+
+
+def _usage_after(account: str, after: UsageKey | None) -> list[Any]:
+    usage = UsageRow.__table__
+    where = [usage.c.account_id == account]
+    if after is not None:
+        where.append(tuple_(usage.c.created_at, usage.c.id) > after)
+    return where
+
+
+async def usage_export_rows(conn: AsyncConnection, account: str, after: UsageKey | None, size: int) -> list[Any]:
+    """One keyset page (by the (account_id, created_at, id) index) of the account's usage
+    rows, the exported columns only."""
+    usage = UsageRow.__table__
+    query = (
+        select(*(usage.c[name] for name in USAGE_EXPORT_COLUMNS))
+        .where(*_usage_after(account, after))
+        .order_by(usage.c.created_at, usage.c.id)
+        .limit(size)
+    )
+    return list(await conn.execute(query))
+
+
+async def usage_time_range(conn: AsyncConnection, account: str) -> tuple[datetime | None, datetime | None]:
+    """The account's first and last usage time (two index probes)."""
+    usage = UsageRow.__table__
+    query = select(func.min(usage.c.created_at), func.max(usage.c.created_at)).where(usage.c.account_id == account)
+    first, last = (await conn.execute(query)).one()
+    return first, last
+
+
+async def usage_export_json(
+    conn: AsyncConnection,
+    account: str,
+    after: UsageKey | None,
+    size: int,
+    record_sql: str,
+    span: tuple[datetime, datetime | None] | None = None,
+) -> tuple[str, int, UsageKey | None]:
+    """PostgreSQL: the same page rendered by the database, one text of comma-separated
+    records (`record_sql`, a `runtime.participant.json_sql` expression over the table's
+    columns), with its record count and the key to continue after; within `span` (from,
+    before; before None is open-ended) when given, so that slices render concurrently."""
+    keyset = "AND (created_at, id) > (:at, :id)" if after is not None else ""
+    if span is not None:
+        keyset += " AND created_at >= :since" + (" AND created_at < :before" if span[1] is not None else "")
+    query = text(
+        "SELECT string_agg(record, ',' ORDER BY created_at, id), count(*), "
+        "(array_agg(created_at ORDER BY created_at DESC, id DESC))[1], "
+        "(array_agg(id ORDER BY created_at DESC, id DESC))[1] "
+        f"FROM (SELECT created_at, id, {record_sql} AS record FROM usage_records "
+        f"WHERE account_id = :account {keyset} ORDER BY created_at, id LIMIT :size) page"
+    )
+    values: dict[str, Any] = {"account": account, "size": size}
+    if after is not None:
+        values |= {"at": after[0], "id": after[1]}
+    if span is not None:
+        values |= {"since": span[0]} | ({"before": span[1]} if span[1] is not None else {})
+    records, count, last_at, last_id = (await conn.execute(query, values)).one()
+    return records or "", int(count), (last_at, last_id) if count else None
+
+
+async def subject_rows(conn: AsyncConnection, account: str) -> dict[str, list[Any]]:
+    """The account's payment, deposit and ledger rows (everything but usage), by table."""
+    found: dict[str, list[Any]] = {}
+    for model in (CardPayment, ChainDeposit, DepositAddress, Transfer):
+        table = model.__table__
+        query = select(table).where(table.c.account_id == account)
+        if model is Transfer:
+            query = query.order_by(table.c.created_at)
+        found[table.name] = list(await conn.execute(query))
+    return found
+
+
+async def erasure_result(conn: AsyncConnection, request_id: str) -> dict[str, list[int]] | None:
+    """The stored counts of an erasure already applied under this request id."""
+    t = Erasure.__table__
+    stored = (await conn.execute(select(t.c.result).where(t.c.request_id == request_id))).scalar()
+    return json.loads(stored) if stored is not None else None
+
+
+async def record_erasure(conn: AsyncConnection, request_id: str, counts: dict[str, list[int]]) -> None:
+    t = Erasure.__table__
+    await conn.execute(t.insert().values(request_id=request_id, result=json.dumps(counts), created_at=utcnow()))
+
+
+async def erase_subject(
+    conn: AsyncConnection, account: str, alias: str, delete_strategy: int, hold_strategy: int
+) -> dict[str, list[int]]:
+    """Delete the account's usage records and idempotency keys; rename the account to its
+    pseudonym `alias` in every payment and ledger table (kept under legal hold). Returns
+    {store: [strategy, rows]}."""
+    usage = UsageRow.__table__
+    deleted = (await conn.execute(delete(usage).where(usage.c.account_id == account))).rowcount
+    counts = {"billing.usage_records": [delete_strategy, deleted]}
+    ledger, entries = LedgerAccount.__table__, Entry.__table__
+    for prefix in ("wallet:", "holds:"):
+        await conn.execute(
+            update(entries).where(entries.c.ledger_account == prefix + account).values(ledger_account=prefix + alias)
+        )
+        await conn.execute(
+            update(ledger).where(ledger.c.id == prefix + account).values(id=prefix + alias, account_id=alias)
+        )
+    for model in (Transfer, CardPayment, ChainDeposit, DepositAddress, Hold):
+        t = model.__table__
+        values = {"account_id": alias, **({"customer_ref": alias} if model is CardPayment else {})}
+        renamed = (await conn.execute(update(t).where(t.c.account_id == account).values(**values))).rowcount
+        counts[f"billing.{t.name}"] = [hold_strategy, renamed]
+    codes, keys = Code.__table__, Idempotency.__table__
+    await conn.execute(update(codes).where(codes.c.redeemed_by == account).values(redeemed_by=alias))
+    await conn.execute(delete(keys).where(keys.c.key.startswith(f"{account}:", autoescape=True)))
+    return counts

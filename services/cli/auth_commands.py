@@ -106,6 +106,18 @@ def keys_list(args: argparse.Namespace) -> int:
     return run(call)
 
 
+def accounts_close(args: argparse.Namespace) -> int:
+    """Close an account on its holder's behalf; the privacy service erases it (P5.4)."""
+
+    async def call() -> None:
+        async with operator_channel("auth_addr") as channel:
+            request = auth_pb2.AdminCloseAccountRequest(email=args.email)
+            reply = await _stub(channel).AdminCloseAccount(request, timeout=TIMEOUT_S)
+        print(f"closed {reply.account.account_id}: keys revoked, sessions ended; erasure follows within 30 days")
+
+    return run(call)
+
+
 def keys_revoke(args: argparse.Namespace) -> int:
     async def call() -> None:
         async with operator_channel("auth_addr") as channel:
@@ -132,6 +144,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     add_password_options(create, optional=True)
     create.add_argument("--role", choices=sorted(ROLES), default="user", help="the account's role (default: user)")
     create.set_defaults(func=accounts_create)
+    close = accounts.add_parser(
+        "close",
+        help="close an account on its holder's behalf",
+        description="Close an account for its holder (P8.4): its keys are refused at once, its sessions end,"
+        " and the privacy service raises its erasure, due within 30 days (P5.4).",
+    )
+    close.add_argument("--email", required=True, help="the account's email")
+    close.set_defaults(func=accounts_close)
 
     keys = subparsers.add_parser("keys", help="manage API keys").add_subparsers(
         dest="action", required=True, metavar="ACTION"

@@ -13,16 +13,16 @@ import uuid
 from datetime import UTC, datetime
 
 import grpc
-from google.protobuf.timestamp_pb2 import Timestamp
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from services.runtime.money import format_usd
+from services.runtime.timestamps import to_timestamp
 
 from .common import (
     EXIT_USAGE,
     CliError,
     add_json_option,
-    format_micros_usd,
     operator_channel,
     parse_usd_micros,
     print_json,
@@ -47,12 +47,6 @@ def parse_date(text: str) -> datetime:
     except ValueError:
         raise CliError(f"not a date (YYYY-MM-DD or ISO 8601): {text!r}", EXIT_USAGE) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
-
-
-def timestamp(moment: datetime) -> Timestamp:
-    stamp = Timestamp()
-    stamp.FromDatetime(moment)
-    return stamp
 
 
 async def account_id_of(email: str) -> str:
@@ -88,8 +82,8 @@ def credits_grant(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"email": args.email, "granted_micros": amount, **money("balance", reply.balance_micros)})
             return
-        balance = format_micros_usd(reply.balance_micros)
-        print(f"granted {format_micros_usd(amount)} USD to {args.email}; balance {balance}")
+        balance = format_usd(reply.balance_micros)
+        print(f"granted {format_usd(amount)} USD to {args.email}; balance {balance}")
 
     return run(call)
 
@@ -104,7 +98,7 @@ def credits_balance(args: argparse.Namespace) -> int:
         if args.json:
             print_json({"email": args.email, **money("balance", reply.balance_micros)})
             return
-        print(format_micros_usd(reply.balance_micros))
+        print(format_usd(reply.balance_micros))
 
     return run(call)
 
@@ -117,7 +111,7 @@ def codes_create(args: argparse.Namespace) -> int:
         amount_micros=amount, count=args.count, idempotency_key=args.idempotency_key or f"cli-{uuid.uuid4()}"
     )
     if args.expires:
-        request.expires_at.CopyFrom(timestamp(parse_date(args.expires)))
+        request.expires_at.CopyFrom(to_timestamp(parse_date(args.expires)))
 
     async def call() -> None:
         async with operator_channel("billing_addr") as channel:
@@ -133,7 +127,7 @@ def codes_create(args: argparse.Namespace) -> int:
 
 def money(name: str, micros: int) -> dict[str, object]:
     """An amount for --json: exact integer micro-units and the USD text."""
-    return {f"{name}_micros": micros, f"{name}_usd": format_micros_usd(micros)}
+    return {f"{name}_micros": micros, f"{name}_usd": format_usd(micros)}
 
 
 def usage_json(r: billing_pb2.UsageRecord) -> dict[str, object]:
@@ -157,7 +151,7 @@ def usage_rows(records: list[billing_pb2.UsageRecord]) -> list[tuple[str, ...]]:
             r.key_id or "-",
             str(r.input_tokens),
             str(r.output_tokens),
-            format_micros_usd(r.cost_micros),
+            format_usd(r.cost_micros),
             r.status,
             str(r.latency_ms),
         )
@@ -185,7 +179,7 @@ def usage(args: argparse.Namespace) -> int:
                     page={"page_size": min(1000, args.limit - len(records)), "page_token": token}
                 )
                 if since is not None:
-                    query.since.CopyFrom(timestamp(since))
+                    query.since.CopyFrom(to_timestamp(since))
                 request = billing_pb2.AdminListUsageRequest(account_id=account_id, filter=query)
                 reply = await billing_stub(channel).AdminListUsage(request, timeout=TIMEOUT_S)
                 records += reply.records
@@ -197,7 +191,7 @@ def usage(args: argparse.Namespace) -> int:
             return
         print(render_table(USAGE_HEADERS, usage_rows(records)))
         total = sum(r.cost_micros for r in records)
-        print(f"{len(records)} calls, {format_micros_usd(total)} USD")
+        print(f"{len(records)} calls, {format_usd(total)} USD")
 
     return run(call)
 

@@ -18,7 +18,7 @@ import getpass
 import json
 import os
 import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any, NoReturn, Self
@@ -137,7 +137,7 @@ async def operator_channel(target_attr: str) -> AsyncIterator[grpc.aio.Channel]:
         await channel.close()
 
 
-def run(coro_fn: Callable[[], Awaitable[Any]], service: str = "") -> int:
+def run(coro_fn: Callable[[], Coroutine[Any, Any, Any]], service: str = "") -> int:
     """Run one async command; failures become their message and exit code. (`service` is
     kept for callers written before channels named their own service.)"""
     del service
@@ -183,9 +183,10 @@ def add_password_options(parser: argparse.ArgumentParser, optional: bool) -> Non
     parser.add_argument("--password", nargs="?", action=_RefusePasswordArgument, help=argparse.SUPPRESS)
 
 
-def read_password(args: argparse.Namespace, optional: bool) -> str:
-    """The password from --password-stdin, --password-file or a prompt (typed twice); ""
-    when `optional` and none is given (not a terminal, or an empty entry)."""
+def read_password(args: argparse.Namespace, optional: bool, sign_in_as: str = "") -> str:
+    """The password from --password-stdin, --password-file or a prompt; "" when `optional`
+    and none is given (not a terminal, or an empty entry). A new password is typed twice;
+    one to sign in as `sign_in_as` is asked once, naming the account."""
     if args.password_stdin:
         return sys.stdin.readline().rstrip("\r\n")
     if args.password_file:
@@ -198,20 +199,16 @@ def read_password(args: argparse.Namespace, optional: bool) -> str:
         if optional:
             return ""
         raise CliError("no password: use --password-stdin or --password-file FILE", EXIT_USAGE)
-    prompt = "Password (empty: generate one): " if optional else "Password: "
+    if sign_in_as:
+        prompt = f"Password for {sign_in_as}: "
+    else:
+        prompt = "Password (empty: generate one): " if optional else "Password: "
     typed = getpass.getpass(prompt)
-    if typed and getpass.getpass("Again: ") != typed:
+    if typed and not sign_in_as and getpass.getpass("Again: ") != typed:
         raise CliError("the two passwords differ; nothing was changed", EXIT_USAGE)
     if not typed and not optional:
         raise CliError("no password given", EXIT_USAGE)
     return typed
-
-
-def format_micros_usd(micros: int) -> str:
-    """Integer micro-units as USD with all six decimals: 2500001 -> '2.500001'."""
-    sign = "-" if micros < 0 else ""
-    whole, frac = divmod(abs(micros), 1_000_000)
-    return f"{sign}{whole}.{frac:06d}"
 
 
 def parse_usd_micros(text: str) -> int:

@@ -4,7 +4,8 @@ certificate|audit`.
 They call the privacy service's staff RPCs. By default they act as the local operator (the
 admin token of the configuration), who counts as one compliance member; `--as EMAIL` signs
 in as a named compliance member instead, the password typed at a prompt or read from the
-first line of standard input (`--password-stdin`), never given as an argument. A
+first line of standard input (`--password-stdin`) or of a file (`--password-file FILE`),
+the CLI's one way (`common.read_password`), never given as an argument. A
 staff-raised erasure still needs a second, different member's `approve`.
 
 Every command prints the request id first. `--wait` follows the request, printing each
@@ -15,9 +16,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import getpass
 import json
-import sys
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC
 from typing import Any
 
@@ -29,7 +29,7 @@ from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from services.runtime.clients import service_channel
 
-from .common import EXIT_USAGE, CliError, operator_channel, run, settings
+from .common import CliError, add_password_options, operator_channel, read_password, run, settings
 
 TIMEOUT_S = 30
 POLL_S = 0.3
@@ -46,22 +46,15 @@ STATUSES = {
 }
 STEP_STATUSES = {1: "pending", 2: "running", 3: "done", 4: "needs attention"}
 DEFAULT_IDENTITY = "identity checked by compliance staff (gatemesh CLI)"
+CHILD_REASON = "child account (P9.2)"
 
 
-def _password(args: argparse.Namespace) -> str:
-    if args.password_stdin:
-        return sys.stdin.readline().rstrip("\n")
-    if not sys.stdin.isatty():
-        raise CliError("no password: use --password-stdin, or run on a terminal to be prompted", EXIT_USAGE)
-    return getpass.getpass(f"password for {args.as_email}: ")
-
-
-async def _channel(args: argparse.Namespace) -> grpc.aio.Channel:
+async def _channel(args: argparse.Namespace) -> AbstractAsyncContextManager[grpc.aio.Channel]:
     """The privacy channel as the operator, or as the compliance member named by --as."""
     if not args.as_email:
         return operator_channel("privacy_addr")
     s = settings()
-    password = _password(args)
+    password = read_password(args, optional=False, sign_in_as=args.as_email)
     async with service_channel(s.auth_addr, s, credential="") as auth:
         request = auth_pb2.SignInRequest(email=args.as_email, password=password)
         reply = await auth_pb2_grpc.AuthServiceStub(auth).SignIn(request, timeout=TIMEOUT_S)
@@ -136,7 +129,8 @@ def cmd_rectify(args: argparse.Namespace) -> int:
 
 
 def cmd_erase(args: argparse.Namespace) -> int:
-    return _raise(args, type=privacy_pb2.REQUEST_TYPE_ERASURE, reason=args.reason, dry_run=args.dry_run)
+    reason = CHILD_REASON if args.child else args.reason
+    return _raise(args, type=privacy_pb2.REQUEST_TYPE_ERASURE, reason=reason, dry_run=args.dry_run)
 
 
 def _on_request(method: str, args: argparse.Namespace) -> int:
@@ -149,6 +143,8 @@ def _on_request(method: str, args: argparse.Namespace) -> int:
             if getattr(args, "wait", False):
                 await _follow(stub, request)
             elif method == "GetRequest":
+                if request.reason:
+                    print(f"  reason: {request.reason}")
                 for step in request.steps:
                     print(_step_line(step))
                 for finding in request.findings:
@@ -223,7 +219,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def _common(parser: argparse.ArgumentParser, wait: bool = False) -> None:
     parser.add_argument("--as", dest="as_email", metavar="EMAIL", help="act as this compliance member (signs in)")
-    parser.add_argument("--password-stdin", action="store_true", help="with --as: read the password from stdin")
+    add_password_options(parser, optional=False)
     if wait:
         parser.add_argument("--wait", action="store_true", help="follow the request; non-zero exit if it fails")
 
@@ -244,7 +240,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     rectify.add_argument("--new-email", required=True, help="the corrected email address")
     rectify.set_defaults(func=cmd_rectify)
     erase = raising("erase", help_="raise an erasure (P8.3); a second member must approve it")
-    erase.add_argument("--reason", required=True, help="why, recorded with the request (e.g. child account, P9.2)")
+    why = erase.add_mutually_exclusive_group(required=True)
+    why.add_argument("--reason", help="why, recorded with the request and in its certificate")
+    why.add_argument(
+        "--child", action="store_true", help=f"the account belongs to a child: the reason is {CHILD_REASON!r} (P9.2)"
+    )
     erase.add_argument("--dry-run", action="store_true", help="report what would be erased, change nothing")
     erase.set_defaults(func=cmd_erase)
     for name, func, help_, wait in (

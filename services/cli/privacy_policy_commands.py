@@ -8,7 +8,7 @@ privacy-policy versions (P10) for compliance staff.
 - `gatemesh privacy policy list [--json]`, `gatemesh privacy policy pending [--version V] [--json]`.
 
 Staff commands act as the local operator, or as a named compliance member with
-`--as EMAIL` (the password typed at a prompt or read from `--password-stdin`; never an
+`--as EMAIL` (the password typed at a prompt or read with `--password-stdin` or `--password-file`; never an
 argument), exactly as `privacy_commands` does (its channel and options are reused). These
 commands join the `privacy` group that `privacy_commands` makes (`privacy_group` finds it,
 or makes it when this module registers first).

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+from collections.abc import Mapping
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -31,7 +32,8 @@ async def health(address: str, s: CliSettings) -> str:
     """SERVING, NOT_SERVING, or `unreachable`."""
     async with service_channel(address, s, credential=s.secret("admin_token")) as channel:
         try:
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)
+            # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
+            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)  # type: ignore[attr-defined]
         except grpc.aio.AioRpcError:
             return "unreachable"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
@@ -96,7 +98,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     return EXIT_UNREACHABLE if any(v["health"] == "unreachable" for v in services.values()) else 0
 
 
-def print_report(report: dict[str, object]) -> None:
+def print_report(report: Mapping[str, object]) -> None:
     up = "not started by `gatemesh up`"
     if report["up_pid"] is not None:
         up = f"pid {report['up_pid']} ({'running' if report['up_running'] else 'no longer running'})"

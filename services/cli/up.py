@@ -85,7 +85,8 @@ def wait_serving(child: Child, deadline: float, waiting: Callable[[float], None]
             if child.process.poll() is not None:
                 raise CliError(f"{child.name} exited with code {child.process.returncode}; see its log above")
             try:
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)
+                # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:
@@ -192,13 +193,16 @@ def start_services(s: GatemeshSettings, names: list[str], total: int, children: 
 
 
 def start_edge_process(step: int, children: list[Child]) -> None:
-    from services.edge.launch import edge_url, start_edge, wait_edge
+    from services.edge.launch import EdgeStartError, edge_url, start_edge, wait_edge
 
     progress(step, step, f"starting the edge (Envoy) on {edge_url()} ...")
     began = time.monotonic()
     edge = start_edge()
     children.append(Child("edge", edge_url(), edge))
-    wait_edge(edge, time.monotonic() + START_TIMEOUT_S)
+    try:
+        wait_edge(edge, time.monotonic() + START_TIMEOUT_S)
+    except EdgeStartError as error:  # the edge knows no CLI: its failure becomes the CLI's here
+        raise CliError(str(error)) from None
     progress(step, step, f"{'edge':8} {edge_url()} (ready in {time.monotonic() - began:.1f} s)")
 
 

@@ -4,7 +4,9 @@ One listener (HTTPS when a certificate is configured) runs three HTTP filters: t
 error filter (`errors.lua`), the gRPC-JSON transcoder (every service of the mesh that
 carries `google.api.http` rules) and the router. After transcoding the request path is
 the gRPC method (`/gatemesh.auth.v1.AuthService/SignUp`); the transcoder clears the
-route cache, so routes pick the cluster of each service by that path prefix. The only
+route cache, so routes pick the cluster by that path: one route per RPC that has an HTTP
+rule, so nothing else (INTERNAL and ADMIN RPCs) is reachable through the edge, not even
+by a gRPC client. The only
 hand-written routes serve the generated OpenAPI document at `/openapi.json` and the API
 reference page (Swagger UI, from the `swagger-ui-bundle-v2` package's files) at `/docs`;
 other methods on them are a 405 with `Allow`.
@@ -29,6 +31,7 @@ from __future__ import annotations
 import ipaddress
 import re
 from collections.abc import Iterable, Sequence
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from importlib.resources import files
 from pathlib import Path
@@ -36,6 +39,8 @@ from typing import Any
 
 import yaml
 from google.protobuf import descriptor_pb2
+
+from gatemesh.common.v1 import common_pb2
 
 from . import observability
 from .descriptors import HTTP_BODY, HttpMethod, http_methods, messages, query_fields, rest_services
@@ -97,7 +102,9 @@ def lua_string(text: str) -> str:
     return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def lua_fields(fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: set[str] = frozenset()) -> dict[str, str]:
+def lua_fields(
+    fields: Iterable[descriptor_pb2.FieldDescriptorProto], skip: AbstractSet[str] = frozenset()
+) -> dict[str, str]:
     """{JSON name: "true" or the nested message's FIELDS key}, proto and lowerCamel names alike
     (the transcoder takes both)."""
     entries: dict[str, str] = {}
@@ -245,10 +252,19 @@ def docs_routes(directory: str) -> list[dict[str, Any]]:
 
 
 def routes(files_: EdgeFiles, services: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """The static pages, then one route per RPC with an HTTP rule (its gRPC path, which the
+    transcoder leaves a REST call with, or a gRPC client sends). Per RPC, not per service:
+    a prefix would forward gRPC to every method of the service, INTERNAL and ADMIN ones too
+    (Hold, Settle, VerifyKey; with mutual TLS the edge's client certificate would make any
+    caller a service). An INTERNAL RPC is never routed, even with an HTTP rule. Any other
+    path has no route: 404."""
     result = static_routes(OPENAPI_PATH, files_.openapi, "application/json") + docs_routes(files_.docs)
-    for mesh_service, names in services.items():
-        for name in names:
-            result.append({"match": {"prefix": f"/{name}/"}, "route": {"cluster": mesh_service, "timeout": "0s"}})
+    cluster_of = {name: mesh_service for mesh_service, names in services.items() for name in names}
+    for item in http_methods():
+        cluster = cluster_of.get(item.service_full_name)
+        if cluster is not None and item.access not in (common_pb2.ACCESS_UNSPECIFIED, common_pb2.ACCESS_INTERNAL):
+            path = f"/{item.service_full_name}/{item.method.name}"
+            result.append({"match": {"path": path}, "route": {"cluster": cluster, "timeout": "0s"}})
     return result
 
 

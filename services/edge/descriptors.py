@@ -60,7 +60,8 @@ class HttpMethod:
 
     @property
     def access(self) -> int:
-        return self.method.options.Extensions[common_pb2.access]
+        # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+        return self.method.options.Extensions[common_pb2.access]  # type: ignore[index]
 
     def verb_and_path(self) -> tuple[str, str]:
         verb = self.rule.WhichOneof("pattern") or "custom"
@@ -76,8 +77,10 @@ def http_methods(fds: descriptor_pb2.FileDescriptorSet | None = None) -> Iterato
             continue
         for s_index, service in enumerate(file.service):
             for m_index, method in enumerate(service.method):
-                if method.options.HasExtension(annotations_pb2.http):
-                    rule = method.options.Extensions[annotations_pb2.http]
+                # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+                if method.options.HasExtension(annotations_pb2.http):  # type: ignore[arg-type]
+                    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+                    rule: http_pb2.HttpRule = method.options.Extensions[annotations_pb2.http]  # type: ignore[index]
                     yield HttpMethod(file, service, s_index, method, m_index, rule)
 
 

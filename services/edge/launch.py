@@ -78,17 +78,8 @@ def wait_edge(process: subprocess.Popen[bytes], deadline: float, url: str | None
     url = url or edge_url()
     while time.monotonic() < deadline:
         if process.poll() is not None:
-            raise _failure(f"the edge (Envoy) exited with code {process.returncode}; see its log above")
+            raise EdgeStartError(f"the edge (Envoy) exited with code {process.returncode}; see its log above")
         if edge_ready(url):
             return
         time.sleep(0.1)
-    raise _failure(f"the edge did not answer at {url} in time")
-
-
-def _failure(message: str) -> Exception:
-    """A CliError for `gatemesh up` when the CLI is importable, else EdgeStartError."""
-    try:
-        from services.cli.common import CliError
-    except ImportError:  # pragma: no cover - the CLI ships with the package
-        return EdgeStartError(message)
-    return CliError(message)
+    raise EdgeStartError(f"the edge did not answer at {url} in time")

@@ -132,12 +132,14 @@ def schema_name(full_name: str) -> str:
 
 def is_required(field: descriptor_pb2.FieldDescriptorProto) -> bool:
     """`google.api.field_behavior = REQUIRED`, or buf.validate's own `required`."""
-    behaviors = field.options.Extensions[field_behavior_pb2.field_behavior]
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    behaviors: Sequence[int] = field.options.Extensions[field_behavior_pb2.field_behavior]  # type: ignore[index]
     return field_behavior_pb2.REQUIRED in behaviors or rules_of(field).required
 
 
 def rules_of(field: descriptor_pb2.FieldDescriptorProto) -> validate_pb2.FieldRules:
-    return field.options.Extensions[validate_pb2.field]
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    return field.options.Extensions[validate_pb2.field]  # type: ignore[index]
 
 
 def string_keywords(rules: validate_pb2.StringRules) -> dict[str, Any]:

@@ -4,7 +4,7 @@ processor's webhook.
 `/v1/chat/completions`, `/v1/embeddings` and `/v1/models` travel as `google.api.HttpBody`,
 so the descriptor set says nothing about their fields. The proxy checks only what it must
 route and meter (`model`, `messages`, `input`, `stream`, `max_tokens`,
-`max_completion_tokens`: see `services/proxy/domain.py`) and passes every other field to
+`max_completion_tokens`: see `services/proxy/bodies.py`) and passes every other field to
 the upstream unchanged, which judges it. These schemas name the fields OpenAI's API
 defines, so that generated clients and readers see the familiar shape; they constrain
 exactly what the proxy checks and describe the rest (`additionalProperties` stays open:

@@ -21,12 +21,11 @@ from __future__ import annotations
 import hashlib
 import hmac
 import random
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from enum import Enum
 from typing import Any
-
-import grpc
 
 from services.runtime.emails import check_email, normalize_email
 from services.runtime.errors import FailedPrecondition, PermissionDenied, Violations
@@ -51,9 +50,7 @@ LEGAL_HOLD = 3  # gatemesh.privacy.v1.ERASURE_STRATEGY_LEGAL_HOLD
 OPERATOR = "operator"
 SUBJECT = "subject"  # requested_by of self-service requests
 MAX_TEXT = 500
-RETRYABLE = frozenset(
-    {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.RESOURCE_EXHAUSTED}
-)
+RETRYABLE = frozenset({"UNAVAILABLE", "DEADLINE_EXCEEDED", "RESOURCE_EXHAUSTED"})  # gRPC status code names
 
 
 @dataclass(frozen=True)
@@ -184,8 +181,10 @@ def participant_request_id(request_id: str, round_: int) -> str:
     return request_id if round_ == 0 else f"{request_id}.{round_}"
 
 
-def retryable(code: grpc.StatusCode) -> bool:
-    return code in RETRYABLE
+def retryable(code: Enum) -> bool:
+    """Whether a participant call that failed with this status code (a `grpc.StatusCode`,
+    read by name so that the rules import no transport) may succeed when tried again."""
+    return code.name in RETRYABLE
 
 
 def retry_delay(attempts: int, base_s: float, cap_s: float, rng: random.Random | None = None) -> float:
@@ -249,16 +248,41 @@ def findings(datamap: Mapping[str, Any], participant: str, records: Iterable[Map
     return found
 
 
-def dry_run_actions(datamap: Mapping[str, Any], participant: str, records: Iterable[Mapping[str, Any]]) -> list[dict]:
-    """What an erasure would do to each store: its records and the strategy the data map
-    gives it (legal hold wins over the others: the row stays)."""
+def page_findings(
+    datamap: Mapping[str, Any], participant: str, counts: Mapping[str, int], records: Callable[[], list[Any]]
+) -> dict[str, int]:
+    """`findings` of one export page given its records per message: a page holding only
+    messages without legal-hold fields is all findings, counted without parsing it;
+    otherwise `records()` is parsed and looked into."""
+    fields = strategies(datamap, participant)
+    if any(LEGAL_HOLD in fields.get(message, {}).values() for message in counts):
+        return findings(datamap, participant, records())
+    stores = store_of(datamap, participant)
+    found: dict[str, int] = {}
+    for message, n in counts.items():
+        store = stores.get(message, message or "unknown")
+        found[store] = found.get(store, 0) + n
+    return found
+
+
+def dry_run_counts(datamap: Mapping[str, Any], participant: str, counts: Mapping[str, int]) -> list[dict]:
+    """What an erasure would do to each store, from the records per message an export
+    holds: the strategy the data map gives it (legal hold wins over the others: the row
+    stays)."""
     fields = strategies(datamap, participant)
     stores = store_of(datamap, participant)
-    counts: dict[str, list[int]] = {}
-    for record in records:
-        message = record.get("message", "")
+    found: dict[str, list[int]] = {}
+    for message, n in counts.items():
         declared = fields.get(message, {}).values()
         strategy = LEGAL_HOLD if LEGAL_HOLD in declared else max(declared, default=1)
-        entry = counts.setdefault(stores.get(message, message), [strategy, 0])
-        entry[1] += 1
-    return [{"store": s, "strategy": st, "count": n} for s, (st, n) in sorted(counts.items())]
+        entry = found.setdefault(stores.get(message, message), [strategy, 0])
+        entry[1] += n
+    return [{"store": s, "strategy": st, "count": n} for s, (st, n) in sorted(found.items())]
+
+
+def dry_run_actions(datamap: Mapping[str, Any], participant: str, records: Iterable[Mapping[str, Any]]) -> list[dict]:
+    """`dry_run_counts` over records (dicts with their "message")."""
+    counts: dict[str, int] = {}
+    for record in records:
+        counts[record.get("message", "")] = counts.get(record.get("message", ""), 0) + 1
+    return dry_run_counts(datamap, participant, counts)

@@ -7,14 +7,18 @@ up by the next attempt instead of every attempt failing inside one backoff windo
 still down after that wait is UNAVAILABLE, as gRPC would say. Exports are read with
 `StreamExportSubject` (pages, bounded memory) and fall back to the unary `ExportSubject`
 for a participant that does not implement the stream, so that any service implementing
-the original contract joins the fan-out. Records are returned as plain dicts (the proto
-JSON mapping), which is what the export document and the verification need.
+the original contract joins the fan-out. A page comes back as `ExportPage`: its records as
+JSON bytes (what the export document stores) and counts per record message. A participant
+that renders its pages (`records_json`) is passed through untouched, with no parse and no
+re-encode; structured `records` (the original contract) are rendered here. Records become
+dicts only where the verification needs to look inside them (`ExportPage.records`).
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+import json
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -32,8 +36,31 @@ from services.runtime.timestamps import from_timestamp
 from .domain import Participant
 from .settings import PrivacySettings
 
-PAGE_SIZE = 2000
+PAGE_SIZE = 10_000  # the participants' cap: fewer, larger pages (a usage page is ~3 MB)
 CONNECT_WAIT_S = 5.0  # > the 2 s reconnect backoff cap of `client_options`: two connect tries
+
+
+@dataclass(frozen=True)
+class ExportPage:
+    """One page of a participant's export: `records_json` as in StreamExportSubjectResponse
+    (comma-separated ExportedRecords in the JSON mapping) and records per message."""
+
+    json: bytes
+    counts: dict[str, int]
+
+    def records(self) -> list[dict[str, Any]]:
+        """The records as dicts (parsed on demand: only the verification looks inside)."""
+        return json.loads(b"[" + self.json + b"]") if self.json else []
+
+    @classmethod
+    def of(cls, records: Iterable[participant_pb2.ExportedRecord]) -> ExportPage:
+        """A page of structured records (the original contract), rendered."""
+        dicts = [_record(r) for r in records]
+        counts: dict[str, int] = {}
+        for r in dicts:
+            counts[r["message"]] = counts.get(r["message"], 0) + 1
+        encoded = json.dumps(dicts, sort_keys=True, separators=(",", ":")).encode()[1:-1] if dicts else b""
+        return cls(encoded, counts)
 
 
 @dataclass(frozen=True)
@@ -90,7 +117,7 @@ class Participants:
                 raise Unavailable(f"participant {p.name} did not describe its data ({error.code().name})") from None
         return {"participants": found}
 
-    async def export_pages(self, name: str, account_id: str, request_id: str) -> AsyncIterator[list[dict[str, Any]]]:
+    async def export_pages(self, name: str, account_id: str, request_id: str) -> AsyncIterator[ExportPage]:
         """The subject's records at one participant, page by page."""
         subject = common_pb2.SubjectRef(account_id=account_id)
         request = participant_pb2.StreamExportSubjectRequest(
@@ -99,16 +126,18 @@ class Participants:
         call = (await self.connected(name)).StreamExportSubject(request, timeout=self.timeout)
         try:
             async for page in call:
-                yield [_record(r) for r in page.records]
+                if page.records or not page.records_json:  # an empty page still names the part
+                    yield ExportPage.of(page.records)
+                if page.records_json:
+                    yield ExportPage(page.records_json, {m: int(n) for m, n in page.record_counts.items()})
             return
         except grpc.aio.AioRpcError as error:
             if error.code() != grpc.StatusCode.UNIMPLEMENTED:
                 raise
         unary = participant_pb2.ExportSubjectRequest(subject=subject, request_id=request_id)
         reply = await self.stub(name).ExportSubject(unary, timeout=self.timeout)
-        records = [_record(r) for r in reply.records]
-        for start in range(0, len(records), PAGE_SIZE):
-            yield records[start : start + PAGE_SIZE]
+        for start in range(0, len(reply.records), PAGE_SIZE):
+            yield ExportPage.of(reply.records[start : start + PAGE_SIZE])
 
     async def rectify(self, name: str, account_id: str, request_id: str, changes: dict[str, str]) -> dict[str, int]:
         request = participant_pb2.RectifySubjectRequest(
@@ -117,13 +146,21 @@ class Participants:
         reply = await (await self.connected(name)).RectifySubject(request, timeout=self.timeout)
         return dict(reply.updated)
 
-    async def erase(self, name: str, account_id: str, request_id: str) -> tuple[list[dict[str, Any]], bool]:
+    async def erase(self, name: str, account_id: str, request_id: str) -> dict[str, Any]:
+        """What the erasure did: actions, replayed, and when (and how) the participant purged
+        the erased values from its storage files (None when it does not say)."""
         request = participant_pb2.EraseSubjectRequest(
             subject=common_pb2.SubjectRef(account_id=account_id), request_id=request_id
         )
         reply = await (await self.connected(name)).EraseSubject(request, timeout=self.timeout)
         actions = [{"store": a.store, "strategy": int(a.strategy), "count": int(a.count)} for a in reply.actions]
-        return actions, reply.replayed
+        purged = from_timestamp(reply.purged_at) if reply.HasField("purged_at") else None
+        return {
+            "actions": actions,
+            "replayed": reply.replayed,
+            "purged_at": purged.isoformat(timespec="seconds").replace("+00:00", "Z") if purged else None,
+            "purge": reply.purge,
+        }
 
     async def close(self) -> None:
         for channel in self._channels.values():

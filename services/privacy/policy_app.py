@@ -10,7 +10,7 @@ notification fan-out a crash or an auth outage interrupted.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -40,7 +40,7 @@ class PolicyApp:
     policies: Policies
     datamaps: DataMapSource
     servicer: PolicyServicer
-    background: Callable[[], Awaitable[None]]
+    background: Callable[[], Coroutine[Any, Any, None]]
 
     def register(self, server: grpc.aio.Server) -> None:
         policy_pb2_grpc.add_PolicyServiceServicer_to_server(self.servicer, server)

@@ -7,7 +7,8 @@ method's declared access); reading the current version and the data map is publi
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any
+
+import grpc
 
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import policy_pb2, policy_pb2_grpc
@@ -52,11 +53,11 @@ def datamap_proto(found: datamap.DataMap) -> policy_pb2.GetDataMapResponse:
                 service=f.service,
                 store=f.store,
                 field=f.field,
-                category=f.category,  # type: ignore[arg-type]
+                category=f.category,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 purpose=f.purpose,
                 retention=f.retention,
                 retention_days=f.retention_days,
-                erasure=f.erasure,  # type: ignore[arg-type]
+                erasure=f.erasure,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
                 processors=list(f.processors),
             )
             for f in found.fields
@@ -65,7 +66,7 @@ def datamap_proto(found: datamap.DataMap) -> policy_pb2.GetDataMapResponse:
             policy_pb2.ProcessorEntry(
                 name=p.name,
                 receives=list(p.receives),
-                categories=list(p.categories),  # type: ignore[arg-type]
+                categories=list(p.categories),  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
             )
             for p in found.processors
         ],
@@ -78,11 +79,15 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
         self.policies = policies
         self.datamaps = datamaps
 
-    async def GetCurrentPolicy(self, request: Any, context: Any) -> policy_pb2.GetCurrentPolicyResponse:
+    async def GetCurrentPolicy(
+        self, request: policy_pb2.GetCurrentPolicyRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.GetCurrentPolicyResponse:
         current, upcoming = await self.policies.current(now())
         return policy_pb2.GetCurrentPolicyResponse(current=version_proto(current), upcoming=version_proto(upcoming))
 
-    async def PublishPolicyVersion(self, request: Any, context: Any) -> policy_pb2.PublishPolicyVersionResponse:
+    async def PublishPolicyVersion(
+        self, request: policy_pb2.PublishPolicyVersionRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.PublishPolicyVersionResponse:
         require_staff(principal().is_compliance)
         effective_at = from_timestamp(request.effective_at) if request.HasField("effective_at") else None
         published = await self.policies.publish(staff_id(), request.version, effective_at, request.summary, now())
@@ -90,7 +95,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             version=version_proto(published.version), created=published.created, notified=published.notified
         )
 
-    async def ListPolicyVersions(self, request: Any, context: Any) -> policy_pb2.ListPolicyVersionsResponse:
+    async def ListPolicyVersions(
+        self, request: policy_pb2.ListPolicyVersionsRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.ListPolicyVersionsResponse:
         versions = await self.policies.versions()
         return policy_pb2.ListPolicyVersionsResponse(
             versions=[
@@ -104,7 +111,9 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             ]
         )
 
-    async def ListPendingAcceptances(self, request: Any, context: Any) -> policy_pb2.ListPendingAcceptancesResponse:
+    async def ListPendingAcceptances(
+        self, request: policy_pb2.ListPendingAcceptancesRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.ListPendingAcceptancesResponse:
         version, page = await self.policies.pending(
             staff_id(), request.version, request.page.page_size, request.page.page_token, now()
         )
@@ -114,5 +123,7 @@ class PolicyServicer(policy_pb2_grpc.PolicyServiceServicer):
             page=common_pb2.PageResponse(next_page_token=page.next_page_token),
         )
 
-    async def GetDataMap(self, request: Any, context: Any) -> policy_pb2.GetDataMapResponse:
+    async def GetDataMap(
+        self, request: policy_pb2.GetDataMapRequest, context: grpc.aio.ServicerContext
+    ) -> policy_pb2.GetDataMapResponse:
         return datamap_proto(await self.datamaps.get())

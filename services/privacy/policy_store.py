@@ -38,9 +38,9 @@ def aware(moment: datetime | None) -> datetime | None:
 def _version(row: PolicyVersionRow, notified: int) -> PolicyVersion:
     return PolicyVersion(
         version=row.version,
-        effective_at=aware(row.effective_at),  # type: ignore[arg-type]
+        effective_at=aware(row.effective_at),
         summary=row.summary,
-        published_at=aware(row.published_at),  # type: ignore[arg-type]
+        published_at=aware(row.published_at),
         published_by=row.published_by,
         notified_at=aware(row.notified_at),
         notified=notified,
@@ -92,13 +92,13 @@ class PolicyVersions:
             return int((await conn.execute(statement)).rowcount)
 
     async def mark_notified(self, version: str, at: datetime) -> None:
-        query = update(PolicyVersionRow).where(PolicyVersionRow.version == version)  # type: ignore[arg-type]
+        query = update(PolicyVersionRow).where(PolicyVersionRow.version == version)
         async with self.engine.begin() as conn:
             await conn.execute(query.values(notified_at=naive(at)))
 
     async def unnotified(self) -> Sequence[str]:
         async with self.sessions() as db:
-            query = select(PolicyVersionRow.version).where(PolicyVersionRow.notified_at.is_(None))  # type: ignore[union-attr]
+            query = select(PolicyVersionRow.version).where(PolicyVersionRow.notified_at.is_(None))
             return list((await db.exec(query)).all())
 
     @staticmethod

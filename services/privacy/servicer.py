@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+import grpc
 from google.api import httpbody_pb2
 
 from gatemesh.common.v1 import common_pb2
@@ -44,7 +45,7 @@ def step_proto(step: StepRow) -> privacy_pb2.Step:
         participant=step.participant,
         phase=step.phase,
         order=step.run_order,
-        status=step.status,  # type: ignore[arg-type]
+        status=step.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         attempts=step.attempts,
         next_attempt_at=to_timestamp(step.next_attempt_at),
         last_error=step.last_error,
@@ -57,10 +58,10 @@ def request_proto(view: RequestView) -> privacy_pb2.PrivacyRequest:
     r = view.request
     return privacy_pb2.PrivacyRequest(
         request_id=r.request_id,
-        type=r.type,  # type: ignore[arg-type]
-        status=r.status,  # type: ignore[arg-type]
+        type=r.type,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
+        status=r.status,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         subject_id=r.subject_id,
-        origin=r.origin,  # type: ignore[arg-type]
+        origin=r.origin,  # type: ignore[arg-type]  # the name of a proto enum value, which protobuf takes where its stubs want the enum
         requested_by=r.requested_by,
         identity_verification=r.identity_verification,
         reason=r.reason,
@@ -86,31 +87,41 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
 
     # --- self-service ---------------------------------------------------------------------
 
-    async def CreateMyRequest(self, request: Any, context: Any) -> privacy_pb2.CreateMyRequestResponse:
+    async def CreateMyRequest(
+        self, request: privacy_pb2.CreateMyRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.CreateMyRequestResponse:
         view = await self.requests.raise_self_service(
             principal(), request.type, request.new_email, request.reason, request.dry_run
         )
         return privacy_pb2.CreateMyRequestResponse(request=request_proto(view))
 
-    async def GetMyRequest(self, request: Any, context: Any) -> privacy_pb2.GetMyRequestResponse:
+    async def GetMyRequest(
+        self, request: privacy_pb2.GetMyRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.GetMyRequestResponse:
         view = await self.requests.own(principal(), request.request_id)
         return privacy_pb2.GetMyRequestResponse(request=request_proto(view))
 
-    async def ListMyRequests(self, request: Any, context: Any) -> privacy_pb2.ListMyRequestsResponse:
+    async def ListMyRequests(
+        self, request: privacy_pb2.ListMyRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ListMyRequestsResponse:
         offset, limit = page_of(request.page)
         views = await self.requests.own_list(principal(), offset, limit)
         return privacy_pb2.ListMyRequestsResponse(
             requests=[request_proto(v) for v in views], page=_next_page(offset, limit, len(views))
         )
 
-    async def DownloadMyExport(self, request: Any, context: Any) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    async def DownloadMyExport(
+        self, request: privacy_pb2.DownloadMyExportRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         view = await self.requests.own(principal(), request.request_id)
         async for body in self._download(view, request.format):
             yield body
 
     # --- staff ------------------------------------------------------------------------------
 
-    async def CreateRequest(self, request: Any, context: Any) -> privacy_pb2.CreateRequestResponse:
+    async def CreateRequest(
+        self, request: privacy_pb2.CreateRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.CreateRequestResponse:
         view = await self.requests.raise_for_subject(
             principal(),
             request.type,
@@ -123,31 +134,43 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         )
         return privacy_pb2.CreateRequestResponse(request=request_proto(view))
 
-    async def ApproveRequest(self, request: Any, context: Any) -> privacy_pb2.ApproveRequestResponse:
+    async def ApproveRequest(
+        self, request: privacy_pb2.ApproveRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ApproveRequestResponse:
         view = await self.requests.approve(principal(), request.request_id)
         return privacy_pb2.ApproveRequestResponse(request=request_proto(view))
 
-    async def GetRequest(self, request: Any, context: Any) -> privacy_pb2.GetRequestResponse:
+    async def GetRequest(
+        self, request: privacy_pb2.GetRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.GetRequestResponse:
         view = await self.requests.staff_view(principal(), request.request_id)
         return privacy_pb2.GetRequestResponse(request=request_proto(view))
 
-    async def ListRequests(self, request: Any, context: Any) -> privacy_pb2.ListRequestsResponse:
+    async def ListRequests(
+        self, request: privacy_pb2.ListRequestsRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.ListRequestsResponse:
         offset, limit = page_of(request.page)
         views = await self.requests.staff_list(request.overdue, request.attention, offset, limit)
         return privacy_pb2.ListRequestsResponse(
             requests=[request_proto(v) for v in views], page=_next_page(offset, limit, len(views))
         )
 
-    async def RetryRequest(self, request: Any, context: Any) -> privacy_pb2.RetryRequestResponse:
+    async def RetryRequest(
+        self, request: privacy_pb2.RetryRequestRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.RetryRequestResponse:
         view = await self.requests.retry(principal(), request.request_id)
         return privacy_pb2.RetryRequestResponse(request=request_proto(view))
 
-    async def DownloadExport(self, request: Any, context: Any) -> AsyncIterator[httpbody_pb2.HttpBody]:
+    async def DownloadExport(
+        self, request: privacy_pb2.DownloadExportRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[httpbody_pb2.HttpBody]:
         view = await self.requests.staff_view(principal(), request.request_id, event="export_downloaded")
         async for body in self._download(view, request.format):
             yield body
 
-    async def GetCertificate(self, request: Any, context: Any) -> privacy_pb2.GetCertificateResponse:
+    async def GetCertificate(
+        self, request: privacy_pb2.GetCertificateRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.GetCertificateResponse:
         document, signature = await self.requests.certificate(principal(), request.request_id)
         body = json.loads(document)
         certificate = privacy_pb2.Certificate(
@@ -161,7 +184,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         certificate.details.update(body)
         return privacy_pb2.GetCertificateResponse(certificate=certificate)
 
-    async def VerifyCertificate(self, request: Any, context: Any) -> privacy_pb2.VerifyCertificateResponse:
+    async def VerifyCertificate(
+        self, request: privacy_pb2.VerifyCertificateRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.VerifyCertificateResponse:
         v = Violations()
         v.check(bool(request.document), "document", "is required")
         v.check(bool(request.signature), "signature", "is required")
@@ -169,7 +194,9 @@ class PrivacyServicer(privacy_pb2_grpc.PrivacyServiceServicer):
         valid = self.requests.verify_certificate(request.document, request.signature)
         return privacy_pb2.VerifyCertificateResponse(valid=valid, request_id=_request_id_of(request.document))
 
-    async def VerifyAuditTrail(self, request: Any, context: Any) -> privacy_pb2.VerifyAuditTrailResponse:
+    async def VerifyAuditTrail(
+        self, request: privacy_pb2.VerifyAuditTrailRequest, context: grpc.aio.ServicerContext
+    ) -> privacy_pb2.VerifyAuditTrailResponse:
         intact, events, broken = await self.requests.verify_audit()
         return privacy_pb2.VerifyAuditTrailResponse(intact=intact, events=events, broken_at=broken)
 

@@ -12,6 +12,8 @@ writers cannot fork the hash chain.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -29,12 +31,13 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from services.runtime.db import session_factory
 
 from . import audit
-from .domain import ATTENTION, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
+from .domain import ATTENTION, COMPLETED, DONE, NEEDS_ATTENTION, PENDING, RUNNING, STEP_RUNNING
 from .policy_tables import PolicyNotificationRow
 from .tables import ApprovalRow, AuditRow, ExportRow, RequestRow, StepRow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 AUDIT_LOCK = 0x5052_4956  # "PRIV": serializes appends to the hash chain on PostgreSQL
+log = logging.getLogger(__name__)
 TOUCHED_BY_ERASURE = ("privacy_requests", "privacy_exports", "privacy_steps", "privacy_policy_notifications")
 
 
@@ -129,10 +132,10 @@ class PrivacyStore:
         if subject_id is not None:
             query = query.where(RequestRow.subject_id == subject_id)
         if due_before is not None:
-            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != 4)
+            query = query.where(RequestRow.due_at <= due_before, RequestRow.status != COMPLETED)
         if attention:
             query = query.where(RequestRow.status == NEEDS_ATTENTION)
-        query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)  # type: ignore[attr-defined]
+        query = query.order_by(RequestRow.received_at.desc(), RequestRow.request_id).offset(offset).limit(limit)
         async with self.sessions() as db:
             rows = list((await db.exec(query)).all())
             return [
@@ -151,7 +154,7 @@ class PrivacyStore:
         )
         due = or_(
             and_(StepRow.status == PENDING, StepRow.next_attempt_at <= now),
-            and_(StepRow.status == STEP_RUNNING, StepRow.lease_expires_at < now),  # type: ignore[operator]
+            and_(StepRow.status == STEP_RUNNING, StepRow.lease_expires_at < now),
         )
         query = (
             select(StepRow.step_id)
@@ -161,14 +164,14 @@ class PrivacyStore:
             .limit(limit)
         )
         if self.postgres:
-            query = query.with_for_update(of=StepRow, skip_locked=True)  # type: ignore[arg-type]
+            query = query.with_for_update(of=StepRow, skip_locked=True)
         async with self.transaction() as db:
             ids = list((await db.exec(query)).all())
             if not ids:
                 return []
             await db.execute(
                 update(StepRow)
-                .where(StepRow.step_id.in_(ids))  # type: ignore[union-attr]
+                .where(StepRow.step_id.in_(ids))
                 .values(
                     status=STEP_RUNNING,
                     lease_owner=owner,
@@ -177,7 +180,7 @@ class PrivacyStore:
                     started_at=now,
                 )
             )
-            query_rows = select(StepRow).where(StepRow.step_id.in_(ids)).execution_options(populate_existing=True)  # type: ignore[union-attr]
+            query_rows = select(StepRow).where(StepRow.step_id.in_(ids)).execution_options(populate_existing=True)
             return list((await db.exec(query_rows)).all())
 
     async def settle_step(self, db: AsyncSession, step: StepRow, owner: str, **values: Any) -> bool:
@@ -192,7 +195,7 @@ class PrivacyStore:
 
     async def reset_steps(self, db: AsyncSession, request_id: str, phases: Sequence[str], now: datetime) -> int:
         """Put steps back in the queue (staff retry): attempts start again."""
-        which = StepRow.phase.in_(phases) if phases else StepRow.status == ATTENTION  # type: ignore[attr-defined]
+        which = StepRow.phase.in_(phases) if phases else StepRow.status == ATTENTION
         query = update(StepRow).where(StepRow.request_id == request_id, which)
         result = await db.execute(
             query.values(status=PENDING, attempts=0, next_attempt_at=now, last_error="", lease_owner=None)
@@ -246,7 +249,7 @@ class PrivacyStore:
         pseudonymous id (account id and pending changes cleared)."""
         exports = await db.execute(delete(ExportRow).where(ExportRow.subject_id == subject_id))
         accounts = select(RequestRow.account_id).where(RequestRow.subject_id == subject_id)
-        notices = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id.in_(accounts)))  # type: ignore[attr-defined]
+        notices = await db.execute(delete(PolicyNotificationRow).where(PolicyNotificationRow.account_id.in_(accounts)))
         requests = await db.execute(
             update(RequestRow).where(RequestRow.subject_id == subject_id).values(account_id=None, changes={})
         )
@@ -258,13 +261,28 @@ class PrivacyStore:
 
     async def vacuum(self) -> str:
         """Make erased values leave the storage files, not only query results: VACUUM the
-        touched tables on PostgreSQL (SQLite runs with secure_delete on)."""
+        touched tables on PostgreSQL. SQLite runs with secure_delete on, but its write-ahead
+        log still holds the pages as they were before the erasure until a checkpoint: copy
+        it into the database and truncate it."""
         if not self.postgres:
-            return "sqlite secure_delete: deleted values overwritten at once"
+            await self._checkpoint_wal()
+            return "sqlite secure_delete: deleted values overwritten; write-ahead log checkpointed and truncated"
         async with self.engine.connect() as conn:
             conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
             await conn.execute(text(f"VACUUM {', '.join(TOUCHED_BY_ERASURE)}"))
         return "postgresql: touched tables vacuumed, dead row versions removed"
+
+    async def _checkpoint_wal(self, attempts: int = 50) -> None:
+        """`PRAGMA wal_checkpoint(TRUNCATE)` until no reader blocks it (its first column is
+        1 while one does); a reader holds it only for one query."""
+        async with self.engine.connect() as conn:
+            conn = await conn.execution_options(isolation_level="AUTOCOMMIT")
+            for _ in range(attempts):
+                busy = (await conn.execute(text("PRAGMA wal_checkpoint(TRUNCATE)"))).first()
+                if busy is None or not busy[0]:
+                    return
+                await asyncio.sleep(0.05)
+        log.warning("the write-ahead log stayed busy; erased values leave it at the next checkpoint")
 
     # --- audit --------------------------------------------------------------------------
 
@@ -282,7 +300,7 @@ class PrivacyStore:
         """Append one event to the hash chain, inside the caller's transaction."""
         if self.postgres:
             await db.execute(text("SELECT pg_advisory_xact_lock(:k)").bindparams(k=AUDIT_LOCK))
-        last = (await db.exec(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))).first()  # type: ignore[call-overload, union-attr]
+        last = (await db.exec(select(AuditRow.hash).order_by(AuditRow.seq.desc()).limit(1))).first()
         prev = last or audit.GENESIS
         moment = at or utcnow()
         body = audit.event_body(moment, request_id, event, actor, subject_id, details or {})
@@ -304,7 +322,7 @@ class PrivacyStore:
         seq = 0
         while True:
             async with self.sessions() as db:
-                query = select(AuditRow).where(AuditRow.seq > seq).order_by(AuditRow.seq).limit(1000)  # type: ignore[operator]
+                query = select(AuditRow).where(AuditRow.seq > seq).order_by(AuditRow.seq).limit(1000)
                 rows = list((await db.exec(query)).all())
             if not rows:
                 return

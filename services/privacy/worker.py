@@ -19,7 +19,6 @@ finishes a request when its last step is done.
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import secrets
@@ -137,33 +136,47 @@ class Worker:
         if step.phase == domain.RECTIFY:
             return await self.participants.rectify(step.participant, account, pid, dict(request.changes)), {}
         if step.phase == domain.ERASE:
-            actions, replayed = await self.participants.erase(step.participant, account, pid)
-            counts = {a["store"]: a["count"] for a in actions}
-            return counts, {"actions": actions, "replayed": replayed}
+            result = await self.participants.erase(step.participant, account, pid)
+            return {a["store"]: a["count"] for a in result["actions"]}, result
         if step.phase == domain.EXPORT:
             return await self._export(step, request, account, pid), {}
         return await self._inspect(step, request, account, pid)
 
     async def _export(self, step: StepRow, request: RequestRow, account: str, pid: str) -> dict[str, int]:
-        """Store the participant's records as encrypted chunks, one per page."""
+        """Store the participant's records as encrypted chunks, one per page: the page's
+        JSON bytes are sealed as they came, while the next page streams in (sealing runs in
+        a thread: zlib and AES-GCM release the GIL)."""
         await self.store.drop_export_part(request.request_id, step.participant)
         stores = domain.store_of(request.datamap, step.participant)
         counts: dict[str, int] = {}
         expires = utcnow() + timedelta(days=self.settings.privacy_export_ttl_days)
-        seq = 0
-        async for page in self.participants.export_pages(step.participant, account, pid):
-            for record in page:
-                store = stores.get(record["message"], record["message"])
-                counts[store] = counts.get(store, 0) + 1
-            plaintext = ",".join(json.dumps(r, sort_keys=True, separators=(",", ":")) for r in page).encode()
-            nonce, sealed = self.vault.seal(plaintext, f"{request.request_id}/{step.participant}/{seq}")
+        storing: asyncio.Task[None] | None = None
+
+        async def store_chunk(seq: int, plaintext: bytes) -> None:
+            place = f"{request.request_id}/{step.participant}/{seq}"
+            nonce, sealed = await asyncio.to_thread(self.vault.seal, plaintext, place)
             await self.store.add_export_chunk(
                 ExportRow(
                     request_id=request.request_id, part=step.participant, seq=seq, subject_id=request.subject_id,
                     nonce=nonce, ciphertext=sealed, created_at=utcnow(), expires_at=expires,
                 )
             )  # fmt: skip
-            seq += 1
+
+        try:
+            seq = 0
+            async for page in self.participants.export_pages(step.participant, account, pid):
+                for message, n in page.counts.items():
+                    store = stores.get(message, message)
+                    counts[store] = counts.get(store, 0) + n
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(store_chunk(seq, page.json))
+                seq += 1
+            if storing is not None:
+                await storing
+        finally:
+            if storing is not None and not storing.done():
+                storing.cancel()
         return counts
 
     async def _inspect(
@@ -172,14 +185,15 @@ class Worker:
         """Dry run (what erasure would do) or verification (what erasure left)."""
         records = 0
         found: dict[str, int] = {}
-        actions: dict[str, dict[str, int]] = {}
+        actions: dict[str, dict[str, Any]] = {}
         async for page in self.participants.export_pages(step.participant, account, pid):
-            records += len(page)
+            records += sum(page.counts.values())
             if step.phase == domain.VERIFY:
-                for store, n in domain.findings(request.datamap, step.participant, page).items():
+                page_found = domain.page_findings(request.datamap, step.participant, page.counts, page.records)
+                for store, n in page_found.items():
                     found[store] = found.get(store, 0) + n
             else:
-                for a in domain.dry_run_actions(request.datamap, step.participant, page):
+                for a in domain.dry_run_counts(request.datamap, step.participant, page.counts):
                     entry = actions.setdefault(a["store"], {"store": a["store"], "strategy": a["strategy"], "count": 0})
                     entry["count"] += a["count"]
         if step.phase == domain.VERIFY:
@@ -203,7 +217,12 @@ class Worker:
             )  # fmt: skip
             vacuum = await self._finish_if_complete(db, request.request_id)
         if vacuum:
-            await self.store.vacuum()
+            how = await self.store.vacuum()
+            async with self.store.transaction() as db:
+                await self.store.append_audit(
+                    db, event="privacy_storage_purged", request_id=request.request_id, actor="privacy",
+                    subject_id=request.subject_id, details={"how": how},
+                )  # fmt: skip
 
     async def _failed(self, step: StepRow, request: RequestRow, code: grpc.StatusCode) -> None:
         now = utcnow()
@@ -247,6 +266,7 @@ class Worker:
             if s.phase == domain.VERIFY
             for store, n in sorted(s.result.get("findings", {}).items())
         ]
+        details: dict[str, Any]
         if erasure and found:
             request.status, request.findings = domain.NEEDS_ATTENTION, found
             event, details = "verification_failed", {"findings": len(found)}
@@ -311,14 +331,23 @@ def certificate(
                 "retained": retained,
                 "verified_at": _iso(check.finished_at) if check else None,
                 "records_left_for_subject": check.counts.get("records", 0) if check else None,
+                "storage_purged_at": s.result.get("purged_at"),
+                "storage_purge": s.result.get("purge") or "not reported: dropped at the store's next vacuum",
             }
         )
-    storage = (
-        "privacy: its touched tables are vacuumed right after this certificate; participants on PostgreSQL "
-        "drop dead row versions at their next (auto)vacuum"
-        if postgres
-        else "privacy: SQLite secure_delete overwrote erased values at once (every service's SQLite does)"
-    )
+    purged = [str(s["storage_purged_at"] or "") for s in services]
+    storage = {
+        # When the last participant removed the erased values from its storage files (dead row
+        # versions vacuumed, or overwritten by SQLite's secure_delete); None if one did not say.
+        "participants_purged_at": max(purged) if purged and all(purged) else None,
+        "privacy": (
+            "its own touched tables are vacuumed right after this certificate is issued "
+            "(audit event privacy_storage_purged)"
+            if postgres
+            else "SQLite secure_delete overwrote its erased values at once, and its write-ahead log is "
+            "checkpointed and truncated right after this certificate is issued"
+        ),
+    }
     body = {
         "kind": "gatemesh.erasure-certificate",
         "version": 1,

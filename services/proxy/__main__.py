@@ -14,9 +14,10 @@ from __future__ import annotations
 
 import logging
 import os
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import grpc
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -35,8 +36,10 @@ from services.runtime.telemetry import setup_logging, setup_telemetry, traces_ex
 from . import store
 from .adapters import KeyChangeWatcher, Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
 from .checks import check_routing, price_findings
-from .domain import Gateway, KnownKeys, Limits
+from .gateway import Gateway
+from .known_keys import KnownKeys
 from .leases import Leases
+from .model import Limits
 from .outbox import SettleOutbox
 from .participant import ProxyParticipant
 from .router import Router
@@ -106,6 +109,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)
     leases = Leases(settings.proxy_key_leases)
+    # no gatekeeper yet: it is made just below, from the gateway's task set
     gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
     watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(
@@ -161,7 +165,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     return ProxyApp(settings, engine, gateway, writer, spec, watcher)
 
 
-def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Awaitable[None]]]:
+def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Coroutine[Any, Any, None]]]:
     outbox = ledger.outbox
     return [] if outbox is None else [lambda: outbox.run(ledger.resend)]
 

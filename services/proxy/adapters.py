@@ -38,8 +38,9 @@ from services.runtime.errors import (
 )
 from services.runtime.rpc_errors import batch_item_error, domain_error
 
-from .domain import CallUsage, KeyGrant, Price, Tasks
 from .leases import LeaseOffer, Leases, share_from
+from .metered_call import Tasks
+from .model import CallUsage, KeyGrant, Price
 from .outbox import SettleOutbox
 
 log = logging.getLogger("gatemesh.proxy")

@@ -70,7 +70,7 @@ class LeaseOffer:
 
 @dataclass(slots=True)
 class KeyLease:
-    grant: Any  # domain.KeyGrant (not imported: domain imports this module)
+    grant: Any  # model.KeyGrant (not imported: model imports this module)
     tag: str
     expires_at: float
     shares: list[Share] = field(default_factory=list)

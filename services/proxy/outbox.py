@@ -1,6 +1,6 @@
 """The settle outbox: a settle that billing has not yet confirmed survives a proxy crash.
 
-The proxy settles in the background (see `domain`), retrying until billing confirms. Until
+The proxy settles in the background (see `metered_call`), retrying until billing confirms. Until
 then the settle would live only in this process: a crash would leave the call unbilled
 once its hold expired. So each settle is first written to a Redis hash (field: its
 idempotency key; value: when it was written and the SettleRequest), and the last byte of
@@ -33,7 +33,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 from redis.asyncio import Redis
 
@@ -97,7 +97,7 @@ class SettleOutbox:
         removed = [field for field, value in final.items() if value is None]
         async with self._redis.pipeline(transaction=False) as pipe:
             if added:
-                pipe.hset(OUTBOX_KEY, mapping=added)
+                pipe.hset(OUTBOX_KEY, mapping=added)  # type: ignore[arg-type]  # an invariant key union in redis-py
             if removed:
                 pipe.hdel(OUTBOX_KEY, *removed)
             await pipe.execute()
@@ -123,7 +123,9 @@ class SettleOutbox:
         """Send every entry older than `stale_s` again; the number billing answered for good."""
         cutoff = time.time() - self._stale_s
         answered = 0
-        for key, value in (await self._redis.hgetall(OUTBOX_KEY)).items():
+        # redis-py types every answer as bytes | str; this client's are bytes (decode_responses is off)
+        entries = cast("dict[bytes, bytes]", await self._redis.hgetall(OUTBOX_KEY))
+        for key, value in entries.items():
             written, _, payload = value.partition(b":")
             if float(written) > cutoff:
                 continue
@@ -146,9 +148,10 @@ class SettleOutbox:
         if depth == 0:
             values: list[bytes] = []
         elif depth <= exact_up_to:
-            values = list((await self._redis.hgetall(OUTBOX_KEY)).values())
+            entries = cast("dict[bytes, bytes]", await self._redis.hgetall(OUTBOX_KEY))
+            values = list(entries.values())
         else:
-            pairs = await self._redis.hrandfield(OUTBOX_KEY, exact_up_to, withvalues=True)
+            pairs = cast("list[bytes]", await self._redis.hrandfield(OUTBOX_KEY, exact_up_to, withvalues=True))
             values = list(pairs[1::2])
         written = [float(value.partition(b":")[0]) for value in values]
         metrics.OUTBOX_DEPTH.set(depth)

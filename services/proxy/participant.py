@@ -3,7 +3,8 @@
 Export renders the subject's request-log rows as `RequestLogRecord`s (streamed in pages by
 StreamExportSubject); there is nothing to
 rectify (no email or name is held); erasure deletes the rows, once per request id (a
-repeat replays the first count). Rows still buffered by the writer are flushed first, so
+repeat replays the first count), then purges them from the storage files (VACUUM on
+PostgreSQL, again on a repeat). Rows still buffered by the writer are flushed first, so
 an erasure cannot be overtaken by an insert. Subjects are named by account id: the proxy
 never sees email addresses.
 """
@@ -20,12 +21,16 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatemesh.privacy.v1 import data_pb2, participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2
 from services.runtime.errors import Violations
-from services.runtime.participant import describe_data, page_size, to_record
+from services.runtime.participant import JsonRenderer, describe_data, json_page, page_size, purge, to_record
 
 from . import store
 
 SERVICE = "proxy"
 STORE = "proxy.request_log"
+RECORD = proxy_pb2.RequestLogRecord.DESCRIPTOR
+# A row's fields are named as the record's. The stub types DESCRIPTOR as the pure-Python or
+# the upb class; both have what the renderer reads.
+RENDER = JsonRenderer(RECORD)  # type: ignore[arg-type]
 
 
 def log_record(row: store.RequestLogRow) -> proxy_pb2.RequestLogRecord:
@@ -57,13 +62,12 @@ class ProxyParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
     async def StreamExportSubject(
         self, request: Any, context: Any
     ) -> AsyncIterator[participant_pb2.StreamExportSubjectResponse]:
-        """The export in pages (an account may have a year of calls)."""
+        """The export in pages (an account may have a year of calls), rendered as JSON here."""
         if not request.subject.account_id:
             return
         await self.writer.flush()
         async for rows in store.pages_of(self.engine, request.subject.account_id, page_size(request.page_size)):
-            records = [to_record(log_record(row)) for row in rows]
-            yield participant_pb2.StreamExportSubjectResponse(service=SERVICE, records=records)
+            yield json_page(SERVICE, RENDER.records(row.model_dump() for row in rows))
 
     async def RectifySubject(self, request: Any, context: Any) -> participant_pb2.RectifySubjectResponse:
         return participant_pb2.RectifySubjectResponse(service=SERVICE)
@@ -75,4 +79,7 @@ class ProxyParticipant(participant_pb2_grpc.PrivacyParticipantServicer):
         await self.writer.flush()
         deleted, replayed = await store.erase(self.engine, request.subject.account_id, request.request_id)
         action = participant_pb2.ErasureAction(store=STORE, strategy=data_pb2.ERASURE_STRATEGY_DELETE, count=deleted)
-        return participant_pb2.EraseSubjectResponse(service=SERVICE, actions=[action], replayed=replayed)
+        purged_at, how = await purge(self.engine, [store.RequestLogRow.__tablename__])
+        return participant_pb2.EraseSubjectResponse(
+            service=SERVICE, actions=[action], replayed=replayed, purged_at=purged_at, purge=how
+        )

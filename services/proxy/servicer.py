@@ -15,10 +15,10 @@ from typing import Any
 import grpc
 from google.api import httpbody_pb2
 
-from gatemesh.proxy.v1 import proxy_pb2_grpc
+from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from services.runtime.access import bearer
 
-from .domain import Gateway
+from .gateway import Gateway
 
 JSON = "application/json"
 SSE = "text/event-stream"
@@ -26,7 +26,7 @@ SSE = "text/event-stream"
 
 def api_key(context: grpc.aio.ServicerContext) -> str:
     for key, value in context.invocation_metadata() or ():
-        if key == "authorization":
+        if key == "authorization" and isinstance(value, str):  # bytes only for "-bin" keys
             return bearer({key: value})
     return ""
 
@@ -45,7 +45,8 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             yield httpbody_pb2.HttpBody(content_type=JSON, data=reply.body)
             return
         relay = reply.stream
-        context.add_done_callback(lambda _context: relay.abandon())
+        # types-grpcio wants its own _DoneCallback class here, which no function or lambda is
+        context.add_done_callback(lambda _context: relay.abandon())  # type: ignore[arg-type]
         async for chunk in relay.chunks():
             yield httpbody_pb2.HttpBody(content_type=SSE, data=chunk)
 
@@ -54,5 +55,5 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             content_type=JSON, data=await self.gateway.embeddings(api_key(context), request.data)
         )
 
-    async def ListModels(self, request: Any, context: grpc.aio.ServicerContext) -> Any:
+    async def ListModels(self, request: proxy_pb2.ListModelsRequest, context: grpc.aio.ServicerContext) -> Any:
         return httpbody_pb2.HttpBody(content_type=JSON, data=await self.gateway.list_models(api_key(context)))

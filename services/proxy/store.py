@@ -23,7 +23,7 @@ from sqlmodel import Field, SQLModel
 from services.runtime.db import insert_rows
 from services.runtime.faults import again_if_connection_lost
 
-from .domain import LogEntry
+from .model import LogEntry
 
 log = logging.getLogger("gatemesh.proxy.store")
 

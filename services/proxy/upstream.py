@@ -5,6 +5,9 @@ calls (no TLS or TCP handshake per request). `post` returns the response only wh
 upstream accepted the call (HTTP 200); everything else becomes an `UpstreamFailure` that
 says whether another attempt may help. The breaker stops sending calls to a provider that
 failed `threshold` times in a row, for `reset_s`, then lets one trial call through.
+
+Reading an accepted answer is here too: `read_json` and `first_events` are the primes the
+router awaits before a call counts as a success, `upstream_chunks` the rest of a stream.
 """
 
 from __future__ import annotations
@@ -12,11 +15,14 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import aiohttp
 
 from .settings import ProviderConfig
+from .sse import StreamState
 
 RETRYABLE_STATUS = frozenset({408, 409, 429}) | frozenset(range(500, 600))
 
@@ -191,3 +197,38 @@ async def _status_failure(response: aiohttp.ClientResponse) -> UpstreamFailure:
     return UpstreamFailure(
         "status", response.status, message, float(retry_after) if retry_after.replace(".", "", 1).isdigit() else None
     )
+
+
+async def upstream_chunks(response: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The body of a streamed upstream answer as it arrives. When the upstream cuts the
+    stream, aiohttp raises before handing out bytes it had already received (its reader
+    checks for the error first); those bytes are yielded before the error is raised, so the
+    client gets, and is charged for, everything the upstream sent before the cut."""
+    try:
+        async for data in response.content.iter_any():
+            yield data
+    except aiohttp.ClientPayloadError:
+        rest = response.content._read_nowait(-1)  # no public call returns them once failed
+        if rest:
+            yield rest
+        raise
+
+
+async def read_json(response: aiohttp.ClientResponse) -> tuple[bytes, Any]:
+    """Prime for JSON answers: the whole body, and its parsed form (to read usage)."""
+    data = await response.read()
+    response.release()
+    return data, json.loads(data)
+
+
+def first_events(state: StreamState) -> Callable[[aiohttp.ClientResponse], Awaitable[bytes]]:
+    """Prime for streams: read until the first complete event (nothing has reached the client)."""
+
+    async def prime(response: aiohttp.ClientResponse) -> bytes:
+        async for data in response.content.iter_any():
+            out = state.feed(data)
+            if out:
+                return out
+        raise aiohttp.ClientPayloadError("the upstream stream ended before its first event")
+
+    return prime

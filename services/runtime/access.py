@@ -9,7 +9,9 @@ descriptor pool once per method, checks the caller's credential, and puts the re
   constant time, or a client certificate when mutual TLS is configured.
 - USER / ADMIN / COMPLIANCE: `authorization: Bearer <credential>`; the operator token from
   the settings is an admin; anything else goes to the service's `Authenticator` (auth
-  resolves locally, the other services ask auth's `Authenticate` RPC).
+  resolves locally, the other services ask auth's `Authenticate` RPC). ADMIN and
+  COMPLIANCE methods take a dashboard session of a staff account (or the operator token),
+  never an API key, whatever the key's account's role.
 """
 
 from __future__ import annotations
@@ -29,6 +31,9 @@ from .errors import PermissionDenied, Unauthenticated
 SERVICE_TOKEN_HEADER = "x-gatemesh-service-token"
 
 ROLE_USER, ROLE_ADMIN, ROLE_COMPLIANCE = 1, 2, 3  # gatemesh.auth.v1.Role values
+# Staff methods. An API key of a staff account does not reach them: keys live in scripts and
+# clients, so a leaked one must not grant credit or open anyone's personal data (P6.3).
+STAFF = frozenset({common_pb2.ACCESS_ADMIN, common_pb2.ACCESS_COMPLIANCE})
 
 # Standard services every server carries: probes and tools must reach them without credentials.
 OPEN_SERVICES = frozenset(
@@ -85,8 +90,10 @@ def method_access(full_method: str) -> int:
     if method is None:
         return common_pb2.ACCESS_INTERNAL
     options = method.GetOptions()
-    if options.HasExtension(common_pb2.access):
-        return options.Extensions[common_pb2.access] or common_pb2.ACCESS_INTERNAL
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    if options.HasExtension(common_pb2.access):  # type: ignore[arg-type]
+        # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+        return options.Extensions[common_pb2.access] or common_pb2.ACCESS_INTERNAL  # type: ignore[index]
     return common_pb2.ACCESS_INTERNAL
 
 
@@ -136,6 +143,8 @@ class AccessPolicy:
                 return Principal(role=0, service=True)
             raise Unauthenticated("this method is for Gatemesh services only: a service credential is required")
         caller = await self._user(metadata)
+        if access in STAFF and caller.key_id:
+            raise PermissionDenied("staff methods need a dashboard session or the operator credential, not an API key")
         if access == common_pb2.ACCESS_ADMIN and not caller.is_admin:
             raise PermissionDenied("this method needs the admin role")
         if access == common_pb2.ACCESS_COMPLIANCE and not caller.is_compliance:

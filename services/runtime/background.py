@@ -11,7 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from .metrics import SWEEPS
 from .telemetry import root_span
@@ -19,7 +20,7 @@ from .telemetry import root_span
 
 def every(
     interval_s: float, job: Callable[[], Awaitable[object]], name: str, log: logging.Logger
-) -> Callable[[], Awaitable[None]]:
+) -> Callable[[], Coroutine[Any, Any, None]]:
     """A loop running `job` now and every `interval_s`, until cancelled."""
 
     async def loop() -> None:

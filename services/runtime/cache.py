@@ -26,7 +26,7 @@ def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0,
     if url and cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        return RedisCluster.from_url(url, max_connections=max_connections)  # type: ignore[return-value]
+        return RedisCluster.from_url(url, max_connections=max_connections)  # type: ignore[return-value]  # same commands
     if url:
         pool = BlockingConnectionPool.from_url(
             url,

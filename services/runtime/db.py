@@ -19,7 +19,7 @@ from typing import Any
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import event, exc, text
+from sqlalchemy import MetaData, event, exc, text
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
@@ -93,7 +93,7 @@ def database_check(engine: AsyncEngine) -> Dependency:
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:
-    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]
+    cursor = dbapi_connection.cursor()  # type: ignore[attr-defined]  # sqlite3's, untyped in the hook
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA foreign_keys=ON")
     cursor.execute("PRAGMA busy_timeout=30000")
@@ -129,7 +129,7 @@ async def insert_rows(conn: AsyncConnection, model: Any, rows: Sequence[Any], co
     """
     if not rows:
         return
-    table = model.__table__  # type: ignore[attr-defined]
+    table = model.__table__
     if conn.dialect.name != "postgresql":
         dicts = [dict(zip(columns, row, strict=True)) for row in rows] if columns else list(rows)
         await conn.execute(table.insert(), dicts)
@@ -141,7 +141,7 @@ async def insert_rows(conn: AsyncConnection, model: Any, rows: Sequence[Any], co
         await conn.execute(arrays_insert(table, tuple(columns)), column_arrays(rows))
         return
     raw = await conn.get_raw_connection()
-    await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))  # type: ignore[union-attr]
+    await raw.driver_connection.copy_records_to_table(table.name, records=rows, columns=list(columns))  # type: ignore[union-attr]  # asyncpg
 
 
 @functools.cache
@@ -192,7 +192,7 @@ def migration_lock_key(service: str) -> int:
     return int.from_bytes(hashlib.sha256(f"gatemesh-migrate-{service}".encode()).digest()[:8], "big") >> 1
 
 
-def run_migrations_in_env(target_metadata: object) -> None:
+def run_migrations_in_env(target_metadata: MetaData) -> None:
     """The body of every service's alembic `env.py`: run on the connection `migrate` passes."""
     from alembic import context
 

@@ -216,7 +216,7 @@ class Violations:
 
 def details_of(error: grpc.aio.AioRpcError | grpc.RpcError) -> status_pb2.Status | None:
     """The google.rpc.Status of a failed call, for clients that want the field violations."""
-    return rpc_status.from_call(error)  # type: ignore[arg-type]
+    return rpc_status.from_call(error)  # type: ignore[arg-type]  # its stubs want a sync grpc.Call
 
 
 def batch_item(item_type: Any, outcome: Any, response_of: Callable[[Any], Any]) -> Any:
@@ -226,7 +226,7 @@ def batch_item(item_type: Any, outcome: Any, response_of: Callable[[Any], Any]) 
     if not isinstance(outcome, Exception):  # the common case first: batches are mostly successes
         return item_type(result=response_of(outcome))
     if isinstance(outcome, DomainError):
-        error = {
+        error: dict[str, Any] = {
             "error_code": outcome.code.name,
             "error_message": outcome.full_message(),
             "error_reason": outcome.reason,

@@ -16,7 +16,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 def serving(address: str, service: str = "", timeout_s: float = 2.0) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(
+            # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
         except grpc.RpcError:
@@ -28,7 +29,7 @@ def main(argv: list[str]) -> int:
     if not 1 <= len(argv) <= 2:
         print(__doc__.splitlines()[0], file=sys.stderr)
         return 2
-    return 0 if serving(*argv) else 1
+    return 0 if serving(argv[0], argv[1] if len(argv) == 2 else "") else 1
 
 
 if __name__ == "__main__":

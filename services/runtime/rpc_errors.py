@@ -52,15 +52,18 @@ def _details(error: grpc.aio.AioRpcError) -> tuple[dict[str, str], str, int | No
     except Exception:  # malformed details must not hide the status itself
         status = None
     for detail in status.details if status is not None else ():
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
+        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):  # type: ignore[arg-type]
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations.update({v.field: v.description for v in bad.field_violations})
-        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
+        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):  # type: ignore[arg-type]
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             reason = info.reason
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):
+        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
+        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):  # type: ignore[arg-type]
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after = max(1, retry.retry_delay.seconds + (1 if retry.retry_delay.nanos else 0))

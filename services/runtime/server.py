@@ -26,6 +26,7 @@ import signal
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -77,7 +78,7 @@ class ServiceSpec:
     service_names: Sequence[str]
     authenticator: Authenticator | None = None
     cleanups: list[Cleanup] = field(default_factory=list)
-    background: list[Callable[[], Awaitable[None]]] = field(default_factory=list)
+    background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
     dependencies: list[Dependency] = field(default_factory=list)  # what its health status follows
 
 
@@ -107,7 +108,7 @@ class TracingInterceptor(grpc.aio.ServerInterceptor):
     def __init__(self) -> None:
         self._otel = aio_server_interceptor()
 
-    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]
+    async def intercept_service(self, continuation, details):  # type: ignore[no-untyped-def]  # as OTel's
         if traces_exported():
             return await self._otel.intercept_service(continuation, details)
         return await continuation(details)

@@ -23,7 +23,7 @@ contracts, with values at and around every bound.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -59,12 +59,14 @@ class Unsupported(Exception):
 
 def field_rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:
     options = fd.GetOptions()
-    return options.Extensions[validate_pb2.field] if options.HasExtension(validate_pb2.field) else None
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    return options.Extensions[validate_pb2.field] if options.HasExtension(validate_pb2.field) else None  # type: ignore[index, arg-type]
 
 
 def is_required(fd: FieldDescriptor) -> bool:
     """`google.api.field_behavior = REQUIRED` (or buf.validate's own `required`)."""
-    behaviors = fd.GetOptions().Extensions[field_behavior_pb2.field_behavior]
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    behaviors: Sequence[int] = fd.GetOptions().Extensions[field_behavior_pb2.field_behavior]  # type: ignore[index]
     rules = field_rules(fd)
     return field_behavior_pb2.REQUIRED in behaviors or bool(rules is not None and rules.required)
 
@@ -147,7 +149,7 @@ def value_checks(fd: FieldDescriptor, rules: validate_pb2.FieldRules, item: bool
         want = typed.const
         return [lambda v: None if v == want else f"must equal {str(want).lower()}"]
     if kind == "enum":
-        defined = set(fd.enum_type.values_by_number) if typed.defined_only else None
+        defined = set(fd.enum_type.values_by_number) if typed.defined_only and fd.enum_type else None
         return [lambda v: None if defined is None or v in defined else "value must be one of the defined enum values"]
     return []  # repeated: see FieldPlan
 
@@ -239,8 +241,11 @@ def _plan(descriptor: Descriptor, building: set[str]) -> MessagePlan:
     if descriptor.full_name in building:
         raise Unsupported("recursive message types")
     options = descriptor.GetOptions()
-    if options.HasExtension(validate_pb2.message) or any(
-        o.GetOptions().HasExtension(validate_pb2.oneof) for o in descriptor.oneofs
+    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
+    if options.HasExtension(validate_pb2.message) or any(  # type: ignore[arg-type]
+        # the same for the oneof rules' extension
+        o.GetOptions().HasExtension(validate_pb2.oneof)  # type: ignore[arg-type]
+        for o in descriptor.oneofs
     ):
         raise Unsupported("message or oneof rules")
     building = building | {descriptor.full_name}
@@ -259,7 +264,8 @@ def _slow_violations(message: Message) -> Iterator[tuple[str, str]]:
     """protovalidate's own verdict, for message types the compiled checks do not cover (after
     the REQUIRED fields, which protovalidate does not read)."""
     for fd in message.DESCRIPTOR.fields:
-        if is_required(fd) and is_empty(message, fd):
+        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
+        if is_required(fd) and is_empty(message, fd):  # type: ignore[arg-type]
             yield fd.name, REQUIRED_MESSAGE
     for violation in _protovalidate().collect_violations(message):
         yield field_path(violation.proto.field), violation.proto.message
@@ -296,7 +302,8 @@ class RequestRules:
 
     def violations(self, message: Message) -> dict[str, str]:
         """{field path: what is wrong}, the first problem of each field; empty when valid."""
-        plan = self.plan(message.DESCRIPTOR)
+        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
+        plan = self.plan(message.DESCRIPTOR)  # type: ignore[arg-type]
         found = plan.violations(message) if plan is not None else _slow_violations(message)
         result: dict[str, str] = {}
         for path, why in found:

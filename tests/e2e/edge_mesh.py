@@ -27,7 +27,7 @@ from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.clients import service_channel
 from services.runtime.settings import GatemeshSettings
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import REDIS_SERVER, ROOT, create_database, drop_database, free_port
+from tests.support import REDIS_EDGE, ROOT, create_database, drop_database, free_port
 
 GATEMESH = str(Path(sys.executable).parent / "gatemesh")
 PASSWORD = "correct horse battery staple"
@@ -37,7 +37,6 @@ INPUT_MICROS, OUTPUT_MICROS = 2, 8
 MODEL, OTHER, EMBED = "gm-test", "gm-other", "gm-embed"
 FLAKY, DEAD, SLOW = "gm-flaky", "gm-dead", "gm-slow"
 SERVICES = ("auth", "billing", "proxy")
-REDIS_DB = 12
 
 
 def cost(input_tokens: int, output_tokens: int = 0) -> int:
@@ -201,7 +200,7 @@ def mesh_env(tmp: Path, databases: dict[str, str], upstream: str, receiver: Otlp
     env.update(
         {
             "GATEMESH_DATA_DIR": str(tmp / "data"),
-            "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{REDIS_DB}",
+            "GATEMESH_REDIS_URL": REDIS_EDGE,
             "GATEMESH_LOG_LEVEL": "DEBUG",
             "GATEMESH_EDGE_PORT": str(free_port()),
             "GATEMESH_EDGE_SERVICES": json.dumps(list(SERVICES)),
@@ -227,7 +226,7 @@ def mesh_env(tmp: Path, databases: dict[str, str], upstream: str, receiver: Otlp
 def running_mesh(tmp: Path) -> Iterator[Mesh]:
     """`gatemesh up` with every service on PostgreSQL and Redis; stopped afterwards."""
     databases = {name: asyncio.run(create_database(f"e2e_{name}")) for name in SERVICES}
-    Redis.from_url(f"{REDIS_SERVER}/{REDIS_DB}").flushdb()
+    Redis.from_url(REDIS_EDGE).flushdb()
     log = tmp / "up.log"
     try:
         with OtlpReceiver() as receiver, fake_upstream(tmp / "upstream.log") as upstream:

@@ -48,8 +48,12 @@ def test_every_annotated_service_is_transcoded_and_routed_to_its_cluster(tmp_pat
     assert transcoder["request_validation_options"]["reject_unknown_method"] is True
     assert transcoder["convert_grpc_status"] is False
     routes = manager["route_config"]["virtual_hosts"][0]["routes"]
-    by_prefix = {r["match"].get("prefix"): r["route"] for r in routes if "route" in r}
-    assert by_prefix["/gatemesh.proxy.v1.ProxyService/"] == {"cluster": "proxy", "timeout": "0s"}
+    by_path = {r["match"].get("path"): r["route"] for r in routes if "route" in r}
+    assert by_path["/gatemesh.proxy.v1.ProxyService/ChatCompletions"] == {"cluster": "proxy", "timeout": "0s"}
+    # Only RPCs with an HTTP rule are routed: no prefix, no INTERNAL or ADMIN method.
+    assert not [r for r in routes if "prefix" in r["match"]]
+    assert "/gatemesh.billing.v1.BillingService/Hold" not in by_path
+    assert "/gatemesh.auth.v1.AuthService/AdminGetAccount" not in by_path
     direct = [r for r in routes if "direct_response" in r]
     served = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 200}
     refused = {r["match"]["path"] for r in direct if r["direct_response"]["status"] == 405}
@@ -199,3 +203,27 @@ def test_the_edge_exposes_only_services_that_exist() -> None:
     assert landed("auth") and not landed("no_such_service")
     assert set(landed_services()) <= {"auth", "billing", "proxy", "privacy"}
     assert "auth" in landed_services()
+
+
+def test_an_internal_rpc_is_never_routed_even_with_an_http_rule(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The edge is the way in from outside: a service-only RPC that got an HTTP rule by
+    mistake still has no route (with mutual TLS the edge's certificate would make any
+    caller a service)."""
+    real = list(http_methods())
+    internal = real[0].method.__deepcopy__()
+    internal.name = "InternalByMistake"
+    internal.options.Extensions[common_pb2.access] = common_pb2.ACCESS_INTERNAL
+    unset = real[0].method.__deepcopy__()
+    unset.name = "UnsetByMistake"
+    unset.options.ClearExtension(common_pb2.access)
+    fakes = [
+        item.__class__(item.file, item.service, 0, m, 0, item.rule)
+        for item, m in ((real[0], internal), (real[0], unset))
+    ]
+    monkeypatch.setattr(config, "http_methods", lambda: iter([*real, *fakes]))
+    services = {real[0].mesh_service: [real[0].service_full_name]}
+    paths = {r["match"].get("path") for r in config.routes(files(tmp_path), services)}
+    assert f"/{real[0].service_full_name}/{real[0].method.name}" in paths
+    assert not {p for p in paths if p and p.endswith(("InternalByMistake", "UnsetByMistake"))}

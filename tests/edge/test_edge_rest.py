@@ -24,7 +24,7 @@ import pytest
 from services.edge import openapi
 from tests.edge.edge_support import running_edge, self_signed
 from tests.otlp_receiver import OtlpReceiver
-from tests.support import REDIS_SERVER, create_database, drop_database, free_port, service_process
+from tests.support import REDIS_PROXY, create_database, drop_database, free_port, service_process
 
 POLICY = "2026-11-01"
 PASSWORD = "correct horse battery staple"
@@ -51,7 +51,7 @@ def edge(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Edge]:
         "GATEMESH_AUTH_ADDR": f"127.0.0.1:{free_port()}",
         "GATEMESH_BILLING_ADDR": f"127.0.0.1:{free_port()}",  # nobody listens: an outage
         "GATEMESH_AUTH_DATABASE_URL": database,
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/11",
+        "GATEMESH_REDIS_URL": REDIS_PROXY,
         "GATEMESH_AUTH_ARGON2_TIME_COST": "1",
         "GATEMESH_AUTH_ARGON2_MEMORY_KIB": "1024",
         "GATEMESH_AUTH_ARGON2_PARALLELISM": "1",

@@ -107,6 +107,10 @@ async def test_running_mesh_serves_the_map_over_grpc_cli_and_rest_P4_4_P10_1(tmp
         assert list(reply.services) == ["proxy", "billing", "auth", "privacy"] and not reply.unavailable
         assert {p.name for p in reply.processors} == {"blockchain", "card processor"}
         assert "## billing" in reply.markdown
+        own = {(f.store, f.field) for f in reply.fields if f.service == "privacy"}
+        assert {("privacy_exports", "ciphertext"), ("privacy_requests", "changes")} <= own, own
+        export = next(f for f in reply.fields if f.service == "privacy" and f.field == "ciphertext")
+        assert export.retention_days == 7, "P8.1: exports are personal data, listed with their 7 days"
 
         code, out, err = await cli(env, "privacy", "datamap", "--json")
         assert code == 0, err

@@ -69,6 +69,7 @@ def test_retry_policy_backs_off_with_jitter_and_gives_up_on_the_rest() -> None:
     assert all(0.25 <= d <= 0.5 for d in delays[:1]) and all(d <= 300 for d in delays)
     assert delays[5] > delays[0] and max(delays) >= 150
     assert domain.retryable(grpc.StatusCode.UNAVAILABLE) and domain.retryable(grpc.StatusCode.RESOURCE_EXHAUSTED)
+    assert domain.retryable(grpc.StatusCode.DEADLINE_EXCEEDED)
     assert not domain.retryable(grpc.StatusCode.FAILED_PRECONDITION)
 
 

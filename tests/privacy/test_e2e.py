@@ -1,10 +1,11 @@
 """The issue's end-to-end case through the edge: `gatemesh up` as a process (auth, billing,
 proxy, privacy and Envoy) on PostgreSQL and Redis. An account with a key makes chat calls
-through the edge, tops up by card (a signed processor webhook through the edge) and asks
-for its on-chain deposit address; its self-service export holds all of it; a staff erasure
-approved by a second member makes the key refused at the edge, leaves the payments
-pseudonymized, and yields a certificate that verifies through the edge's admin route and
-fails once tampered with."""
+through the edge, tops up by card (a signed processor webhook through the edge) and on
+chain (an ERC-20 transfer to its deposit address on a real EVM, tests/billing/chain_node.py,
+that billing's own chain watcher credits after its confirmations); its self-service export
+holds all of it; a staff erasure approved by a second member makes the key refused at the
+edge, leaves both payments pseudonymized under legal hold (P5.5), and yields a certificate
+that lists both, verifies through the edge's admin route and fails once tampered with."""
 
 from __future__ import annotations
 
@@ -20,6 +21,7 @@ import httpx
 import pytest
 
 from services.runtime.settings import GatemeshSettings
+from tests.billing.chain_node import ChainNode, chain_node
 from tests.billing.stripe_standin import WEBHOOK_SECRET, completed, event, processor, sign
 from tests.billing.test_chain import MNEMONIC
 from tests.e2e import edge_mesh
@@ -32,8 +34,9 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, object]]:
-    """`gatemesh up` with privacy on PostgreSQL and exposed at the edge, and cards enabled."""
+def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, object, ChainNode]]:
+    """`gatemesh up` with privacy on PostgreSQL and exposed at the edge, cards enabled, and
+    billing watching a chain (two confirmations, scanned five times a second)."""
     tmp = tmp_path_factory.mktemp("privacy_e2e")
     privacy_db = asyncio.run(create_database("e2e_privacy"))
     original, wait_line = edge_mesh.mesh_env, edge_mesh.wait_for_line
@@ -53,21 +56,25 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, objec
                 "GATEMESH_BILLING_STRIPE_API_BASE": api_base,
                 "GATEMESH_BILLING_STRIPE_WEBHOOK_SECRET": WEBHOOK_SECRET,
                 "GATEMESH_BILLING_DEPOSIT_MNEMONIC": MNEMONIC,
+                "GATEMESH_BILLING_CHAIN_RPC_URL": node.url,
+                "GATEMESH_BILLING_CHAIN_ID": str(node.chain_id),
+                "GATEMESH_BILLING_CHAIN_CONFIRMATIONS": "2",
+                "GATEMESH_BILLING_CHAIN_POLL_S": "0.2",
                 "GATEMESH_BILLING_CHAIN_TOKENS": json.dumps(
-                    [{"symbol": "USDC", "contract": "0x" + "ab" * 20, "decimals": 6}]
+                    [{"symbol": "USDC", "contract": node.token, "decimals": 6}]
                 ),
             }
         )
         return env
 
     try:
-        with processor() as (api_base, standin):
+        with processor() as (api_base, standin), chain_node() as node:
             edge_mesh.mesh_env = env_with_privacy  # type: ignore[assignment]
             edge_mesh.wait_for_line = patient  # type: ignore[assignment]
             try:
                 with edge_mesh.running_mesh(tmp) as running:
                     running.databases["privacy"] = privacy_db
-                    yield running, standin
+                    yield running, standin, node
             finally:
                 edge_mesh.mesh_env, edge_mesh.wait_for_line = original, wait_line  # type: ignore[assignment]
     finally:
@@ -77,6 +84,25 @@ def mesh(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Mesh, objec
 def ok(reply: httpx.Response) -> dict:
     assert reply.status_code == 200, reply.text
     return reply.json()
+
+
+def wait_balance(client: httpx.Client, headers: dict[str, str], micros: int) -> None:
+    """Until the available balance is `micros` (the chain watcher credits asynchronously)."""
+    for _ in range(300):
+        if int(ok(client.get("/api/v1/balance", headers=headers))["balance_micros"]) == micros:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the balance never reached {micros}: {ok(client.get('/api/v1/balance', headers=headers))}")
+
+
+def wait_logged(running: Mesh, account_id: str, calls: int) -> None:
+    """Until the proxy's request log holds `calls` rows of the account (written after each settle)."""
+    query = f"SELECT count(*) AS n FROM request_log WHERE account_id = '{account_id}'"
+    for _ in range(300):
+        if asyncio.run(_rows(running.databases["proxy"], query))[0]["n"] == calls:
+            return
+        time.sleep(0.1)
+    raise AssertionError(f"the request log never held {calls} calls")
 
 
 def wait_done(client: httpx.Client, path: str, headers: dict[str, str]) -> dict:
@@ -89,7 +115,7 @@ def wait_done(client: httpx.Client, path: str, headers: dict[str, str]) -> dict:
 
 
 def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> None:
-    running, standin = mesh
+    running, standin, node = mesh
     admin = GatemeshSettings(data_dir=Path(running.env["GATEMESH_DATA_DIR"])).secret("admin_token")
     operator = {"authorization": f"Bearer {admin}"}
     email = f"e2e-{secrets.token_hex(4)}@example.com"
@@ -109,10 +135,14 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         hook = client.post("/api/v1/webhooks/stripe", content=payload, headers={"stripe-signature": sign(payload)})
         assert hook.status_code == 200, hook.text
         address = ok(client.get("/api/v1/topups/crypto/address", headers=user))["address"]
+        tx_hash = node.pay(address, 7_000_000)  # 7 USDC, 6 decimals
+        node.mine(1)  # its block and one on top: two confirmations
+        wait_balance(client, user, 27_000_000)  # the card's 20 and the chain's 7
 
         chat = {"model": MODEL, "messages": [{"role": "user", "content": "hello"}]}
         for _ in range(2):
             assert client.post("/v1/chat/completions", json=chat, headers=key).status_code == 200
+        wait_logged(running, account_id, 2)  # a call is logged once settled, after its answer
 
         raised = ok(client.post("/api/v1/privacy/requests", json={"type": "REQUEST_TYPE_ACCESS"}, headers=user))
         rid = raised["request"]["request_id"]
@@ -121,13 +151,17 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         assert export.status_code == 200, export.text
         text = export.text
         document = json.loads(text)
-        assert email in text and address.lower() in text.lower()
+        assert email in text and address.lower() in text.lower() and tx_hash.lower() in text.lower()
         messages = [r["message"] for part in document["services"].values() for r in part["records"]]
         assert messages.count("gatemesh.proxy.v1.RequestLogRecord") == 2
         assert "gatemesh.billing.v1.CardPaymentRecord" in messages
         assert "gatemesh.billing.v1.DepositAddressRecord" in messages
+        assert messages.count("gatemesh.billing.v1.ChainDepositRecord") == 1
         assert "gatemesh.auth.v1.ApiKeyRecord" in messages
 
+        mine = ok(client.get("/api/v1/privacy/requests", headers=user))["requests"]
+        assert [r["request_id"] for r in mine] == [rid]
+        assert client.get("/api/v1/admin/privacy/requests", headers=user).status_code == 403
         subject = {"email": email}
         body = {"type": "REQUEST_TYPE_ERASURE", "subject": subject, "reason": "asked by email",
                 "identity_verification": "reply from the account's address"}  # fmt: skip
@@ -144,6 +178,12 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         )
         staff_token = ok(client.post("/api/v1/sessions", json={"email": staff_email, "password": PASSWORD}))
         staff = {"authorization": f"Bearer {staff_token['session_token']}"}
+        malformed = client.post(
+            "/api/v1/admin/privacy/requests", json={**body, "subject": {"email": "not an email"}}, headers=staff
+        )
+        assert malformed.status_code == 400 and "subject.email" in malformed.json()["error"]["message"], malformed.text
+        unknown = client.get("/api/v1/admin/privacy/requests/pr_000000000000000000000000", headers=staff)
+        assert unknown.status_code == 404 and "no such request" in unknown.json()["error"]["message"], unknown.text
         erasure = ok(client.post("/api/v1/admin/privacy/requests", json=body, headers=staff))["request"]
         assert erasure["status"] == "REQUEST_STATUS_AWAITING_APPROVAL"
         eid = erasure["request_id"]
@@ -169,8 +209,12 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
         billing = next(s for s in certificate["services"] if s["service"] == "billing")
         retained = {e["store"]: e for e in billing["retained"]}
         assert retained["billing.card_payments"]["count"] == 1
-        assert "P5.5" in retained["billing.card_payments"]["legal_basis"]
+        assert retained["billing.chain_deposits"]["count"] == 1
+        for store in ("billing.card_payments", "billing.chain_deposits"):
+            assert "P5.5" in retained[store]["legal_basis"], store
         assert all(s["records_left_for_subject"] == 0 for s in certificate["services"])
+        assert certificate["privacy"]["erased"]["privacy.privacy_exports"] >= 1, "the earlier export is deleted"
+        assert "vacuumed" in certificate["storage"]
 
     steps = running.receiver.wait_for(
         lambda sp: sp.service == "gatemesh-privacy" and attribute(sp, "privacy.request_id") == eid
@@ -191,7 +235,14 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
     billing_rows = asyncio.run(_rows(running.databases["billing"], "SELECT account_id, amount FROM card_payments"))
     assert [r["account_id"].startswith("anon-") for r in billing_rows] == [True]
     assert billing_rows[0]["amount"] == 20_000_000
+    deposits = asyncio.run(
+        _rows(running.databases["billing"], "SELECT account_id, amount_micros, tx_hash, status FROM chain_deposits")
+    )
+    assert [(d["account_id"][:5], d["amount_micros"], d["tx_hash"], d["status"]) for d in deposits] == [
+        ("anon-", 7_000_000, tx_hash, "credited")
+    ], "the on-chain payment stays, pseudonymized under legal hold (P5.5)"
     assert account_id not in asyncio.run(_rows_text(running.databases["privacy"]))
+    assert asyncio.run(_rows(running.databases["privacy"], "SELECT request_id FROM privacy_exports")) == []
 
 
 def attribute(span: object, key: str) -> str:

@@ -7,7 +7,9 @@ import asyncio
 import io
 import json
 import zipfile
+from datetime import datetime, timedelta
 
+import asyncpg
 import grpc
 import pytest
 from google.rpc import error_details_pb2
@@ -16,15 +18,21 @@ from gatemesh.auth.v1 import auth_pb2
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2
 from services.privacy.domain import subject_pseudonym
+from services.privacy.store import PrivacyStore, utcnow
+from services.runtime.db import make_engine
 from services.runtime.errors import details_of
 from tests.privacy.mesh import AWAITING, COMPLETED, OPERATOR, PASSWORD, PrivacyMesh
-from tests.proxy.mesh import chat_body, table_dump
+from tests.proxy.mesh import chat_body, pg_plain, table_dump
 
 ACCESS, RECTIFY, ERASE = (
     privacy_pb2.REQUEST_TYPE_ACCESS,
     privacy_pb2.REQUEST_TYPE_RECTIFICATION,
     privacy_pb2.REQUEST_TYPE_ERASURE,
 )
+USAGE_COLUMNS = (
+    "id", "account_id", "key_id", "model", "provider", "input_tokens", "output_tokens", "cost_micros",
+    "shortfall_micros", "status", "latency_ms", "tokens_estimated", "created_at",
+)  # fmt: skip
 HMAC_SECRET = "proxy-test-hmac"  # tests/proxy/mesh.py's key_hmac_secret
 
 
@@ -101,7 +109,8 @@ async def test_rectification_reaches_every_participant_P8_2(shared_mesh: Privacy
 async def test_staff_erasure_needs_a_second_member_then_erases_and_certifies_P8_3_P5_5(
     shared_mesh: PrivacyMesh,
 ) -> None:
-    """P8.3, P5.5, P6.2: a staff erasure waits for a second compliance member; then keys are
+    """P8.3, P8.5, P5.5, P6.2: a staff erasure (recording how identity was verified, and the
+    data map it runs under) waits for a second compliance member; then keys are
     refused, usage is gone, payments stay pseudonymized, privacy forgets the account, and
     the signed certificate verifies (and fails once tampered with)."""
     pm = shared_mesh
@@ -109,8 +118,15 @@ async def test_staff_erasure_needs_a_second_member_then_erases_and_certifies_P8_
     await user.chat(chat_body())
     email = await email_of(pm, user.account_id)
     _, staff = await pm.staff()
-    request = await pm.raise_request(staff, type=ERASE, subject=subject(user), reason="asked by email")
+    request = await pm.raise_request(
+        staff, type=ERASE, subject=subject(user), reason="asked by email", identity_verification="signed letter"
+    )
     assert request.status == AWAITING
+    assert (request.origin, request.identity_verification) == (privacy_pb2.ORIGIN_STAFF, "signed letter")
+    snapshot = (await pm.rows("SELECT datamap FROM privacy_requests WHERE request_id = $1", request.request_id))[0]
+    assert {"auth", "billing", "proxy"} <= set(json.loads(snapshot["datamap"])["participants"]), (
+        "it runs under a data map snapshot"
+    )
     await asyncio.sleep(0.5)
     assert (await pm.get(request.request_id)).status == AWAITING  # nothing runs unapproved
     with pytest.raises(grpc.aio.AioRpcError) as refused:
@@ -140,6 +156,10 @@ async def test_staff_erasure_needs_a_second_member_then_erases_and_certifies_P8_
     billing_entry = next(s for s in body["services"] if s["service"] == "billing")
     assert any(e["store"] == "billing.usage_records" and e["count"] >= 1 for e in billing_entry["erased"])
     assert any(e["store"] == "billing.transfers" and "P5.5" in e["legal_basis"] for e in billing_entry["retained"])
+    # each participant vacuumed what it erased from, and the certificate says when the last did
+    assert billing_entry["storage_purge"].startswith("postgresql vacuum: usage_records")
+    purged = sorted(s["storage_purged_at"] for s in body["services"])
+    assert len(purged) == 3 and body["storage"]["participants_purged_at"] == purged[-1]
     verify = privacy_pb2.VerifyCertificateRequest(document=cert.document, signature=cert.signature)
     assert (await pm.stub().VerifyCertificate(verify, metadata=OPERATOR)).valid
     tampered = privacy_pb2.VerifyCertificateRequest(
@@ -236,10 +256,16 @@ async def test_closing_the_account_raises_an_erasure_due_in_30_days_P5_4_P8_4(sh
             "reason",
         ),
         ({"type": 0, "subject": {"email": "x@example.com"}}, grpc.StatusCode.INVALID_ARGUMENT, "type"),
+        (
+            {"type": ACCESS, "subject": {"email": "x@example.com"}, "identity_verification": " "},
+            grpc.StatusCode.INVALID_ARGUMENT,
+            "identity_verification",
+        ),
     ],
 )
 async def test_bad_requests_are_refused_and_start_nothing(shared_mesh: PrivacyMesh, fields, code, field) -> None:
-    """Unknown subject, malformed email, bad new email, missing reason, no type: a clear error, no request."""
+    """Unknown subject, malformed email, bad new email, missing reason, no type, no record of
+    how identity was verified (P8.5): a clear error, no request."""
     pm = shared_mesh
     before = await request_count(pm)
     subject_ref = common_pb2.SubjectRef(**fields.pop("subject"))
@@ -254,18 +280,83 @@ async def test_bad_requests_are_refused_and_start_nothing(shared_mesh: PrivacyMe
     assert await request_count(pm) == before
 
 
-async def test_staff_cannot_erase_themselves_nor_approve_their_own(shared_mesh: PrivacyMesh) -> None:
+async def test_staff_cannot_erase_themselves_nor_approve_their_own_P8_5(shared_mesh: PrivacyMesh) -> None:
+    """P8.5: a staff member's erasure of their own account is refused (nothing is stored);
+    the requester's own approval is refused and the request stays waiting, no step run."""
     pm = shared_mesh
     before = await request_count(pm)
     staff_id, staff = await pm.staff()
     with pytest.raises(grpc.aio.AioRpcError) as self_erase:
         await pm.raise_request(staff, type=ERASE, subject=common_pb2.SubjectRef(account_id=staff_id), reason="me")
     assert self_erase.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "their own" in self_erase.value.details()
     assert await request_count(pm) == before
-    for bad in ("", "pr_unknown", "x" * 100):
+
+    user = await pm.mesh.user()
+    request = await pm.raise_request(staff, type=ERASE, subject=subject(user), reason="asked by letter")
+    with pytest.raises(grpc.aio.AioRpcError) as own:
+        await pm.stub().ApproveRequest(privacy_pb2.ApproveRequestRequest(request_id=request.request_id), metadata=staff)
+    assert own.value.code() == grpc.StatusCode.PERMISSION_DENIED and "cannot approve" in own.value.details()
+    await asyncio.sleep(0.3)
+    waiting = await pm.get(request.request_id)
+    assert waiting.status == AWAITING and not waiting.approvals
+    assert all(s.attempts == 0 for s in waiting.steps)
+    assert await user.chat(chat_body()), "nothing was erased"
+
+
+async def test_an_unknown_request_id_is_refused_everywhere(shared_mesh: PrivacyMesh) -> None:
+    """Every call naming a request: an unknown id is NOT_FOUND, a malformed one
+    INVALID_ARGUMENT naming `request_id`; nothing is created."""
+    pm = shared_mesh
+    before = await request_count(pm)
+    stub = pm.stub()
+    calls = {
+        "GetRequest": lambda rid: stub.GetRequest(privacy_pb2.GetRequestRequest(request_id=rid), metadata=OPERATOR),
+        "ApproveRequest": lambda rid: stub.ApproveRequest(
+            privacy_pb2.ApproveRequestRequest(request_id=rid), metadata=OPERATOR
+        ),
+        "RetryRequest": lambda rid: stub.RetryRequest(
+            privacy_pb2.RetryRequestRequest(request_id=rid), metadata=OPERATOR
+        ),
+        "GetCertificate": lambda rid: stub.GetCertificate(
+            privacy_pb2.GetCertificateRequest(request_id=rid), metadata=OPERATOR
+        ),
+        "DownloadExport": lambda rid: _drain(
+            stub.DownloadExport(privacy_pb2.DownloadExportRequest(request_id=rid), metadata=OPERATOR)
+        ),
+    }
+    for name, call in calls.items():
         with pytest.raises(grpc.aio.AioRpcError) as unknown:
-            await pm.stub().GetRequest(privacy_pb2.GetRequestRequest(request_id=bad), metadata=OPERATOR)
-        assert unknown.value.code() in (grpc.StatusCode.NOT_FOUND, grpc.StatusCode.INVALID_ARGUMENT)
+            await call("pr_000000000000000000000000")
+        assert unknown.value.code() == grpc.StatusCode.NOT_FOUND, name
+        assert "no such request" in unknown.value.details(), name
+        for bad in ("", "x" * 200):
+            with pytest.raises(grpc.aio.AioRpcError) as malformed:
+                await call(bad)
+            assert malformed.value.code() == grpc.StatusCode.INVALID_ARGUMENT, (name, bad)
+            assert "request_id" in violations(malformed.value), (name, bad)
+    assert await request_count(pm) == before
+
+
+async def test_an_export_is_deleted_after_its_7_days_P8_1(shared_mesh: PrivacyMesh) -> None:
+    """P8.1: the export can be downloaded for 7 days; the sweeper then deletes it and a
+    download says it expired."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    done = await pm.wait((await pm.raise_request(type=ACCESS, subject=subject(user))).request_id)
+    assert await download(pm, done.request_id)
+    past = "now() - interval '8 days'"
+    await pm.rows(f"UPDATE privacy_exports SET expires_at = {past} WHERE request_id = $1", done.request_id)
+    await pm.rows(f"UPDATE privacy_requests SET export_expires_at = {past} WHERE request_id = $1", done.request_id)
+    store = PrivacyStore(make_engine(pm.database))
+    try:
+        assert await store.sweep_exports(utcnow()) >= 1
+    finally:
+        await store.engine.dispose()
+    assert await pm.rows("SELECT 1 FROM privacy_exports WHERE request_id = $1", done.request_id) == []
+    with pytest.raises(grpc.aio.AioRpcError) as expired:
+        await download(pm, done.request_id)
+    assert expired.value.code() == grpc.StatusCode.NOT_FOUND and "expired" in expired.value.details()
 
 
 async def test_staff_reads_are_audited_and_the_chain_detects_tampering_P6_3(shared_mesh: PrivacyMesh) -> None:
@@ -288,3 +379,26 @@ async def test_staff_reads_are_audited_and_the_chain_detects_tampering_P6_3(shar
     )
     broken = await pm.stub().VerifyAuditTrail(privacy_pb2.VerifyAuditTrailRequest(), metadata=OPERATOR)
     assert not broken.intact and broken.broken_at > 0
+
+
+async def test_an_export_larger_than_a_page_holds_every_record_P8_1(shared_mesh: PrivacyMesh) -> None:
+    """P8.1: the paged export contract (StreamExportSubject) carries an account whose usage
+    spans several pages (the worker asks for pages of 2,000): every record arrives once."""
+    pm = shared_mesh
+    user = await pm.mesh.user()
+    count, start = 4_500, datetime(2026, 11, 1)
+    rows = [
+        (f"us_page_{user.account_id[-8:]}_{n:05d}", user.account_id, user.key_id, "gm-small", "bench", 10, 5, 100, 0,
+         "ok", 40, False, start + timedelta(seconds=n))
+        for n in range(count)
+    ]  # fmt: skip
+    conn = await asyncpg.connect(pg_plain(pm.mesh.databases["billing"]))
+    try:
+        await conn.copy_records_to_table("usage_records", records=rows, columns=USAGE_COLUMNS)
+    finally:
+        await conn.close()
+    done = await pm.wait((await pm.raise_request(type=ACCESS, subject=subject(user))).request_id)
+    document = json.loads(await download(pm, done.request_id))
+    usage = [r for r in document["services"]["billing"]["records"] if r["message"] == "gatemesh.billing.v1.UsageRecord"]
+    ids = [r["data"]["usage_id"] for r in usage]
+    assert len(ids) == len(set(ids)) == count

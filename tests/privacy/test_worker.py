@@ -6,12 +6,14 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import re
 import signal
 from collections import Counter
 
 from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import privacy_pb2
 from tests.privacy.mesh import ATTENTION, COMPLETED, OPERATOR, PrivacyMesh
+from tests.privacy.test_cli import cli
 from tests.proxy.mesh import chat_body
 from tests.support import service_process
 
@@ -100,21 +102,26 @@ def restart_proxy(pm: PrivacyMesh) -> None:
 
 async def test_too_many_attempts_need_attention_and_staff_retry(fresh: PrivacyMesh) -> None:
     """After privacy_max_attempts the step needs attention, the request is listed for staff,
-    and a staff retry runs it to completion once the participant is back."""
+    and a staff retry runs it to completion once the participant is back. From the CLI:
+    `approve --wait` shows the attempts and exits non-zero, `list --attention` lists it,
+    `retry --wait` follows it to completion."""
     pm = fresh
     user = await pm.mesh.user()
     pm.start_privacy(GATEMESH_PRIVACY_MAX_ATTEMPTS="3")
     request_id = await staff_erasure(pm, user.account_id)
     os.kill(pm.mesh.pids["proxy"], signal.SIGKILL)
     await asyncio.sleep(0.3)
-    await approve(pm, request_id)
+    failed = await asyncio.to_thread(cli, pm, "approve", request_id, "--wait")
+    assert failed.returncode == 1 and f"{request_id} needs attention" in failed.stderr, failed
+    assert re.search(r"proxy\s+erase\s+needs attention attempt 3", failed.stdout), failed.stdout
     stuck = await pm.wait(request_id, (ATTENTION,))
     proxy_step = next(s for s in stuck.steps if s.participant == "proxy")
     assert (proxy_step.status, proxy_step.attempts) == (privacy_pb2.STEP_STATUS_NEEDS_ATTENTION, 3)
-    listed = await pm.stub().ListRequests(privacy_pb2.ListRequestsRequest(attention=True), metadata=OPERATOR)
-    assert [r.request_id for r in listed.requests] == [request_id]
+    listed = await asyncio.to_thread(cli, pm, "list", "--attention", "--json")
+    assert [r["request_id"] for r in json.loads(listed.stdout)] == [request_id]
     restart_proxy(pm)
-    await pm.stub().RetryRequest(privacy_pb2.RetryRequestRequest(request_id=request_id), metadata=OPERATOR)
+    retried = await asyncio.to_thread(cli, pm, "retry", request_id, "--wait")
+    assert retried.returncode == 0 and f"{request_id} completed" in retried.stdout, retried.stderr
     assert (await pm.wait(request_id)).status == COMPLETED
 
 
@@ -140,3 +147,28 @@ async def test_two_instances_on_one_database_never_run_a_step_twice(fresh: Priva
     workers = {json.loads(e["details"])["worker"] for e in events}
     assert len(workers) == 2, "both instances claimed steps"
     assert a.process is not None
+
+
+async def test_on_sqlite_one_worker_runs_requests_and_erased_values_leave_the_files_P8_3(
+    fresh: PrivacyMesh, tmp_path
+) -> None:
+    """The local setup: privacy on SQLite (one worker). An access request and an approved
+    erasure complete; the certificate names secure_delete; the subject's account id is in
+    neither the database file nor its write-ahead log afterwards (P8.3)."""
+    pm = fresh
+    path = tmp_path / "privacy.db"
+    pm.start_privacy(GATEMESH_PRIVACY_DATABASE_URL=f"sqlite+aiosqlite:///{path}")
+    user = await pm.mesh.user()
+    await user.chat(chat_body())
+    subject = common_pb2.SubjectRef(account_id=user.account_id)
+    access = await pm.wait((await pm.raise_request(type=ACCESS, subject=subject)).request_id)
+    assert access.status == COMPLETED
+    request_id = await staff_erasure(pm, user.account_id)
+    await approve(pm, request_id)
+    assert (await pm.wait(request_id)).status == COMPLETED
+    reply = await pm.stub().GetCertificate(privacy_pb2.GetCertificateRequest(request_id=request_id), metadata=OPERATOR)
+    assert "secure_delete" in json.loads(reply.certificate.document)["storage"]
+    files = [p for p in tmp_path.iterdir() if p.name.startswith("privacy.db")]
+    assert path in files
+    for file in files:
+        assert user.account_id.encode() not in file.read_bytes(), file.name

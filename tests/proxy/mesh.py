@@ -19,7 +19,7 @@ from google.api import httpbody_pb2
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2_grpc
-from tests.support import REDIS_SERVER, create_database, drop_database, free_port, service_process
+from tests.support import REDIS_PROXY, create_database, drop_database, free_port, service_process
 
 SERVICE_TOKEN = "proxy-test-service-token"
 ADMIN_TOKEN = "proxy-test-admin-token"
@@ -191,7 +191,7 @@ def start_mesh(
         "GATEMESH_SERVICE_TOKEN": SERVICE_TOKEN,
         "GATEMESH_ADMIN_TOKEN": ADMIN_TOKEN,
         "GATEMESH_KEY_HMAC_SECRET": "proxy-test-hmac",
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/11",
+        "GATEMESH_REDIS_URL": REDIS_PROXY,
         "GATEMESH_LOG_LEVEL": log_level,
         **{f"GATEMESH_{name.upper()}_ADDR": address for name, address in addrs.items()},
         # Where auth asks for the current policy version: free, so that no stray privacy

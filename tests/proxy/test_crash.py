@@ -22,7 +22,7 @@ import pytest
 from redis import Redis
 
 from services.proxy.outbox import OUTBOX_KEY
-from tests.support import REDIS_SERVER, create_database, drop_database, free_port, service_process
+from tests.support import REDIS_PROXY, REDIS_SERVER, create_database, drop_database, free_port, service_process
 
 from .mesh import Mesh, User, chat_body, cost, sse_payloads, start_mesh
 
@@ -92,14 +92,14 @@ class CrashMesh:
 def crash_mesh(tmp_path: Path, upstreams: Callable[[str], str]) -> Iterator[CrashMesh]:
     loop = asyncio.new_event_loop()
     urls = {name: loop.run_until_complete(create_database(f"crash_{name}")) for name in ("auth", "billing", "proxy")}
-    Redis.from_url(f"{REDIS_SERVER}/11").flushdb()
+    Redis.from_url(REDIS_PROXY).flushdb()
     billing_port = free_port()
     relay = Relay(f"127.0.0.1:{billing_port}")
     redis_relay = Relay(REDIS_SERVER.removeprefix("redis://").split("/")[0])
     proxy_env = {
         "GATEMESH_PROXY_OUTBOX_STALE_S": "1",
         "GATEMESH_BILLING_ADDR": relay.address,
-        "GATEMESH_REDIS_URL": f"redis://{redis_relay.address}/11",
+        "GATEMESH_REDIS_URL": f"redis://{redis_relay.address}/{REDIS_PROXY.rsplit('/', 1)[1]}",
         "GATEMESH_PROXY_OUTBOX_WRITE_TIMEOUT_S": "30",
     }
     try:
@@ -123,7 +123,7 @@ async def wait_for_hold(user: User) -> None:
 def restart_proxy(crash: CrashMesh, tmp_path: Path) -> None:
     """A new proxy, straight to billing and Redis, that replays the dead one's outbox."""
     mesh = crash.mesh
-    env = {**mesh.envs["proxy"], "GATEMESH_BILLING_ADDR": mesh.billing_addr, "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/11"}
+    env = {**mesh.envs["proxy"], "GATEMESH_BILLING_ADDR": mesh.billing_addr, "GATEMESH_REDIS_URL": REDIS_PROXY}
     crash.stack.enter_context(service_process("services.proxy", env, mesh.proxy_addr, tmp_path / "proxy2.log"))
 
 
@@ -136,7 +136,7 @@ async def test_settle_of_a_crashed_proxy_is_replayed_and_charged_once(crash_mesh
     relay.cut()  # from here on nothing the proxy sends reaches billing
     (message,) = await call
     usage = json.loads(message.data)["usage"]
-    redis = Redis.from_url(f"{REDIS_SERVER}/11")
+    redis = Redis.from_url(REDIS_PROXY)
     for _ in range(100):  # the background settle writes its outbox entry, then waits on billing
         if redis.hlen(OUTBOX_KEY):
             break

@@ -18,7 +18,7 @@ from gatemesh.proxy.v1 import proxy_pb2
 from services.proxy.tokens import TokenCounter
 from services.runtime.access import SERVICE_TOKEN_HEADER
 from tests.fake_upstream import plan_chat, plan_embeddings
-from tests.support import REDIS_SERVER, create_database, drop_database
+from tests.support import REDIS_PROXY, create_database, drop_database
 
 from .conftest import clear, received
 from .mesh import (
@@ -52,7 +52,7 @@ def databases() -> Iterator[dict[str, str]]:
 def mesh(
     tmp_path_factory: pytest.TempPathFactory, databases: dict[str, str], upstreams: Callable[[str], str]
 ) -> Iterator[Mesh]:
-    Redis.from_url(f"{REDIS_SERVER}/11").flushdb()
+    Redis.from_url(REDIS_PROXY).flushdb()
     with ExitStack() as stack:
         yield start_mesh(stack, tmp_path_factory.mktemp("mesh"), databases, upstreams)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.proxy.domain import embedding_input_ok
+from services.proxy.bodies import embedding_input_ok
 
 
 @pytest.mark.parametrize("value", ["text", ["a", "b"], [1, 2, 3], [[1], [2, 3]]])

@@ -25,7 +25,7 @@ from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER
-from tests.support import REDIS_SERVER, free_port, service_process
+from tests.support import REDIS_PROXY, free_port, service_process
 
 from .mesh import (
     OPERATOR,
@@ -42,8 +42,6 @@ from .mesh import (
 
 pytestmark = pytest.mark.e2e
 
-REDIS_DB = f"{REDIS_SERVER}/11"
-
 
 @pytest.fixture(scope="module")
 def databases() -> Iterator[dict[str, str]]:
@@ -55,7 +53,7 @@ def mesh(
     tmp_path_factory: pytest.TempPathFactory, databases: dict[str, str], upstreams: Callable[[str], str]
 ) -> Iterator[Mesh]:
     """The mesh plus a second proxy (same auth, billing and request-log database)."""
-    Redis.from_url(REDIS_DB).flushdb()
+    Redis.from_url(REDIS_PROXY).flushdb()
     tmp = tmp_path_factory.mktemp("lease-mesh")
     with ExitStack() as stack:
         mesh = start_mesh(stack, tmp, databases, upstreams, "INFO", {"GATEMESH_PROXY_RPC_TIMEOUT_S": "1"})
@@ -80,14 +78,14 @@ def proxies(mesh: Mesh) -> list[proxy_pb2_grpc.ProxyServiceStub]:
 
 def counted(key_id: str) -> int:
     """Requests auth's limiter has taken for the key this minute (calls and shares)."""
-    client = Redis.from_url(REDIS_DB)
+    client = Redis.from_url(REDIS_PROXY)
     seconds, _ = client.time()
     value = client.get(f"gm:auth:rl:{{{key_id}}}:r:{seconds // 60}")  # hash-tagged: one Redis Cluster slot
     return int(value or 0)
 
 
 async def fresh_minute(margin: int = 15) -> None:
-    seconds, _ = Redis.from_url(REDIS_DB).time()
+    seconds, _ = Redis.from_url(REDIS_PROXY).time()
     if seconds % 60 > 60 - margin:
         await asyncio.sleep(61 - seconds % 60)
 

@@ -13,7 +13,8 @@ from typing import Any
 
 import pytest
 
-from services.proxy.domain import CallUsage, Gateway, KeyGrant, Limits, LogEntry, Price
+from services.proxy.gateway import Gateway
+from services.proxy.model import CallUsage, KeyGrant, Limits, LogEntry, Price
 from services.proxy.router import Router
 from services.proxy.settings import ProviderConfig
 from services.proxy.tokens import TokenCounter

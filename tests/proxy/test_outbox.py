@@ -10,11 +10,11 @@ from redis.asyncio import Redis
 from gatemesh.billing.v1 import billing_pb2
 from services.proxy.outbox import OUTBOX_KEY, SettleOutbox
 from services.runtime.errors import FailedPrecondition, Unavailable
-from tests.support import REDIS_SERVER
+from tests.support import REDIS_OUTBOX
 
 
 async def test_concurrent_settles_share_writes_and_each_entry_is_stored_before_its_settle() -> None:
-    redis, checks = Redis.from_url(f"{REDIS_SERVER}/13"), Redis.from_url(f"{REDIS_SERVER}/13")
+    redis, checks = Redis.from_url(REDIS_OUTBOX), Redis.from_url(REDIS_OUTBOX)
     await checks.delete(OUTBOX_KEY)
     outbox = SettleOutbox(redis, stale_s=60)
     release, all_sent = asyncio.Event(), asyncio.Event()
@@ -66,7 +66,7 @@ async def test_concurrent_settles_share_writes_and_each_entry_is_stored_before_i
 async def test_within_one_write_the_last_change_of_an_entry_wins() -> None:
     """An add and a removal of one entry queued while no write was in flight go out in the
     same write (one HSET, one HDEL): the later of the two decides whether the entry stays."""
-    redis = Redis.from_url(f"{REDIS_SERVER}/13")
+    redis = Redis.from_url(REDIS_OUTBOX)
     await redis.delete(OUTBOX_KEY)
     outbox = SettleOutbox(redis, stale_s=60)
     added_then_removed = billing_pb2.SettleRequest(hold_id="h", idempotency_key="gone")

@@ -8,10 +8,9 @@ from collections.abc import Callable
 
 import pytest
 
-from services.proxy.domain import read_json
 from services.proxy.router import Router
 from services.proxy.settings import ProviderConfig
-from services.proxy.upstream import CircuitBreaker, Provider
+from services.proxy.upstream import CircuitBreaker, Provider, read_json
 from services.runtime.errors import BadGateway, DeadlineExceeded, InvalidArgument, NotFound, Unavailable
 from tests.support import free_port
 

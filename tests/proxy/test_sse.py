@@ -10,7 +10,8 @@ from typing import Any
 
 import pytest
 
-from services.proxy.domain import Gateway, Limits
+from services.proxy.gateway import Gateway
+from services.proxy.model import Limits
 from services.proxy.router import Router
 from services.proxy.settings import ProviderConfig
 from services.proxy.sse import StreamState, event_data

@@ -9,9 +9,10 @@ from collections.abc import Callable
 import aiohttp
 import pytest
 
-from services.proxy.domain import parse_object, upstream_chat_body, upstream_chunks, validate_chat
+from services.proxy.bodies import parse_object, upstream_chat_body, validate_chat
 from services.proxy.router import Route
 from services.proxy.sse import StreamState
+from services.proxy.upstream import upstream_chunks
 from services.runtime.errors import InvalidArgument
 
 

@@ -397,6 +397,14 @@ class AdminGetAccountResponse(_message.Message):
     account: Account
     def __init__(self, account: _Optional[_Union[Account, _Mapping]] = ...) -> None: ...
 
+class AdminCloseAccountRequest(_message.Message):
+    __slots__ = ("account_id", "email")
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    EMAIL_FIELD_NUMBER: _ClassVar[int]
+    account_id: str
+    email: str
+    def __init__(self, account_id: _Optional[str] = ..., email: _Optional[str] = ...) -> None: ...
+
 class AdminCreateApiKeyRequest(_message.Message):
     __slots__ = ("email", "key")
     EMAIL_FIELD_NUMBER: _ClassVar[int]

@@ -110,6 +110,11 @@ class AuthServiceStub:
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountRequest.SerializeToString,
                 response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountResponse.FromString,
                 _registered_method=True)
+        self.AdminCloseAccount = channel.unary_unary(
+                '/gatemesh.auth.v1.AuthService/AdminCloseAccount',
+                request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminCloseAccountRequest.SerializeToString,
+                response_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.CloseAccountResponse.FromString,
+                _registered_method=True)
         self.AdminCreateApiKey = channel.unary_unary(
                 '/gatemesh.auth.v1.AuthService/AdminCreateApiKey',
                 request_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminCreateApiKeyRequest.SerializeToString,
@@ -277,6 +282,14 @@ class AuthServiceServicer:
 
     def AdminGetAccount(self, request, context):
         """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def AdminCloseAccount(self, request, context):
+        """Close an account on its holder's behalf (P5.4, P8.4): keys revoked everywhere, sessions
+        ended; the privacy service then erases it within 30 days. Closing a closed one is a no-op.
+        """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
@@ -457,6 +470,11 @@ def add_AuthServiceServicer_to_server(servicer, server):
                     servicer.AdminGetAccount,
                     request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountRequest.FromString,
                     response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountResponse.SerializeToString,
+            ),
+            'AdminCloseAccount': grpc.unary_unary_rpc_method_handler(
+                    servicer.AdminCloseAccount,
+                    request_deserializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminCloseAccountRequest.FromString,
+                    response_serializer=gatemesh_dot_auth_dot_v1_dot_auth__pb2.CloseAccountResponse.SerializeToString,
             ),
             'AdminCreateApiKey': grpc.unary_unary_rpc_method_handler(
                     servicer.AdminCreateApiKey,
@@ -930,6 +948,33 @@ class AuthService:
             '/gatemesh.auth.v1.AuthService/AdminGetAccount',
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountRequest.SerializeToString,
             gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminGetAccountResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def AdminCloseAccount(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/gatemesh.auth.v1.AuthService/AdminCloseAccount',
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.AdminCloseAccountRequest.SerializeToString,
+            gatemesh_dot_auth_dot_v1_dot_auth__pb2.CloseAccountResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -25,15 +25,18 @@ _sym_db = _symbol_database.Default()
 from gatemesh.common.v1 import common_pb2 as gatemesh_dot_common_dot_v1_dot_common__pb2
 from gatemesh.privacy.v1 import data_pb2 as gatemesh_dot_privacy_dot_v1_dot_data__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatemesh/privacy/v1/participant.proto\x12\x13gatemesh.privacy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/protobuf/struct.proto\"\x15\n\x13\x44\x65scribeDataRequest\"o\n\tDataField\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x33\n\x08personal\x18\x04 \x01(\x0b\x32!.gatemesh.privacy.v1.PersonalData\"W\n\x14\x44\x65scribeDataResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12.\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1e.gatemesh.privacy.v1.DataField\"[\n\x14\x45xportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x0e\x45xportedRecord\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"^\n\x15\x45xportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"t\n\x1aStreamExportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"d\n\x1bStreamExportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"\xd6\x01\n\x15RectifySubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12H\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x37.gatemesh.privacy.v1.RectifySubjectRequest.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x16RectifySubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12I\n\x07updated\x18\x02 \x03(\x0b\x32\x38.gatemesh.privacy.v1.RectifySubjectResponse.UpdatedEntry\x1a.\n\x0cUpdatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Z\n\x13\x45raseSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"e\n\rErasureAction\x12\r\n\x05store\x18\x01 \x01(\t\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32$.gatemesh.privacy.v1.ErasureStrategy\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"n\n\x14\x45raseSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x33\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\".gatemesh.privacy.v1.ErasureAction\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x32\xcc\x04\n\x12PrivacyParticipant\x12i\n\x0c\x44\x65scribeData\x12(.gatemesh.privacy.v1.DescribeDataRequest\x1a).gatemesh.privacy.v1.DescribeDataResponse\"\x04\x88\xe7\x18\x05\x12l\n\rExportSubject\x12).gatemesh.privacy.v1.ExportSubjectRequest\x1a*.gatemesh.privacy.v1.ExportSubjectResponse\"\x04\x88\xe7\x18\x05\x12\x80\x01\n\x13StreamExportSubject\x12/.gatemesh.privacy.v1.StreamExportSubjectRequest\x1a\x30.gatemesh.privacy.v1.StreamExportSubjectResponse\"\x04\x88\xe7\x18\x05\x30\x01\x12o\n\x0eRectifySubject\x12*.gatemesh.privacy.v1.RectifySubjectRequest\x1a+.gatemesh.privacy.v1.RectifySubjectResponse\"\x04\x88\xe7\x18\x05\x12i\n\x0c\x45raseSubject\x12(.gatemesh.privacy.v1.EraseSubjectRequest\x1a).gatemesh.privacy.v1.EraseSubjectResponse\"\x04\x88\xe7\x18\x05\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n%gatemesh/privacy/v1/participant.proto\x12\x13gatemesh.privacy.v1\x1a\x1fgatemesh/common/v1/common.proto\x1a\x1egatemesh/privacy/v1/data.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x15\n\x13\x44\x65scribeDataRequest\"o\n\tDataField\x12\x0f\n\x07message\x18\x01 \x01(\t\x12\r\n\x05store\x18\x02 \x01(\t\x12\r\n\x05\x66ield\x18\x03 \x01(\t\x12\x33\n\x08personal\x18\x04 \x01(\x0b\x32!.gatemesh.privacy.v1.PersonalData\"W\n\x14\x44\x65scribeDataResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12.\n\x06\x66ields\x18\x02 \x03(\x0b\x32\x1e.gatemesh.privacy.v1.DataField\"[\n\x14\x45xportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"H\n\x0e\x45xportedRecord\x12\x0f\n\x07message\x18\x01 \x01(\t\x12%\n\x04\x64\x61ta\x18\x02 \x01(\x0b\x32\x17.google.protobuf.Struct\"^\n\x15\x45xportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\"t\n\x1aStreamExportSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12\x11\n\tpage_size\x18\x03 \x01(\x05\"\x8a\x02\n\x1bStreamExportSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x34\n\x07records\x18\x02 \x03(\x0b\x32#.gatemesh.privacy.v1.ExportedRecord\x12\x14\n\x0crecords_json\x18\x03 \x01(\x0c\x12Y\n\rrecord_counts\x18\x04 \x03(\x0b\x32\x42.gatemesh.privacy.v1.StreamExportSubjectResponse.RecordCountsEntry\x1a\x33\n\x11RecordCountsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"\xd6\x01\n\x15RectifySubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\x12H\n\x07\x63hanges\x18\x03 \x03(\x0b\x32\x37.gatemesh.privacy.v1.RectifySubjectRequest.ChangesEntry\x1a.\n\x0c\x43hangesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xa4\x01\n\x16RectifySubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12I\n\x07updated\x18\x02 \x03(\x0b\x32\x38.gatemesh.privacy.v1.RectifySubjectResponse.UpdatedEntry\x1a.\n\x0cUpdatedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x03:\x02\x38\x01\"Z\n\x13\x45raseSubjectRequest\x12/\n\x07subject\x18\x01 \x01(\x0b\x32\x1e.gatemesh.common.v1.SubjectRef\x12\x12\n\nrequest_id\x18\x02 \x01(\t\"e\n\rErasureAction\x12\r\n\x05store\x18\x01 \x01(\t\x12\x36\n\x08strategy\x18\x02 \x01(\x0e\x32$.gatemesh.privacy.v1.ErasureStrategy\x12\r\n\x05\x63ount\x18\x03 \x01(\x03\"\xac\x01\n\x14\x45raseSubjectResponse\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\x33\n\x07\x61\x63tions\x18\x02 \x03(\x0b\x32\".gatemesh.privacy.v1.ErasureAction\x12\x10\n\x08replayed\x18\x03 \x01(\x08\x12-\n\tpurged_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\r\n\x05purge\x18\x05 \x01(\t2\xcc\x04\n\x12PrivacyParticipant\x12i\n\x0c\x44\x65scribeData\x12(.gatemesh.privacy.v1.DescribeDataRequest\x1a).gatemesh.privacy.v1.DescribeDataResponse\"\x04\x88\xe7\x18\x05\x12l\n\rExportSubject\x12).gatemesh.privacy.v1.ExportSubjectRequest\x1a*.gatemesh.privacy.v1.ExportSubjectResponse\"\x04\x88\xe7\x18\x05\x12\x80\x01\n\x13StreamExportSubject\x12/.gatemesh.privacy.v1.StreamExportSubjectRequest\x1a\x30.gatemesh.privacy.v1.StreamExportSubjectResponse\"\x04\x88\xe7\x18\x05\x30\x01\x12o\n\x0eRectifySubject\x12*.gatemesh.privacy.v1.RectifySubjectRequest\x1a+.gatemesh.privacy.v1.RectifySubjectResponse\"\x04\x88\xe7\x18\x05\x12i\n\x0c\x45raseSubject\x12(.gatemesh.privacy.v1.EraseSubjectRequest\x1a).gatemesh.privacy.v1.EraseSubjectResponse\"\x04\x88\xe7\x18\x05\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'gatemesh.privacy.v1.participant_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_STREAMEXPORTSUBJECTRESPONSE_RECORDCOUNTSENTRY']._loaded_options = None
+  _globals['_STREAMEXPORTSUBJECTRESPONSE_RECORDCOUNTSENTRY']._serialized_options = b'8\001'
   _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._loaded_options = None
   _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_options = b'8\001'
   _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._loaded_options = None
@@ -48,36 +51,38 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['RectifySubject']._serialized_options = b'\210\347\030\005'
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['EraseSubject']._loaded_options = None
   _globals['_PRIVACYPARTICIPANT'].methods_by_name['EraseSubject']._serialized_options = b'\210\347\030\005'
-  _globals['_DESCRIBEDATAREQUEST']._serialized_start=157
-  _globals['_DESCRIBEDATAREQUEST']._serialized_end=178
-  _globals['_DATAFIELD']._serialized_start=180
-  _globals['_DATAFIELD']._serialized_end=291
-  _globals['_DESCRIBEDATARESPONSE']._serialized_start=293
-  _globals['_DESCRIBEDATARESPONSE']._serialized_end=380
-  _globals['_EXPORTSUBJECTREQUEST']._serialized_start=382
-  _globals['_EXPORTSUBJECTREQUEST']._serialized_end=473
-  _globals['_EXPORTEDRECORD']._serialized_start=475
-  _globals['_EXPORTEDRECORD']._serialized_end=547
-  _globals['_EXPORTSUBJECTRESPONSE']._serialized_start=549
-  _globals['_EXPORTSUBJECTRESPONSE']._serialized_end=643
-  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_start=645
-  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_end=761
-  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_start=763
-  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_end=863
-  _globals['_RECTIFYSUBJECTREQUEST']._serialized_start=866
-  _globals['_RECTIFYSUBJECTREQUEST']._serialized_end=1080
-  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_start=1034
-  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_end=1080
-  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_start=1083
-  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_end=1247
-  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_start=1201
-  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_end=1247
-  _globals['_ERASESUBJECTREQUEST']._serialized_start=1249
-  _globals['_ERASESUBJECTREQUEST']._serialized_end=1339
-  _globals['_ERASUREACTION']._serialized_start=1341
-  _globals['_ERASUREACTION']._serialized_end=1442
-  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1444
-  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1554
-  _globals['_PRIVACYPARTICIPANT']._serialized_start=1557
-  _globals['_PRIVACYPARTICIPANT']._serialized_end=2145
+  _globals['_DESCRIBEDATAREQUEST']._serialized_start=190
+  _globals['_DESCRIBEDATAREQUEST']._serialized_end=211
+  _globals['_DATAFIELD']._serialized_start=213
+  _globals['_DATAFIELD']._serialized_end=324
+  _globals['_DESCRIBEDATARESPONSE']._serialized_start=326
+  _globals['_DESCRIBEDATARESPONSE']._serialized_end=413
+  _globals['_EXPORTSUBJECTREQUEST']._serialized_start=415
+  _globals['_EXPORTSUBJECTREQUEST']._serialized_end=506
+  _globals['_EXPORTEDRECORD']._serialized_start=508
+  _globals['_EXPORTEDRECORD']._serialized_end=580
+  _globals['_EXPORTSUBJECTRESPONSE']._serialized_start=582
+  _globals['_EXPORTSUBJECTRESPONSE']._serialized_end=676
+  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_start=678
+  _globals['_STREAMEXPORTSUBJECTREQUEST']._serialized_end=794
+  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_start=797
+  _globals['_STREAMEXPORTSUBJECTRESPONSE']._serialized_end=1063
+  _globals['_STREAMEXPORTSUBJECTRESPONSE_RECORDCOUNTSENTRY']._serialized_start=1012
+  _globals['_STREAMEXPORTSUBJECTRESPONSE_RECORDCOUNTSENTRY']._serialized_end=1063
+  _globals['_RECTIFYSUBJECTREQUEST']._serialized_start=1066
+  _globals['_RECTIFYSUBJECTREQUEST']._serialized_end=1280
+  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_start=1234
+  _globals['_RECTIFYSUBJECTREQUEST_CHANGESENTRY']._serialized_end=1280
+  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_start=1283
+  _globals['_RECTIFYSUBJECTRESPONSE']._serialized_end=1447
+  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_start=1401
+  _globals['_RECTIFYSUBJECTRESPONSE_UPDATEDENTRY']._serialized_end=1447
+  _globals['_ERASESUBJECTREQUEST']._serialized_start=1449
+  _globals['_ERASESUBJECTREQUEST']._serialized_end=1539
+  _globals['_ERASUREACTION']._serialized_start=1541
+  _globals['_ERASUREACTION']._serialized_end=1642
+  _globals['_ERASESUBJECTRESPONSE']._serialized_start=1645
+  _globals['_ERASESUBJECTRESPONSE']._serialized_end=1817
+  _globals['_PRIVACYPARTICIPANT']._serialized_start=1820
+  _globals['_PRIVACYPARTICIPANT']._serialized_end=2408
 # @@protoc_insertion_point(module_scope)

@@ -1,6 +1,9 @@
+import datetime
+
 from gatemesh.common.v1 import common_pb2 as _common_pb2
 from gatemesh.privacy.v1 import data_pb2 as _data_pb2
 from google.protobuf import struct_pb2 as _struct_pb2
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
@@ -68,12 +71,23 @@ class StreamExportSubjectRequest(_message.Message):
     def __init__(self, subject: _Optional[_Union[_common_pb2.SubjectRef, _Mapping]] = ..., request_id: _Optional[str] = ..., page_size: _Optional[int] = ...) -> None: ...
 
 class StreamExportSubjectResponse(_message.Message):
-    __slots__ = ("service", "records")
+    __slots__ = ("service", "records", "records_json", "record_counts")
+    class RecordCountsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: int
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[int] = ...) -> None: ...
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     RECORDS_FIELD_NUMBER: _ClassVar[int]
+    RECORDS_JSON_FIELD_NUMBER: _ClassVar[int]
+    RECORD_COUNTS_FIELD_NUMBER: _ClassVar[int]
     service: str
     records: _containers.RepeatedCompositeFieldContainer[ExportedRecord]
-    def __init__(self, service: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ExportedRecord, _Mapping]]] = ...) -> None: ...
+    records_json: bytes
+    record_counts: _containers.ScalarMap[str, int]
+    def __init__(self, service: _Optional[str] = ..., records: _Optional[_Iterable[_Union[ExportedRecord, _Mapping]]] = ..., records_json: _Optional[bytes] = ..., record_counts: _Optional[_Mapping[str, int]] = ...) -> None: ...
 
 class RectifySubjectRequest(_message.Message):
     __slots__ = ("subject", "request_id", "changes")
@@ -126,11 +140,15 @@ class ErasureAction(_message.Message):
     def __init__(self, store: _Optional[str] = ..., strategy: _Optional[_Union[_data_pb2.ErasureStrategy, str]] = ..., count: _Optional[int] = ...) -> None: ...
 
 class EraseSubjectResponse(_message.Message):
-    __slots__ = ("service", "actions", "replayed")
+    __slots__ = ("service", "actions", "replayed", "purged_at", "purge")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     ACTIONS_FIELD_NUMBER: _ClassVar[int]
     REPLAYED_FIELD_NUMBER: _ClassVar[int]
+    PURGED_AT_FIELD_NUMBER: _ClassVar[int]
+    PURGE_FIELD_NUMBER: _ClassVar[int]
     service: str
     actions: _containers.RepeatedCompositeFieldContainer[ErasureAction]
     replayed: bool
-    def __init__(self, service: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ErasureAction, _Mapping]]] = ..., replayed: _Optional[bool] = ...) -> None: ...
+    purged_at: _timestamp_pb2.Timestamp
+    purge: str
+    def __init__(self, service: _Optional[str] = ..., actions: _Optional[_Iterable[_Union[ErasureAction, _Mapping]]] = ..., replayed: _Optional[bool] = ..., purged_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., purge: _Optional[str] = ...) -> None: ...

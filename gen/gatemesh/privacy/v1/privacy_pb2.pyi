@@ -350,3 +350,38 @@ class VerifyAuditTrailResponse(_message.Message):
     events: int
     broken_at: int
     def __init__(self, intact: _Optional[bool] = ..., events: _Optional[int] = ..., broken_at: _Optional[int] = ...) -> None: ...
+
+class ExportRecord(_message.Message):
+    __slots__ = ("request_id", "part", "subject_id", "ciphertext", "expires_at")
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PART_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    CIPHERTEXT_FIELD_NUMBER: _ClassVar[int]
+    EXPIRES_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    part: str
+    subject_id: str
+    ciphertext: bytes
+    expires_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., part: _Optional[str] = ..., subject_id: _Optional[str] = ..., ciphertext: _Optional[bytes] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class PrivacyRequestRecord(_message.Message):
+    __slots__ = ("request_id", "subject_id", "account_id", "changes", "received_at")
+    class ChangesEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_ID_FIELD_NUMBER: _ClassVar[int]
+    ACCOUNT_ID_FIELD_NUMBER: _ClassVar[int]
+    CHANGES_FIELD_NUMBER: _ClassVar[int]
+    RECEIVED_AT_FIELD_NUMBER: _ClassVar[int]
+    request_id: str
+    subject_id: str
+    account_id: str
+    changes: _containers.ScalarMap[str, str]
+    received_at: _timestamp_pb2.Timestamp
+    def __init__(self, request_id: _Optional[str] = ..., subject_id: _Optional[str] = ..., account_id: _Optional[str] = ..., changes: _Optional[_Mapping[str, str]] = ..., received_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
