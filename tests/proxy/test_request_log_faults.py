@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 import asyncpg
 
 from services.proxy.__main__ import MIGRATIONS
-from services.proxy.domain import LogEntry
+from services.proxy.model import LogEntry
 from services.proxy.store import RequestLogWriter, rows_of
 from services.runtime.db import make_engine, migrate
 from tests.support import PG_SERVER
