@@ -40,3 +40,13 @@ async def redis_url() -> AsyncIterator[str]:
     yield url
     await client.flushdb()
     await client.aclose()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """The reliability results table, when a test of the run added rows to it (the
+    reliability tests, schemathesis: see tests/reliability/results.py)."""
+    from tests.reliability.results import ROWS, table
+
+    if ROWS:
+        terminalreporter.section("reliability results")
+        terminalreporter.write_line(table(ROWS))

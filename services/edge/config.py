@@ -16,14 +16,18 @@ Choices and why (see also FACTS.md "The edge"):
 - `max_request_body_size` raised and kept below the services' `grpc_max_message_bytes`,
   or an oversized body comes back as a misleading 429;
 - HTTP/2 upstream clusters (gRPC), with circuit-breaker limits high enough for load;
+- client limits (`client_limits`): header size and count (431), headers and whole
+  request within a time (slowloris, trickled bodies: 408), idle connections closed, an
+  HTTP/2 stream cap, and a connection limit in the overload manager, all settings;
 - `use_remote_address` and `x-forwarded-for` overwritten with the address Envoy trusts,
   so auth's security log sees the client IP and a client cannot forge it;
 - errors from the services get their OpenAI body and status in the Lua filter; Envoy's
   own replies (unknown path, service down, body too large) get the same shape from
   `local_reply_config`. The Lua filter also answers wrong methods (405 + `Allow`) and bad
   JSON bodies before the transcoder, from a table of the routes generated here
-  (`lua_source`), and accepts a date alone in timestamp query parameters. `grpc-status`
-  is never removed by route config (that turns every error into a 200).
+  (`lua_source`), accepts a date alone in timestamp query parameters, and drops request
+  headers gRPC metadata cannot carry (or that are the mesh's own). `grpc-status` is never
+  removed by route config (that turns every error into a 200).
 """
 
 from __future__ import annotations
@@ -61,6 +65,7 @@ DOCS_ASSETS = {
 DOCS_PAGE = "index.html"
 DOCS_INIT = "gatemesh-init.js"
 STATIC_METHODS = "GET, HEAD"
+DRAIN_S = 2.0
 HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
 
 # Envoy's local replies: status -> (OpenAI error type, code).
@@ -69,6 +74,7 @@ LOCAL_REPLIES: dict[int, tuple[str, str]] = {
     404: ("not_found_error", "unknown_url"),
     405: ("invalid_request_error", "method_not_allowed"),
     413: ("invalid_request_error", "request_too_large"),
+    431: ("invalid_request_error", "request_headers_too_large"),
     408: ("api_error", "timeout"),
     429: ("rate_limit_error", "rate_limit_exceeded"),
     502: ("api_error", "bad_gateway"),
@@ -295,6 +301,38 @@ def lua_filter(mesh_services: Sequence[str]) -> dict[str, Any]:
     }
 
 
+def seconds(value: float) -> str:
+    """A protobuf Duration in JSON form."""
+    return f"{value:.3f}".rstrip("0").rstrip(".") + "s"
+
+
+def client_limits(settings: EdgeSettings) -> dict[str, Any]:
+    """What a client may hold and how long it may take, so that slow or idle clients and
+    oversized headers are refused early without starving anyone (docs/edge.md "Limits"):
+    headers must arrive within `request_headers_timeout` (slowloris), the whole request
+    within `request_timeout` (a trickled body; the answer is not limited, streams are long),
+    a connection with nothing in flight is closed after `idle_timeout`, and HTTP/2 gets the
+    flow-control windows and stream cap Envoy recommends for an edge."""
+    return {
+        "max_request_headers_kb": settings.edge_max_request_headers_kb,
+        "request_headers_timeout": seconds(settings.edge_request_headers_timeout_s),
+        "request_timeout": seconds(settings.edge_request_timeout_s),
+        "stream_idle_timeout": seconds(settings.edge_stream_idle_timeout_s),
+        # After idle_timeout a used connection is drained before it is closed (HTTP/2: the
+        # GOAWAY); Envoy's 5 s default kept idle keep-alive connections 8 s past it.
+        "drain_timeout": seconds(DRAIN_S),
+        "common_http_protocol_options": {
+            "idle_timeout": seconds(settings.edge_idle_timeout_s),
+            "max_headers_count": settings.edge_max_request_headers,
+        },
+        "http2_protocol_options": {
+            "max_concurrent_streams": settings.edge_max_concurrent_streams,
+            "initial_stream_window_size": 65536,
+            "initial_connection_window_size": 1048576,
+        },
+    }
+
+
 def connection_manager(settings: EdgeSettings, files_: EdgeFiles, services: dict[str, list[str]]) -> dict[str, Any]:
     route_config = {
         "name": "edge",
@@ -320,6 +358,7 @@ def connection_manager(settings: EdgeSettings, files_: EdgeFiles, services: dict
             "xff_num_trusted_hops": settings.edge_trusted_hops,
             "route_config": route_config,
             "local_reply_config": local_reply_config(),
+            **client_limits(settings),
             "http_filters": [
                 lua_filter(list(services)),
                 transcoder(settings, files_, services),
@@ -416,6 +455,8 @@ def bootstrap(
     chain: dict[str, Any] = {"filters": [manager]}
     if settings.edge_tls:
         chain["transport_socket"] = downstream_tls(settings)
+        # A client that opens a connection and never finishes the handshake is closed too.
+        chain["transport_socket_connect_timeout"] = seconds(settings.edge_request_headers_timeout_s)
     listener = {
         "name": "edge",
         "address": socket_address(settings.edge_host, settings.edge_port),
@@ -433,7 +474,7 @@ def bootstrap(
                     "typed_config": {
                         TYPE: "type.googleapis.com/envoy.extensions.resource_monitors.downstream_connections.v3."
                         "DownstreamConnectionsConfig",
-                        "max_active_downstream_connections": 50000,
+                        "max_active_downstream_connections": settings.edge_max_connections,
                     },
                 }
             ]

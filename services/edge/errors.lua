@@ -14,6 +14,7 @@
 -- silently), or it is a 400 saying where ("the request body is not valid JSON (line 1
 -- column 1)", as the proxy words it for the raw routes); timestamps in query strings may be
 -- a date alone or a time without a zone (UTC), as the CLI takes them.
+-- Headers gRPC metadata cannot carry, and the mesh's own, are dropped (drop_foreign_headers).
 -- Native gRPC clients (content-type application/grpc) are left untouched.
 --
 -- ROUTES, FIELDS and TIMESTAMP_PARAMS are generated from the descriptor set
@@ -319,6 +320,29 @@ local function normalize_times(handle, path)
   end
 end
 
+-- A REST client's header becomes gRPC metadata. HTTP allows names gRPC does not (`a*b`,
+-- `q~`: the service refused the whole call, a 500), a `-bin` name must carry base64, and
+-- `grpc-*` (grpc-timeout) and `x-gatemesh-*` (the service credential) are the mesh's own:
+-- none of these means anything to the API, so they are dropped rather than forwarded.
+local function foreign_header(name)
+  return not string.find(name, "^[%l%d_%.%-]+$")
+    or string.sub(name, -4) == "-bin"
+    or string.sub(name, 1, 5) == "grpc-"
+    or string.sub(name, 1, 11) == "x-gatemesh-"
+end
+
+local function drop_foreign_headers(headers)
+  local foreign = {}
+  for name, _ in pairs(headers) do
+    if string.sub(name, 1, 1) ~= ":" and foreign_header(name) then
+      foreign[#foreign + 1] = name
+    end
+  end
+  for _, name in ipairs(foreign) do
+    headers:remove(name)
+  end
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local content_type = headers:get("content-type") or ""
@@ -326,6 +350,7 @@ function envoy_on_request(handle)
     handle:streamInfo():dynamicMetadata():set("gatemesh.edge", "grpc", "1")
     return
   end
+  drop_foreign_headers(headers)
   local path = headers:get(":path") or "/"
   local method = headers:get(":method") or "GET"
   local route, allow = match_route(string.match(path, "^[^?]*"), method)

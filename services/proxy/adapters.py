@@ -207,9 +207,12 @@ class PriceCache:
         return found
 
     async def refresh(self) -> None:
+        """Fetch the price list. It waits (within its deadline) for a billing that is still
+        connecting: a proxy started beside billing would otherwise fail its first fetches
+        inside the channel's reconnect backoff and answer "no price yet" meanwhile."""
         try:
             request = billing_pb2.ListPricesRequest()
-            reply = await self._stub.ListPrices(request, timeout=self._timeout, metadata=self._md)
+            reply = await self._stub.ListPrices(request, timeout=self._timeout, metadata=self._md, wait_for_ready=True)
         except grpc.aio.AioRpcError as error:
             log.warning("price refresh failed: %s", error.code().name)
             return

@@ -39,6 +39,8 @@ def parse_object(raw: bytes) -> dict[str, Any]:
     except ValueError as error:
         where = f"line {error.lineno} column {error.colno}" if isinstance(error, json.JSONDecodeError) else ""
         raise InvalidArgument(f"the request body is not valid JSON ({where})".replace(" ()", "")) from None
+    except RecursionError:  # nesting past the parser's depth: a hostile body, not our fault
+        raise InvalidArgument("the request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise InvalidArgument("the request body must be a JSON object")
     return body

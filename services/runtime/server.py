@@ -87,8 +87,21 @@ class BindError(RuntimeError):
 
 
 def server_options(settings: GatemeshSettings) -> list[tuple[str, object]]:
-    """The shared channel options, with SO_REUSEPORT off so a taken port is an error."""
-    return [*channel_options(settings), ("grpc.so_reuseport", 0)]
+    """The shared channel options, with SO_REUSEPORT off so a taken port is an error, and
+    what a hostile client may hold: a connection that never finishes its handshake is
+    closed after grpc_handshake_timeout_s, one with no call for grpc_max_connection_idle_s
+    gets a GOAWAY (clients reconnect on their next call), and metadata is capped at
+    grpc_max_metadata_bytes (one limit, not gRPC's soft and hard pair, between which calls
+    fail at random)."""
+    metadata = settings.grpc_max_metadata_bytes
+    return [
+        *channel_options(settings),
+        ("grpc.so_reuseport", 0),
+        ("grpc.server_handshake_timeout_ms", int(settings.grpc_handshake_timeout_s * 1000)),
+        ("grpc.max_connection_idle_ms", int(settings.grpc_max_connection_idle_s * 1000)),
+        ("grpc.max_metadata_size", metadata),
+        ("grpc.absolute_max_metadata_size", metadata),
+    ]
 
 
 def address_setting(spec_name: str, settings: GatemeshSettings, address: str) -> str:

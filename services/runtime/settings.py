@@ -102,6 +102,15 @@ class GatemeshSettings(BaseSettings):
     )
     log_level: str = Field("INFO", description="Python logging level.")
     grpc_max_message_bytes: int = Field(16 * 1024 * 1024, description="gRPC send/receive limit.")
+    grpc_max_metadata_bytes: int = Field(
+        64 * 1024, ge=8192, description="Largest metadata (headers) a service accepts on a call; beyond: refused."
+    )
+    grpc_handshake_timeout_s: float = Field(
+        10.0, gt=0, description="A connection to a service that has not finished its handshake by then is closed."
+    )
+    grpc_max_connection_idle_s: float = Field(
+        300.0, gt=0, description="A connection to a service with no call for this long is closed (GOAWAY)."
+    )
     shutdown_grace_s: float = Field(10.0, description="Seconds in-flight calls get on SIGTERM.")
     health_interval_s: float = Field(
         5.0, gt=0, description="How often a service checks its database and Redis for its gRPC health status."

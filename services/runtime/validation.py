@@ -22,6 +22,7 @@ contracts, with values at and around every bound.
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -284,6 +285,64 @@ def field_path(path: validate_pb2.FieldPath) -> str:
     return "".join(parts)
 
 
+NUL_MESSAGE = "must not contain NUL characters (U+0000)"
+TIME_MESSAGE = "must be a time between 0001-01-01 and 9999-12-31 (UTC)"
+DURATION_MESSAGE = "must be a duration of at most 10,000 years"
+# google.protobuf.Timestamp and Duration's documented ranges (what ToDatetime can convert).
+TIME_SECONDS = (-62_135_596_800, 253_402_300_799)
+DURATION_SECONDS = 315_576_000_000
+NANOS = range(-999_999_999, 1_000_000_000)
+
+
+def _well_known(message: Message) -> str | None:
+    """What is wrong with a Timestamp or Duration out of its type's range, else None."""
+    name = message.DESCRIPTOR.full_name
+    if name == "google.protobuf.Timestamp":
+        low, high = TIME_SECONDS
+        ok = low <= message.seconds <= high and 0 <= message.nanos < 1_000_000_000  # type: ignore[attr-defined]
+        return None if ok else TIME_MESSAGE
+    if name == "google.protobuf.Duration":
+        ok = abs(message.seconds) <= DURATION_SECONDS and message.nanos in NANOS  # type: ignore[attr-defined]
+        return None if ok else DURATION_MESSAGE
+    return None
+
+
+def wire_violations(message: Message, prefix: str = "") -> Iterator[tuple[str, str]]:
+    """Values no contract means, whatever its rules, at any depth: U+0000 in text
+    (PostgreSQL text cannot store it) and Timestamps or Durations outside their type's
+    range (they cannot become a datetime). The driver's or the converter's error would
+    surface as INTERNAL. Only set fields are walked (`ListFields`), so the cost is that
+    of the fields a request carries."""
+    for fd, value in message.ListFields():
+        path = prefix + fd.name
+        rules = field_rules(fd)
+        if rules is not None and rules.ignore == IGNORE_ALWAYS:
+            continue  # a batch's items: each is judged alone, as its single call would be
+        if fd.type == FieldDescriptor.TYPE_STRING:
+            items = value if fd.is_repeated else [value]
+            if any("\x00" in item for item in items):
+                yield path, NUL_MESSAGE
+        elif fd.message_type is not None and fd.message_type.GetOptions().map_entry:
+            for key, item in value.items():
+                texts = [key, item] if isinstance(item, str) else [key]
+                if any(isinstance(text, str) and "\x00" in text for text in texts):
+                    yield f"{path}[{key!r}]", NUL_MESSAGE
+                elif isinstance(item, Message):
+                    yield from _message_violations(item, f"{path}[{key!r}]")
+        elif fd.type == FieldDescriptor.TYPE_MESSAGE:
+            items = enumerate(value) if fd.is_repeated else [(None, value)]
+            for index, item in items:
+                yield from _message_violations(item, path if index is None else f"{path}[{index}]")
+
+
+def _message_violations(message: Message, path: str) -> Iterator[tuple[str, str]]:
+    problem = _well_known(message)
+    if problem is not None:
+        yield path, problem
+    else:
+        yield from wire_violations(message, f"{path}.")
+
+
 class RequestRules:
     """The declared rules of request messages, compiled once per message type."""
 
@@ -306,6 +365,6 @@ class RequestRules:
         plan = self.plan(message.DESCRIPTOR)  # type: ignore[arg-type]
         found = plan.violations(message) if plan is not None else _slow_violations(message)
         result: dict[str, str] = {}
-        for path, why in found:
+        for path, why in itertools.chain(found, wire_violations(message)):
             result.setdefault(path, why)
         return result

@@ -223,14 +223,15 @@ def mesh_env(tmp: Path, databases: dict[str, str], upstream: str, receiver: Otlp
 
 
 @contextmanager
-def running_mesh(tmp: Path) -> Iterator[Mesh]:
-    """`gatemesh up` with every service on PostgreSQL and Redis; stopped afterwards."""
+def running_mesh(tmp: Path, extra_env: dict[str, str] | None = None) -> Iterator[Mesh]:
+    """`gatemesh up` with every service on PostgreSQL and Redis (and `extra_env` on top of
+    `mesh_env`); stopped afterwards."""
     databases = {name: asyncio.run(create_database(f"e2e_{name}")) for name in SERVICES}
     Redis.from_url(REDIS_EDGE).flushdb()
     log = tmp / "up.log"
     try:
         with OtlpReceiver() as receiver, fake_upstream(tmp / "upstream.log") as upstream:
-            env = mesh_env(tmp, databases, upstream, receiver)
+            env = {**mesh_env(tmp, databases, upstream, receiver), **(extra_env or {})}
             with open(log, "wb") as out:
                 process = subprocess.Popen([GATEMESH, "up"], env=env, stdout=out, stderr=out, cwd=ROOT)
             try:

@@ -214,7 +214,7 @@ def test_export_erase_certificate_through_the_edge_P8_1_P8_3_P5_5_P8_5(mesh) -> 
             assert "P5.5" in retained[store]["legal_basis"], store
         assert all(s["records_left_for_subject"] == 0 for s in certificate["services"])
         assert certificate["privacy"]["erased"]["privacy.privacy_exports"] >= 1, "the earlier export is deleted"
-        assert "vacuumed" in certificate["storage"]
+        assert "vacuumed" in certificate["storage"]["privacy"]
 
     steps = running.receiver.wait_for(
         lambda sp: sp.service == "gatemesh-privacy" and attribute(sp, "privacy.request_id") == eid

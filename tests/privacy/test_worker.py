@@ -167,7 +167,7 @@ async def test_on_sqlite_one_worker_runs_requests_and_erased_values_leave_the_fi
     await approve(pm, request_id)
     assert (await pm.wait(request_id)).status == COMPLETED
     reply = await pm.stub().GetCertificate(privacy_pb2.GetCertificateRequest(request_id=request_id), metadata=OPERATOR)
-    assert "secure_delete" in json.loads(reply.certificate.document)["storage"]
+    assert "secure_delete" in json.loads(reply.certificate.document)["storage"]["privacy"]
     files = [p for p in tmp_path.iterdir() if p.name.startswith("privacy.db")]
     assert path in files
     for file in files:

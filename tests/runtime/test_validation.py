@@ -292,3 +292,23 @@ async def test_callers_are_authenticated_before_their_requests_are_judged(served
     assert signed_in.value.code() == grpc.StatusCode.INVALID_ARGUMENT
     assert "page.page_size" in signed_in.value.details()
     assert accounts.reached == []
+
+
+def test_nul_in_text_and_times_out_of_range_are_refused_whatever_the_rules() -> None:
+    """Found by the gRPC fuzz (tests/reliability/test_hostile_grpc.py): PostgreSQL text
+    cannot hold U+0000 and a Timestamp past year 9999 cannot become a datetime; both were
+    INTERNAL. The paths name nested and repeated fields like the declared rules do."""
+    from services.runtime.validation import NUL_MESSAGE, TIME_MESSAGE
+
+    rules = RequestRules()
+    subject = auth_pb2.ResolveSubjectRequest()
+    subject.subject.account_id = "acct_\x00"
+    assert rules.violations(subject) == {"subject.account_id": NUL_MESSAGE}
+    for seconds in (-(2**63), 253_402_300_800):
+        stats = billing_pb2.GetAggregateStatsRequest()
+        stats.since.seconds = seconds
+        assert rules.violations(stats) == {"since": TIME_MESSAGE}
+    fine = billing_pb2.GetAggregateStatsRequest()
+    fine.since.seconds = 253_402_300_799
+    assert rules.violations(fine) == {}
+    assert rules.violations(auth_pb2.ResolveSubjectRequest(subject={"account_id": "acct_1"})) == {}
