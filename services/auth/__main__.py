@@ -18,9 +18,9 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.background import every
-from services.runtime.cache import make_redis
+from services.runtime.cache import make_redis, redis_check
 from services.runtime.clients import service_channel
-from services.runtime.db import make_engine, migrate
+from services.runtime.db import database_check, make_engine, migrate
 from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
@@ -114,6 +114,10 @@ async def build(settings: AuthSettings) -> AuthApp:
         service_names=SERVICE_NAMES,
         authenticator=authenticate,
         cleanups=[close],
+        dependencies=[
+            database_check(engine),
+            *redis_check(settings.redis_url, settings.health_timeout_s, settings.redis_cluster),
+        ],
         background=[
             cache.listen,
             every(settings.auth_last_used_flush_s, keys.flush_last_used, "last-used flush", log),

@@ -20,7 +20,7 @@ from services.runtime import metrics
 from services.runtime.authn import remote_authenticator
 from services.runtime.background import every
 from services.runtime.clients import service_channel
-from services.runtime.db import make_engine, migrate
+from services.runtime.db import database_check, make_engine, migrate
 from services.runtime.errors import Unavailable
 from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
@@ -140,6 +140,7 @@ async def main() -> None:
         authenticator=remote_authenticator(settings, auth_channel),
         cleanups=[close],
         background=background,
+        dependencies=[database_check(engine)],
     )
     await serve(spec, settings, settings.listen or settings.billing_addr)
 

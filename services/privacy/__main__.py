@@ -19,7 +19,7 @@ from gatemesh.privacy.v1 import privacy_pb2, privacy_pb2_grpc
 from services.runtime.authn import remote_authenticator
 from services.runtime.background import every
 from services.runtime.clients import service_channel
-from services.runtime.db import make_engine, migrate
+from services.runtime.db import database_check, make_engine, migrate
 from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry
 
@@ -96,6 +96,7 @@ async def build(settings: PrivacySettings) -> PrivacyApp:
         service_names=SERVICE_NAMES,
         authenticator=remote_authenticator(settings, auth_channel),
         cleanups=[close],
+        dependencies=[database_check(engine)],
         background=[
             worker.run_forever,
             every(settings.privacy_closed_poll_s, closures, "closed-account erasures", log),

@@ -27,9 +27,9 @@ from gatemesh.proxy.v1 import proxy_pb2, proxy_pb2_grpc
 from services.runtime import metrics
 from services.runtime.access import SERVICE_TOKEN_HEADER
 from services.runtime.background import every
-from services.runtime.cache import make_redis
+from services.runtime.cache import make_redis, redis_check
 from services.runtime.clients import client_credentials, client_options, service_channel
-from services.runtime.db import make_engine, migrate
+from services.runtime.db import database_check, make_engine, migrate
 from services.runtime.server import ServiceSpec, run, serve
 from services.runtime.telemetry import setup_logging, setup_telemetry, traces_exported
 
@@ -149,6 +149,10 @@ async def build(settings: ProxySettings) -> ProxyApp:
         register=register,
         service_names=SERVICE_NAMES,
         cleanups=[cleanup],
+        dependencies=[
+            database_check(engine),
+            *redis_check(settings.redis_url, settings.health_timeout_s, settings.redis_cluster),
+        ],
         background=[
             ledger.prices.run,
             lambda: check_prices(settings, ledger.prices),

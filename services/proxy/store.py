@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
@@ -20,6 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from sqlmodel import Field, SQLModel
 
 from services.runtime.db import insert_rows
+from services.runtime.faults import again_if_connection_lost
 
 from .model import LogEntry
 
@@ -83,14 +85,17 @@ class RequestLogWriter:
         if len(self._buffer) >= self._batch:
             self._wake.set()
 
+    async def _insert(self, rows: list[dict[str, object]]) -> None:
+        async with self._engine.begin() as connection:
+            await insert_rows(connection, RequestLogRow, rows)
+
     async def flush(self) -> None:
         """Insert everything buffered so far."""
         async with self._lock:
             while self._buffer:
                 rows, self._buffer = self._buffer[: self._batch], self._buffer[self._batch :]
                 try:
-                    async with self._engine.begin() as connection:
-                        await insert_rows(connection, RequestLogRow, rows)
+                    await again_if_connection_lost(functools.partial(self._insert, rows))
                 except Exception as error:  # parameters (account ids) must not reach the log
                     log.error("request log insert failed (%s); %d rows lost", type(error).__name__, len(rows))
 

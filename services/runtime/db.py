@@ -25,6 +25,7 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from .health import Dependency
 from .telemetry import traces_exported
 
 
@@ -68,6 +69,27 @@ def ping_when_idle(engine: AsyncEngine, idle_s: float = PING_AFTER_IDLE_S) -> No
             dbapi_connection.ping()
         except Exception as error:
             raise exc.DisconnectionError("the pooled connection was dropped") from error
+
+
+def database_check(engine: AsyncEngine) -> Dependency:
+    """The health check of a service's database (`health`): `SELECT 1` on a connection of
+    its own, outside the service's pool (a pool drained by load must not look like a
+    database that is down). PostgreSQL: one pooled connection, pinged before each use and
+    replaced when the server dropped it; SQLite is a local file, checked on the engine."""
+    if engine.dialect.name == "sqlite":
+        probe = engine
+    else:
+        probe = create_async_engine(engine.url, pool_size=1, max_overflow=0, pool_pre_ping=True)
+
+    async def check() -> None:
+        async with probe.connect() as connection:
+            await connection.execute(text("SELECT 1"))
+
+    async def close() -> None:
+        if probe is not engine:
+            await probe.dispose()
+
+    return Dependency("database", check, close)
 
 
 def _sqlite_pragmas(dbapi_connection: object, _record: object) -> None:

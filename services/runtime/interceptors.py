@@ -19,7 +19,8 @@ from typing import Any
 import grpc
 
 from .access import AccessPolicy, set_principal
-from .errors import DomainError, Internal, InvalidArgument
+from .errors import DomainError, Internal, InvalidArgument, Unavailable
+from .faults import store_unreachable
 from .validation import RequestRules
 
 log = logging.getLogger("gatemesh.rpc")
@@ -33,6 +34,10 @@ async def abort_with(context: grpc.aio.ServicerContext, error: DomainError) -> N
 async def _fail(context: grpc.aio.ServicerContext, method: str, exc: BaseException) -> None:
     if isinstance(exc, DomainError):
         await abort_with(context, exc)
+    if store_unreachable(exc):
+        # Logged by type only: a driver's error text carries the statement's parameters.
+        log.error("%s: a store was unreachable (%s); answered UNAVAILABLE", method, type(exc).__name__)
+        await abort_with(context, Unavailable("a store of this service was briefly unreachable; retry"))
     log.exception("unhandled error in %s", method)
     await abort_with(context, Internal("internal error"))
 

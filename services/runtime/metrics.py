@@ -94,6 +94,9 @@ BATCH_SIZE = Histogram(
 )
 
 # State that lives in Redis or PostgreSQL, set by probes.
+DEPENDENCY_UP = Gauge(
+    "gatemesh_dependency_up", "1 while the service's health check reaches the dependency, 0 while not.", ["dependency"]
+)
 OUTBOX_DEPTH = Gauge("gatemesh_settle_outbox_depth", "Settles in the Redis outbox that billing has not confirmed.")
 OUTBOX_AGE = Gauge(
     "gatemesh_settle_outbox_oldest_age_seconds", "Age of the oldest settle in the outbox (0 when it is empty)."

@@ -3,7 +3,9 @@
 `serve()` builds a `grpc.aio` server with the shared interceptors (metrics, tracing,
 access control, error mapping), health checking and reflection, binds it (TLS when
 configured), starts the Prometheus endpoint and its probes (`metrics`), and runs until
-SIGTERM or SIGINT, when it reports NOT_SERVING, lets in-flight calls finish for
+SIGTERM or SIGINT. While it runs, its health follows its dependencies (`health`: SERVING
+while its database and Redis answer, NOT_SERVING while one does not). On SIGTERM it reports
+NOT_SERVING, lets in-flight calls finish for
 `shutdown_grace_s`, and runs the service's cleanup. `run()` starts a service's main on
 uvloop where it is installed (`event_loop`): measured through the proxy's hot path at
 concurrency 64, about 10 % less CPU per call for the mesh than asyncio's own loop.
@@ -33,6 +35,7 @@ from opentelemetry.instrumentation.grpc import aio_server_interceptor
 
 from .access import AccessPolicy, Authenticator
 from .clients import channel_options
+from .health import LIVENESS, Dependency, DependencyWatch
 from .interceptors import ServerInterceptor
 from .metrics import MetricsInterceptor, enable, run_probes, serve_metrics
 from .settings import GatemeshSettings
@@ -76,6 +79,7 @@ class ServiceSpec:
     authenticator: Authenticator | None = None
     cleanups: list[Cleanup] = field(default_factory=list)
     background: list[Callable[[], Coroutine[Any, Any, None]]] = field(default_factory=list)
+    dependencies: list[Dependency] = field(default_factory=list)  # what its health status follows
 
 
 class BindError(RuntimeError):
@@ -207,10 +211,12 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
     server, health_servicer = build_server(spec, settings)
     port = bind(server, address, settings, address_setting(spec.name, settings, address))
     await server.start()
-    for name in ["", *spec.service_names]:
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(LIVENESS, health_pb2.HealthCheckResponse.SERVING)
+    watch = DependencyWatch(health_servicer, spec.service_names, spec.dependencies, settings.health_timeout_s)
+    await watch.check()
     jobs = spec.background if settings.run_background else []
     tasks = [asyncio.create_task(job(), name=f"{spec.name}-background") for job in jobs]
+    tasks.append(asyncio.create_task(watch.run(settings.health_interval_s), name=f"{spec.name}-health"))
     tasks.append(asyncio.create_task(run_probes(settings.metrics_refresh_s), name=f"{spec.name}-metrics"))
     wanted = getattr(settings, f"{spec.name}_metrics_port", 0) if settings.metrics_enabled else 0
     metrics_port = serve_metrics(settings.metrics_host, wanted)
@@ -230,3 +236,4 @@ async def serve(spec: ServiceSpec, settings: GatemeshSettings, address: str) -> 
     await server.stop(settings.shutdown_grace_s)
     for cleanup in spec.cleanups:
         await cleanup()
+    await watch.close()

@@ -112,6 +112,12 @@ class GatemeshSettings(BaseSettings):
         300.0, gt=0, description="A connection to a service with no call for this long is closed (GOAWAY)."
     )
     shutdown_grace_s: float = Field(10.0, description="Seconds in-flight calls get on SIGTERM.")
+    health_interval_s: float = Field(
+        5.0, gt=0, description="How often a service checks its database and Redis for its gRPC health status."
+    )
+    health_timeout_s: float = Field(
+        2.0, gt=0, description="A dependency that does not answer its health check within this is unreachable."
+    )
     event_loop: Literal["uvloop", "asyncio"] = Field(
         "uvloop",
         description="The event loop a service runs on: uvloop (less CPU per call; where installed) or asyncio.",

@@ -36,6 +36,15 @@ from tests.proxy.mesh import pg_plain
 from tests.support import ROOT, create_database, drop_database, free_port, wait_healthy
 
 SERVICES = ("auth", "billing", "proxy")
+# The privacy service's worker, fast enough for a test (as tests/privacy/mesh.py's FAST).
+PRIVACY_ENV = {
+    "GATEMESH_PRIVACY_WORKER_INTERVAL_S": "0.05",
+    "GATEMESH_PRIVACY_BACKOFF_S": "0.2",
+    "GATEMESH_PRIVACY_BACKOFF_MAX_S": "1",
+    "GATEMESH_PRIVACY_LEASE_S": "3",
+    "GATEMESH_PRIVACY_CALL_TIMEOUT_S": "5",
+    "GATEMESH_PRIVACY_MAX_ATTEMPTS": "100",
+}
 CHAOS = "gm-chaos"
 PASSWORD = "a reliability password 4f9c"
 ADMIN_TOKEN = "reliability-admin-token"
@@ -55,12 +64,15 @@ class Account:
 
 
 class PrivateRedis:
-    """`redis-server` on a free port with no persistence: this test's own, so it can be
-    stopped and started again without disturbing anyone else's Redis."""
+    """`redis-server` on a free port: this test's own, so it can be stopped and started
+    again without disturbing anyone else's Redis. No persistence by default; `persistent`
+    keeps an append-only file in `log`'s directory, as a production Redis would, so that a
+    restart (SIGTERM, then start) keeps what was written (the settle outbox)."""
 
-    def __init__(self, log: Path) -> None:
+    def __init__(self, log: Path, persistent: bool = False) -> None:
         self.port = free_port()
         self.log = log
+        self.persistent = persistent
         self.process: subprocess.Popen[bytes] | None = None
 
     @property
@@ -68,7 +80,11 @@ class PrivateRedis:
         return f"redis://127.0.0.1:{self.port}/0"
 
     def start(self) -> None:
-        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"]
+        args = ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", ""]
+        if self.persistent:
+            args += ["--dir", str(self.log.parent), "--appendonly", "yes", "--appendfilename", f"redis-{self.port}.aof"]
+        else:
+            args += ["--appendonly", "no"]
         with open(self.log, "ab") as out:
             self.process = subprocess.Popen(args, stdout=out, stderr=out)
         wait_port(self.port, self.process)
@@ -90,6 +106,7 @@ class ChaosMesh:
         receiver: OtlpReceiver,
         redis: PrivateRedis,
         traces: bool = True,
+        extra_env: dict[str, str] | None = None,
     ) -> None:
         self.tmp = tmp
         self.traces = traces
@@ -97,8 +114,8 @@ class ChaosMesh:
         self.upstream = upstream
         self.receiver = receiver
         self.redis = redis
-        self.env = self._env()
-        self.logs = {name: tmp / f"{name}.log" for name in (*SERVICES, "edge")}
+        self.env = {**self._env(), **(extra_env or {})}
+        self.logs = {name: tmp / f"{name}.log" for name in (*SERVICES, "privacy", "edge")}
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
         self.url = f"http://127.0.0.1:{self.env['GATEMESH_EDGE_PORT']}"
 
@@ -198,7 +215,11 @@ class ChaosMesh:
         return httpx.get(f"{self.upstream}/_fake/stats").json()
 
     async def billing_rows(self, query: str, *args: Any) -> list[dict[str, Any]]:
-        connection = await asyncpg.connect(pg_plain(self.databases["billing"]))
+        return await self.rows("billing", query, *args)
+
+    async def rows(self, service: str, query: str, *args: Any) -> list[dict[str, Any]]:
+        """Rows of a query on one service's database."""
+        connection = await asyncpg.connect(pg_plain(self.databases[service]))
         try:
             return [dict(row) for row in await connection.fetch(query, *args)]
         finally:
@@ -206,10 +227,19 @@ class ChaosMesh:
 
 
 @contextmanager
-def chaos_mesh(tmp: Path, seed: int = 12, traces: bool = True) -> Iterator[ChaosMesh]:
-    """Every process of the mesh started, stopped (and its databases dropped) afterwards."""
-    databases = {name: asyncio.run(create_database(f"rel_{name}")) for name in SERVICES}
-    redis = PrivateRedis(tmp / "redis.log")
+def chaos_mesh(
+    tmp: Path,
+    seed: int = 12,
+    traces: bool = True,
+    extra_env: dict[str, str] | None = None,
+    privacy: bool = False,
+    persistent_redis: bool = False,
+) -> Iterator[ChaosMesh]:
+    """Every process of the mesh started, stopped (and its databases dropped) afterwards;
+    with `privacy`, the privacy service too (its worker fast, `PRIVACY_ENV`)."""
+    names = (*SERVICES, "privacy") if privacy else SERVICES
+    databases = {name: asyncio.run(create_database(f"rel_{name}")) for name in names}
+    redis = PrivateRedis(tmp / "redis.log", persistent_redis)
     try:
         with ExitStack() as stack:
             redis.start()
@@ -218,8 +248,9 @@ def chaos_mesh(tmp: Path, seed: int = 12, traces: bool = True) -> Iterator[Chaos
             upstream = stack.enter_context(
                 fake_upstream(tmp / "upstream.log", "--seed", str(seed), "--hang-s", str(HANG_S))
             )
-            mesh = ChaosMesh(tmp, databases, upstream, receiver, redis, traces)
-            for name in (*SERVICES, "edge"):
+            env = {**(PRIVACY_ENV if privacy else {}), **(extra_env or {})}
+            mesh = ChaosMesh(tmp, databases, upstream, receiver, redis, traces, env)
+            for name in (*names, "edge"):
                 stack.callback(mesh.stop, name)
                 mesh.start(name)
             yield mesh

@@ -53,6 +53,13 @@ class Call:
     usage: dict[str, int] | None = None
     detail: str = ""
     seconds: float = 0.0
+    error_shaped: bool = False  # a refusal's body is OpenAI's {"error": {"message", "type", ...}}
+
+
+def openai_shaped(body: Any) -> bool:
+    """Whether an error body (or its "error" member, as the SDK hands it out) is OpenAI's."""
+    error = body.get("error", body) if isinstance(body, dict) else None
+    return isinstance(error, dict) and isinstance(error.get("message"), str) and isinstance(error.get("type"), str)
 
 
 @dataclass
@@ -102,6 +109,7 @@ async def json_call(http: httpx.AsyncClient, url: str, call: Call) -> None:
         return
     except openai.APIStatusError as error:
         call.outcome, call.status, call.detail = "refused", error.status_code, error.message[:200]
+        call.error_shaped = openai_shaped(error.body)
         return
     call.outcome, call.status = "served", 200
     call.text = reply.choices[0].message.content or ""
@@ -115,6 +123,8 @@ async def stream_call(http: httpx.AsyncClient, url: str, call: Call) -> None:
         if reply.status_code != 200:
             await reply.aread()
             call.outcome, call.detail = "refused", reply.text[:200]
+            with contextlib.suppress(ValueError):
+                call.error_shaped = openai_shaped(reply.json())
             return
         events = 0
         async for line in reply.aiter_lines():

@@ -1,6 +1,8 @@
 """The reliability results table: what every reliability test tried and what it found.
 
-Tests add rows with `record(...)`; `tests/conftest.py` prints the table at the
+Tests add rows with `record(...)` (one row per fault of `test_process_faults.py`, where
+"faults injected" counts the processes killed, the Redis restart and the PostgreSQL
+connections terminated); `tests/conftest.py` prints the table at the
 end of the run, and `python -m bench.soak` prints the same table for its longer run.
 Under pytest-xdist the rows are made in the workers and printed by the controller, so each
 row is also appended, one JSON line, to the file `GATEMESH_RESULTS_FILE` names (set by the
