@@ -16,6 +16,7 @@ from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.common.v1 import common_pb2
 from services.runtime.access import Authenticator, principal
 from services.runtime.errors import InvalidArgument, Unavailable, Violations, batch_item
+from services.runtime.validation import item_errors
 
 from .domain import Accounts, Origin, dashboard
 from .keys import Keys, KeySpec, Verified, VerifyIn
@@ -286,13 +287,12 @@ class AuthServicer(auth_pb2_grpc.AuthServiceServicer):
         outcome per item."""
         if not 0 < len(request.items) <= 1000:
             raise InvalidArgument("a batch holds 1 to 1000 items", field_violations={"items": "1 to 1000 items"})
-        sized: list[Exception | None] = []
-        for item in request.items:
+        sized: list[Exception | None] = list(item_errors(request.items))
+        for index, item in enumerate(request.items):
             try:
                 check_sizes(item, "api_key", "model")
-                sized.append(None)
             except InvalidArgument as error:
-                sized.append(error)
+                sized[index] = sized[index] or error
         wanted = [verify_in(item) for item, error in zip(request.items, sized, strict=True) if error is None]
         verified = iter(await self.keys.verify_many(wanted))
         outcomes = [error or next(verified) for error in sized]

@@ -17,6 +17,7 @@ from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime.access import principal
 from services.runtime.errors import InvalidArgument, Unauthenticated, batch_item
 from services.runtime.timestamps import from_timestamp, to_timestamp
+from services.runtime.validation import each_alone
 
 from .cards import CardTopups
 from .chain import ChainDeposits
@@ -134,7 +135,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: billing_pb2.HoldBatchRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.HoldBatchResponse:
         check_batch_size(len(request.items))
-        results = await self.billing.hold_batch([hold_in(item) for item in request.items])
+        results = await each_alone(request.items, hold_in, self.billing.hold_batch)
         return billing_pb2.HoldBatchResponse(
             items=[batch_item(billing_pb2.HoldBatchItem, r, hold_response) for r in results]
         )
@@ -148,7 +149,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: billing_pb2.SettleBatchRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.SettleBatchResponse:
         check_batch_size(len(request.items))
-        results = await self.billing.settle_batch([settle_in(item) for item in request.items])
+        results = await each_alone(request.items, settle_in, self.billing.settle_batch)
         items = [
             batch_item(billing_pb2.SettleBatchItem, r, lambda r: billing_pb2.SettleResponse(**vars(r))) for r in results
         ]
@@ -164,7 +165,7 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
         self, request: billing_pb2.ReleaseBatchRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.ReleaseBatchResponse:
         check_batch_size(len(request.items))
-        results = await self.billing.release_batch([release_in(item) for item in request.items])
+        results = await each_alone(request.items, release_in, self.billing.release_batch)
         return billing_pb2.ReleaseBatchResponse(
             items=[batch_item(billing_pb2.ReleaseBatchItem, r, release_response) for r in results]
         )

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import itertools
 import re
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from typing import Any
@@ -33,6 +33,8 @@ from buf.validate import validate_pb2
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
 from google.protobuf.message import Message
+
+from .errors import InvalidArgument
 
 REQUIRED_MESSAGE = "is required"
 # protovalidate's `isEmail`: the HTML standard's definition of a valid email address.
@@ -341,6 +343,28 @@ def _message_violations(message: Message, path: str) -> Iterator[tuple[str, str]
         yield path, problem
     else:
         yield from wire_violations(message, f"{path}.")
+
+
+def item_errors(items: Sequence[Message]) -> list[InvalidArgument | None]:
+    """Per item of a batch (its items are marked IGNORE_ALWAYS, so that each fails alone, as
+    its single call would): INVALID_ARGUMENT for values no contract means
+    (`wire_violations`: a NUL would otherwise fail the whole batch's statement), else None."""
+    errors: list[InvalidArgument | None] = []
+    for item in items:
+        found = dict(wire_violations(item))
+        errors.append(InvalidArgument("invalid request", field_violations=found) if found else None)
+    return errors
+
+
+async def each_alone(
+    items: Sequence[Message], convert: Callable[[Any], Any], run: Callable[[list[Any]], Awaitable[list[Any]]]
+) -> list[Any]:
+    """One outcome per item: `item_errors` for the items that have one, `run`'s outcomes
+    (in order) for the others, which go to it as one batch, converted."""
+    errors = item_errors(items)
+    good = [convert(item) for item, error in zip(items, errors, strict=True) if error is None]
+    done = iter(await run(good) if good else [])
+    return [error or next(done) for error in errors]
 
 
 class RequestRules:

@@ -197,6 +197,32 @@ async def test_release_batch_releases_good_items_and_reports_bad_ones(stub) -> N
     assert (balance.balance_micros, balance.held_micros) == (USD, 0)
 
 
+async def test_a_nul_in_one_batch_item_fails_that_item_alone(stub) -> None:
+    """Batch items are judged alone (the contract ignores them as a whole): a NUL, which
+    PostgreSQL text cannot store, fails its item with INVALID_ARGUMENT naming the field and
+    leaves the rest of the batch to commit (it failed the whole batch's statement before)."""
+    await grant(stub, "dora", USD, "g-dora")
+    holds = [billing_pb2.HoldRequest(account_id="dora", amount_micros=1000, idempotency_key=f"nh{i}") for i in range(2)]
+    holds.append(billing_pb2.HoldRequest(account_id="dora", amount_micros=1000, idempotency_key="nh\x00x"))
+    reply = await stub.HoldBatch(billing_pb2.HoldBatchRequest(items=holds), metadata=as_service())
+    assert [i.error_code for i in reply.items] == ["", "", "INVALID_ARGUMENT"]
+    assert "idempotency_key" in reply.items[2].error_message
+    usage = billing_pb2.Usage(model="gpt-4o-mini", input_tokens=10, provider="bad\x00provider")
+    settles = [
+        billing_pb2.SettleRequest(hold_id=reply.items[0].result.hold_id, actual_micros=100, idempotency_key="ns0"),
+        billing_pb2.SettleRequest(hold_id=reply.items[1].result.hold_id, usage=usage, idempotency_key="ns1"),
+    ]
+    settles[0].usage.CopyFrom(billing_pb2.Usage(model="gpt-4o-mini", input_tokens=10))
+    settled = await stub.SettleBatch(billing_pb2.SettleBatchRequest(items=settles), metadata=as_service())
+    assert [i.error_code for i in settled.items] == ["", "INVALID_ARGUMENT"]
+    assert "usage.provider" in settled.items[1].error_message
+    release = billing_pb2.ReleaseRequest(hold_id=reply.items[1].result.hold_id, idempotency_key="nr\x00")
+    released = await stub.ReleaseBatch(billing_pb2.ReleaseBatchRequest(items=[release]), metadata=as_service())
+    assert released.items[0].error_code == "INVALID_ARGUMENT"
+    balance = await stub.AdminGetBalance(billing_pb2.AdminGetBalanceRequest(account_id="dora"), metadata=bearer(ADMIN))
+    assert (balance.balance_micros, balance.held_micros) == (USD - 100 - 1000, 1000)
+
+
 async def test_hold_batch_places_what_fits_and_reports_the_rest_with_reasons(stub) -> None:
     await grant(stub, "bob", 2500, "g-bob")
     items = [billing_pb2.HoldRequest(account_id="bob", amount_micros=1000, idempotency_key=f"hb{i}") for i in range(3)]
