@@ -163,7 +163,7 @@ def main() -> int:
     started = time.monotonic()
     with (
         tempfile.TemporaryDirectory(prefix="gm-deploy-") as tmp,
-        fake_upstream(Path(tmp) / "upstream.log", UPSTREAM_PORT) as upstream,
+        fake_upstream(Path(tmp) / "upstream.log", port=UPSTREAM_PORT) as upstream,
     ):
         compose("down", "-v", "--remove-orphans", env=env, check=False)
         try:
