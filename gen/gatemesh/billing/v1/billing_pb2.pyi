@@ -166,16 +166,18 @@ class Usage(_message.Message):
     def __init__(self, key_id: _Optional[str] = ..., model: _Optional[str] = ..., provider: _Optional[str] = ..., input_tokens: _Optional[int] = ..., output_tokens: _Optional[int] = ..., status: _Optional[str] = ..., latency_ms: _Optional[int] = ..., started_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., tokens_estimated: _Optional[bool] = ...) -> None: ...
 
 class SettleRequest(_message.Message):
-    __slots__ = ("hold_id", "actual_micros", "usage", "idempotency_key")
+    __slots__ = ("hold_id", "actual_micros", "usage", "idempotency_key", "lease")
     HOLD_ID_FIELD_NUMBER: _ClassVar[int]
     ACTUAL_MICROS_FIELD_NUMBER: _ClassVar[int]
     USAGE_FIELD_NUMBER: _ClassVar[int]
     IDEMPOTENCY_KEY_FIELD_NUMBER: _ClassVar[int]
+    LEASE_FIELD_NUMBER: _ClassVar[int]
     hold_id: str
     actual_micros: int
     usage: Usage
     idempotency_key: str
-    def __init__(self, hold_id: _Optional[str] = ..., actual_micros: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., idempotency_key: _Optional[str] = ...) -> None: ...
+    lease: bool
+    def __init__(self, hold_id: _Optional[str] = ..., actual_micros: _Optional[int] = ..., usage: _Optional[_Union[Usage, _Mapping]] = ..., idempotency_key: _Optional[str] = ..., lease: _Optional[bool] = ...) -> None: ...
 
 class SettleResponse(_message.Message):
     __slots__ = ("charged_micros", "released_micros", "shortfall_micros", "usage_id", "balance_micros")
