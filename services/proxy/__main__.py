@@ -36,6 +36,7 @@ from services.runtime.telemetry import setup_logging, setup_telemetry, traces_ex
 from . import store
 from .adapters import KeyChangeWatcher, Metadata, PriceCache, RemoteGatekeeper, RemoteLedger
 from .checks import check_routing, price_findings
+from .credit import CreditLeases, CreditTerms
 from .gateway import Gateway
 from .known_keys import KnownKeys
 from .leases import Leases
@@ -111,6 +112,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     leases = Leases(settings.proxy_key_leases)
     # no gatekeeper yet: it is made just below, from the gateway's task set
     gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
+    gateway.credit = credit_leases(settings, ledger, gateway)
     watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(
         auth_channel,
@@ -135,6 +137,8 @@ async def build(settings: ProxySettings) -> ProxyApp:
     sweeper = every(SWEEP_INTERVAL_S, retention, "request-log retention sweep", log)
 
     async def cleanup() -> None:
+        if gateway.credit is not None:
+            gateway.credit.close()  # each lease goes back once its calls are settled
         await gateway.tasks.drain()
         await writer.flush()
         await router.close()
@@ -160,9 +164,26 @@ async def build(settings: ProxySettings) -> ProxyApp:
             sweeper,
             watcher.run,
             *outbox_replay(ledger),
+            *([gateway.credit.run] if gateway.credit is not None else []),
         ],
     )
     return ProxyApp(settings, engine, gateway, writer, spec, watcher)
+
+
+def credit_leases(settings: ProxySettings, ledger: RemoteLedger, gateway: Gateway) -> CreditLeases | None:
+    """The proxy's credit leases, unless turned off."""
+    if not settings.proxy_credit_leases or not settings.proxy_credit_lease_max_micros:
+        return None
+    terms = CreditTerms(
+        calls=settings.proxy_credit_lease_calls,
+        max_micros=settings.proxy_credit_lease_max_micros,
+        share=settings.proxy_credit_lease_share,
+        max_age_s=settings.proxy_credit_lease_age_s,
+        idle_s=settings.proxy_credit_lease_idle_s,
+        retry_s=settings.proxy_credit_lease_retry_s,
+        call_ttl_s=settings.proxy_hold_ttl_s,
+    )
+    return CreditLeases(ledger, terms, gateway.tasks.spawn)
 
 
 def outbox_replay(ledger: RemoteLedger) -> list[Callable[[], Coroutine[Any, Any, None]]]:

@@ -402,11 +402,32 @@ class RemoteLedger:
             raise hold_error(error) from None
         return reply.hold_id
 
-    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None]) -> int:
+    async def lease(self, grant: KeyGrant, amount_micros: int, ttl_s: int, idempotency_key: str) -> tuple[str, int]:
+        """A credit lease (see `credit`): a hold for the key like a call's, larger and longer;
+        (hold id, wallet balance after). Refusals raise billing's DomainError as it is."""
+        request = billing_pb2.HoldRequest(
+            account_id=grant.account_id,
+            amount_micros=amount_micros,
+            ttl_seconds=ttl_s,
+            idempotency_key=idempotency_key,
+            key_id=grant.key_id,
+            key_spend_cap_micros=grant.spend_cap_micros,
+        )
+        reply = await self._holds.call(request)
+        return reply.hold_id, reply.balance_micros
+
+    async def settle(
+        self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None], lease: bool = False
+    ) -> int:
         """Settle through the outbox: `durable()` once its entry is stored. Without Redis
-        there is nothing that outlives the process, so it is called at once."""
+        there is nothing that outlives the process, so it is called at once. With `lease`,
+        a draw on a credit lease."""
         request = billing_pb2.SettleRequest(
-            hold_id=hold_id, actual_micros=0, usage=usage_proto(usage), idempotency_key=f"{idempotency_key}:settle"
+            hold_id=hold_id,
+            actual_micros=0,
+            usage=usage_proto(usage),
+            idempotency_key=f"{idempotency_key}:settle",
+            lease=lease,
         )
         if self.outbox is None:
             durable()

@@ -4,7 +4,8 @@ Per call: check the key and take the rate limit (one `verify`), hold the largest
 cost (estimated prompt plus the output limit, at the cached price), call the upstream
 (retries and fallback in `router`), then settle the exact cost from the usage the upstream
 reports, or from a local count where it reports none, and record the request's metadata
-(`metered_call`; streams in `stream_relay`).
+(`metered_call`; streams in `stream_relay`). A leased key (see `leases`) skips auth, and its
+cost is reserved from a credit lease in process when one covers it (see `credit`).
 
 The ports (`Gatekeeper`, `Ledger`, `RequestLog`, in `ports`) are implemented over gRPC and
 SQL in `adapters` and `store`; this module knows neither. Nothing here logs or stores content.
@@ -20,6 +21,7 @@ from typing import Any
 from services.runtime.errors import DeadlineExceeded, DomainError, Unavailable, Violations
 
 from .bodies import embedding_input_ok, parse_object, require_key, upstream_chat_body, validate_chat
+from .credit import CreditLeases
 from .known_keys import KnownKeys
 from .leases import KeyLease, Leases, Share
 from .metered_call import MeteredCall, Tasks, new_request_id
@@ -56,8 +58,10 @@ class Gateway:
         limits: Limits,
         known_keys: KnownKeys | None = None,
         leases: Leases | None = None,
+        credit: CreditLeases | None = None,
     ) -> None:
         self.router = router
+        self.credit = credit  # credit leases; None: every call holds synchronously
         self.known_keys = known_keys or KnownKeys()
         self.leases = Leases() if leases is None else leases  # never ready without a key-change watcher
         self.gatekeeper = gatekeeper
@@ -192,13 +196,16 @@ class Gateway:
         self, api_key: str, lease: KeyLease, share: Share, route: Route, prompt: int, estimate: int, cost: int,
         endpoint: str, stream: bool,
     ) -> MeteredCall:  # fmt: skip
-        """A leased key: its request and tokens came from this proxy's share, so only the
-        hold remains. A renewal of the share, when due, goes to auth in the background."""
+        """A leased key: its request and tokens came from this proxy's share, and its cost is
+        reserved from the key's credit lease when that covers it (see `credit`), so nothing
+        waits for auth or billing; otherwise the hold is placed as for any call. A renewal of
+        the share, when due, goes to auth in the background."""
         if self.leases.wants_renewal(lease):
             self.tasks.spawn(self._renew(api_key, lease, estimate))
         call = MeteredCall(self, lease.grant, route, "", new_request_id(), prompt, estimate, endpoint, stream)
         call.share = share
-        await call.place_hold(cost)
+        if not call.draw_from_lease(cost):
+            await call.place_hold(cost)
         return call
 
     async def _verify(self, api_key: str, model: str, estimate: int, lease: bool) -> KeyGrant:

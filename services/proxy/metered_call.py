@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from services.runtime.errors import DeadlineExceeded, DomainError, Unavailable
 
 from .bodies import usage_tokens
+from .credit import Slice
 from .leases import Share
 from .model import CallUsage, KeyGrant, LogEntry
 from .router import Route
@@ -65,6 +66,7 @@ class MeteredCall:
         self.tokens_taken = True  # auth counted the estimate against the key's tokens per minute
         self.hold_amount = 0
         self.share: Share | None = None  # the rate share the call was admitted on, if leased
+        self.slice: Slice | None = None  # the credit lease its cost was reserved from, if any
 
     def correct_tokens(self, delta: int) -> None:
         """Actual minus estimated tokens: back to the share the call came from while its
@@ -77,6 +79,16 @@ class MeteredCall:
     @property
     def finished(self) -> bool:
         return self._done is not None
+
+    def draw_from_lease(self, amount_micros: int) -> bool:
+        """Reserve the amount from the key's credit lease, in process (see `credit`); False
+        when there is none or it cannot cover the amount (then the call holds as before)."""
+        credit = self.gateway.credit
+        piece = credit.reserve(self.grant, amount_micros) if credit is not None else None
+        if piece is None:
+            return False
+        self.slice, self.hold_id, self.hold_amount = piece, piece.hold_id, amount_micros
+        return True
 
     def hold_task(self, amount_micros: int) -> asyncio.Task[str]:
         """Place the hold in a task of its own (retried while billing is briefly away,
@@ -217,19 +229,39 @@ class MeteredCall:
     async def _settle(self, usage: CallUsage) -> None:
         charged = 0
         try:
-            settle = self.gateway.ledger.settle
-            stored = self._durable.set
-            charged = await with_retries(lambda: settle(self.hold_id, usage, self.request_id, stored), self._until())
+            charged = await self._charge(usage, self._durable.set)
         except DomainError as error:
             log.error("settle of request %s failed: %s", self.request_id, error.message)
         finally:
             self._durable.set()  # settled, refused or failed: nothing left for an answer to wait for
         self._after(usage, 200, charged)
 
-    async def _release(self, usage: CallUsage, status_code: int) -> None:
+    async def _charge(self, usage: CallUsage, stored: Callable[[], None]) -> int:
+        """Settle the call's hold, or draw its cost from the credit lease it was reserved on
+        (then the lease learns the cost once billing confirmed it, or gave up)."""
+        settle, piece = self.gateway.ledger.settle, self.slice
+        if piece is None:
+            return await with_retries(lambda: settle(self.hold_id, usage, self.request_id, stored), self._until())
+        charged = 0
         try:
-            release = self.gateway.ledger.release
-            await with_retries(lambda: release(self.hold_id, usage, self.request_id), self._until())
+            charged = await with_retries(
+                lambda: settle(self.hold_id, usage, self.request_id, stored, lease=True), self._until()
+            )
+            return charged
+        finally:
+            credit = self.gateway.credit
+            if credit is not None:
+                credit.finish(piece, self.hold_amount, charged)
+
+    async def _release(self, usage: CallUsage, status_code: int) -> None:
+        """Release the hold with the failed call's usage (recorded at no cost); a call on a
+        credit lease draws nothing from it instead (its usage, no tokens, costs nothing)."""
+        try:
+            if self.slice is not None:
+                await self._charge(usage, lambda: None)
+            else:
+                release = self.gateway.ledger.release
+                await with_retries(lambda: release(self.hold_id, usage, self.request_id), self._until())
         except DomainError as error:
             log.warning("release of request %s failed: %s", self.request_id, error.message)
         self._after(usage, status_code, 0)

@@ -29,9 +29,12 @@ class Ledger(Protocol):
 
     async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str: ...
 
-    async def settle(self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None]) -> int:
+    async def settle(
+        self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None], lease: bool = False
+    ) -> int:
         """Settle the hold; call `durable()` as soon as the settle would survive a crash of
-        this process (written to the outbox), before waiting for billing."""
+        this process (written to the outbox), before waiting for billing. With `lease` the
+        hold is a credit lease: the cost is drawn from it and it stays open (see `credit`)."""
         ...
 
     async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None: ...

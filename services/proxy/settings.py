@@ -60,6 +60,29 @@ class ProxySettings(GatemeshSettings):
         description="Verified keys leased in process (served without asking auth while its key-change stream "
         "is up); 0 verifies every call.",
     )
+    proxy_credit_leases: bool = Field(
+        False,
+        description="Hold a slice of a leased key's balance and reserve its calls' costs from it in process "
+        "(no Hold round trip per call); off: every call holds synchronously.",
+    )
+    proxy_credit_lease_calls: int = Field(
+        32, ge=2, description="A credit lease covers this many calls of the size of the one that asked for it."
+    )
+    proxy_credit_lease_max_micros: int = Field(
+        5_000_000, ge=0, description="Largest credit lease, in micro-units (0 turns credit leases off)."
+    )
+    proxy_credit_lease_share: float = Field(
+        0.25, gt=0, le=1, description="A credit lease takes at most this share of the balance the last one left."
+    )
+    proxy_credit_lease_age_s: float = Field(
+        30.0, gt=0, description="A credit lease takes new calls for this long; then a new one is asked for."
+    )
+    proxy_credit_lease_idle_s: float = Field(
+        5.0, gt=0, description="A credit lease unused this long is returned (once its calls are settled)."
+    )
+    proxy_credit_lease_retry_s: float = Field(
+        5.0, gt=0, description="After a refused credit lease, the key's calls hold synchronously this long."
+    )
     proxy_batch_calls: bool = Field(
         True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )

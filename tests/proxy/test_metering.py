@@ -82,7 +82,12 @@ class Ledger:
         return hold_id
 
     async def settle(
-        self, hold_id: str, usage: CallUsage, idempotency_key: str, durable: Callable[[], None] = lambda: None
+        self,
+        hold_id: str,
+        usage: CallUsage,
+        idempotency_key: str,
+        durable: Callable[[], None] = lambda: None,
+        lease: bool = False,
     ) -> int:
         durable()  # as the outbox does: stored before billing is asked
         self.settle_attempts += 1
