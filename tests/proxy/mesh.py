@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+import subprocess
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -15,6 +16,7 @@ from typing import Any
 import asyncpg
 import grpc
 from google.api import httpbody_pb2
+from redis import Redis
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
@@ -146,6 +148,55 @@ def sse_payloads(messages: list[httpbody_pb2.HttpBody]) -> list[Any]:
     return payloads
 
 
+def add_proxy(stack: ExitStack, mesh: Mesh, tmp: Path, name: str = "proxy2", **env: str) -> subprocess.Popen:
+    """Another proxy process beside the mesh's (same auth, billing, Redis and request-log
+    database); `proxies(mesh)` reaches it as the second stub."""
+    address = f"127.0.0.1:{free_port()}"
+    full = {**mesh.envs["proxy"], "GATEMESH_PROXY_ADDR": address, **env}
+    process = stack.enter_context(service_process("services.proxy", full, address, tmp / f"{name}.log"))
+    mesh.envs[name] = {"addr": address}
+    return process
+
+
+def proxies(mesh: Mesh) -> list[proxy_pb2_grpc.ProxyServiceStub]:
+    if "proxy2" not in mesh.channels:
+        mesh.channels["proxy2"] = grpc.aio.insecure_channel(mesh.envs["proxy2"]["addr"])
+    return [mesh.proxy, proxy_pb2_grpc.ProxyServiceStub(mesh.channels["proxy2"])]
+
+
+def counted(key_id: str) -> int:
+    """Requests auth's limiter has taken for the key this minute (calls and shares)."""
+    client = Redis.from_url(REDIS_PROXY)
+    seconds, _ = client.time()
+    value = client.get(f"gm:auth:rl:{{{key_id}}}:r:{seconds // 60}")  # hash-tagged: one Redis Cluster slot
+    return int(value or 0)
+
+
+async def fresh_minute(margin: int = 15) -> None:
+    seconds, _ = Redis.from_url(REDIS_PROXY).time()
+    if seconds % 60 > 60 - margin:
+        await asyncio.sleep(61 - seconds % 60)
+
+
+async def call(stub: proxy_pb2_grpc.ProxyServiceStub, user: User, **body: object) -> None:
+    request = httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(chat_body(**body)).encode())
+    async for _ in stub.ChatCompletions(request, metadata=user.metadata):
+        pass
+
+
+async def leased(live: Mesh, user: User) -> None:
+    """Call through every proxy until each took a share of the key (so it holds a lease)."""
+    for stub in proxies(live):
+        for _ in range(50):
+            before = counted(user.key_id)
+            await call(stub, user, max_tokens=20)
+            if counted(user.key_id) > before + 1:  # the call and a share
+                break
+            await asyncio.sleep(0.1)  # the proxy's key-change stream is not up yet
+        else:
+            raise AssertionError("the proxy never leased the key")
+
+
 def mesh_databases(prefix: str) -> Iterator[dict[str, str]]:
     """The body of a module fixture: fresh auth, billing and proxy databases, dropped after."""
     loop = asyncio.new_event_loop()
@@ -173,6 +224,7 @@ def start_mesh(
     log_level: str = "DEBUG",
     proxy_env: dict[str, str] | None = None,
     billing_port: int = 0,
+    billing_env: dict[str, str] | None = None,
 ) -> Mesh:
     """Start auth, billing and proxy as real processes (`python -m services.<name>`)."""
     addrs = {name: f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
@@ -209,6 +261,7 @@ def start_mesh(
         "billing": {
             "GATEMESH_BILLING_DATABASE_URL": databases["billing"],
             "GATEMESH_PRICES": json.dumps({m: price for m in (MODEL, "gm-embed", "gm-fallback", "gm-dead")}),
+            **(billing_env or {}),
         },
         "proxy": {
             "GATEMESH_PROXY_DATABASE_URL": databases["proxy"],

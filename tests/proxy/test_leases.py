@@ -17,7 +17,6 @@ from contextlib import ExitStack
 
 import grpc
 import pytest
-from google.api import httpbody_pb2
 from redis import Redis
 
 from gatemesh.auth.v1 import auth_pb2
@@ -25,7 +24,7 @@ from gatemesh.common.v1 import common_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2_grpc
 from services.runtime.access import SERVICE_TOKEN_HEADER
-from tests.support import REDIS_PROXY, free_port, service_process
+from tests.support import REDIS_PROXY
 
 from .mesh import (
     OPERATOR,
@@ -33,9 +32,14 @@ from .mesh import (
     SERVICE_TOKEN,
     Mesh,
     User,
-    chat_body,
+    add_proxy,
+    call,
+    counted,
     fresh_channels,
+    fresh_minute,
+    leased,
     mesh_databases,
+    proxies,
     start_mesh,
     trailers,
 )
@@ -57,10 +61,7 @@ def mesh(
     tmp = tmp_path_factory.mktemp("lease-mesh")
     with ExitStack() as stack:
         mesh = start_mesh(stack, tmp, databases, upstreams, "INFO", {"GATEMESH_PROXY_RPC_TIMEOUT_S": "1"})
-        second = f"127.0.0.1:{free_port()}"
-        env = {**mesh.envs["proxy"], "GATEMESH_PROXY_ADDR": second}
-        stack.enter_context(service_process("services.proxy", env, second, tmp / "proxy2.log"))
-        mesh.envs["proxy2"] = {"addr": second}
+        add_proxy(stack, mesh, tmp)
         yield mesh
 
 
@@ -68,47 +69,6 @@ def mesh(
 async def live(mesh: Mesh) -> AsyncIterator[Mesh]:
     async for value in fresh_channels(mesh):
         yield value
-
-
-def proxies(mesh: Mesh) -> list[proxy_pb2_grpc.ProxyServiceStub]:
-    if "proxy2" not in mesh.channels:
-        mesh.channels["proxy2"] = grpc.aio.insecure_channel(mesh.envs["proxy2"]["addr"])
-    return [mesh.proxy, proxy_pb2_grpc.ProxyServiceStub(mesh.channels["proxy2"])]
-
-
-def counted(key_id: str) -> int:
-    """Requests auth's limiter has taken for the key this minute (calls and shares)."""
-    client = Redis.from_url(REDIS_PROXY)
-    seconds, _ = client.time()
-    value = client.get(f"gm:auth:rl:{{{key_id}}}:r:{seconds // 60}")  # hash-tagged: one Redis Cluster slot
-    return int(value or 0)
-
-
-async def fresh_minute(margin: int = 15) -> None:
-    seconds, _ = Redis.from_url(REDIS_PROXY).time()
-    if seconds % 60 > 60 - margin:
-        await asyncio.sleep(61 - seconds % 60)
-
-
-async def call(stub: proxy_pb2_grpc.ProxyServiceStub, user: User, **body: object) -> None:
-    import json
-
-    request = httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(chat_body(**body)).encode())
-    async for _ in stub.ChatCompletions(request, metadata=user.metadata):
-        pass
-
-
-async def leased(live: Mesh, user: User) -> None:
-    """Call through every proxy until each took a share of the key (so it holds a lease)."""
-    for stub in proxies(live):
-        for _ in range(50):
-            before = counted(user.key_id)
-            await call(stub, user, max_tokens=20)
-            if counted(user.key_id) > before + 1:  # the call and a share
-                break
-            await asyncio.sleep(0.1)  # the proxy's key-change stream is not up yet
-        else:
-            raise AssertionError("the proxy never leased the key")
 
 
 async def refused(stub: proxy_pb2_grpc.ProxyServiceStub, user: User) -> grpc.aio.AioRpcError:
