@@ -2,8 +2,8 @@
 
 Prices come from configuration in USD (`prices: {gpt-4o-mini: {input_per_mtok_usd: 0.15,
 output_per_mtok_usd: 0.60}}`, or a list of versions each with `effective_from`). They are
-converted to integer micro-USD per million tokens exactly, with `Decimal(str(x))`, never
-float arithmetic. A call is priced at the version in force at its start time.
+converted to integer micro-USD per million tokens exactly by the runtime's `parse_usd`
+(Decimal, never float arithmetic). A call is priced at the version in force at its start time.
 
 Rounding: the cost of a call is the exact sum of both parts, rounded UP to the next whole
 micro-unit (so a 1-token call is never free, and the platform never loses a fraction).
@@ -14,13 +14,17 @@ from __future__ import annotations
 import bisect
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from decimal import Decimal
 from typing import Any
 
 from services.runtime.errors import InvalidArgument
-from services.runtime.money import MICROS_PER_USD, TOKENS_PER_PRICE_UNIT, token_cost_micros
+from services.runtime.money import (
+    TOKENS_PER_PRICE_UNIT,
+    NotAnAmount,
+    UsdAmountError,
+    parse_usd,
+    token_cost_micros,
+)
 
-MICROS = MICROS_PER_USD
 __all__ = ["TOKENS_PER_PRICE_UNIT", "Price", "PriceTable", "cost_micros", "usd_to_micros"]
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -36,16 +40,14 @@ class Price:
 
 
 def usd_to_micros(value: Any, where: str) -> int:
-    """An exact USD amount (YAML number or string) as integer micro-USD."""
-    if isinstance(value, bool) or not isinstance(value, int | float | str | Decimal):
-        raise ValueError(f"{where}: not a number")
+    """An exact USD amount (YAML number or string) as integer micro-USD; a ValueError that
+    names the setting (`where`) otherwise."""
     try:
-        amount = Decimal(str(value)) * MICROS
-    except ArithmeticError:
+        return parse_usd(value)
+    except NotAnAmount:
         raise ValueError(f"{where}: not a number") from None
-    if amount < 0 or amount != amount.to_integral_value():
-        raise ValueError(f"{where}: must be a non-negative USD amount with at most six decimals")
-    return int(amount)
+    except UsdAmountError:
+        raise ValueError(f"{where}: must be a non-negative USD amount with at most six decimals") from None
 
 
 def _parse_time(value: Any, where: str) -> datetime:

@@ -16,7 +16,7 @@ import grpc
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
-from services.runtime.money import format_usd
+from services.runtime.money import NegativeAmount, TooManyDecimals, UsdAmountError, format_usd, parse_usd
 from services.runtime.timestamps import to_timestamp
 
 from .common import (
@@ -24,7 +24,6 @@ from .common import (
     CliError,
     add_json_option,
     operator_channel,
-    parse_usd_micros,
     print_json,
     run,
 )
@@ -34,7 +33,16 @@ USAGE_HEADERS = ("time (UTC)", "model", "key", "input", "output", "cost USD", "s
 
 
 def positive_usd(text: str) -> int:
-    micros = parse_usd_micros(text)
+    """A positive amount typed in USD, as exact micro-units (`parse_usd`); a usage error
+    otherwise."""
+    try:
+        micros = parse_usd(text)
+    except TooManyDecimals:
+        raise CliError(f"at most six decimals: {text!r}", EXIT_USAGE) from None
+    except NegativeAmount:
+        micros = 0  # refused below, as zero is
+    except UsdAmountError:
+        raise CliError(f"not an amount in USD: {text!r}", EXIT_USAGE) from None
     if micros <= 0:
         raise CliError(f"the amount must be positive: {text!r}", EXIT_USAGE)
     return micros

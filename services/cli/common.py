@@ -209,17 +209,3 @@ def read_password(args: argparse.Namespace, optional: bool, sign_in_as: str = ""
     if not typed and not optional:
         raise CliError("no password given", EXIT_USAGE)
     return typed
-
-
-def parse_usd_micros(text: str) -> int:
-    """'2.5' -> 2500000, exactly (no floats); more than six decimals is an error."""
-    from decimal import Decimal, InvalidOperation
-
-    try:
-        value = Decimal(text.strip())
-    except InvalidOperation:
-        raise CliError(f"not an amount in USD: {text!r}", EXIT_USAGE) from None
-    micros = value * 1_000_000
-    if micros != micros.to_integral_value():
-        raise CliError(f"at most six decimals: {text!r}", EXIT_USAGE)
-    return int(micros)
