@@ -28,6 +28,7 @@ from google.protobuf import timestamp_pb2
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
 from services.runtime import metrics
+from services.runtime.background import every
 from services.runtime.errors import (
     DomainError,
     FailedPrecondition,
@@ -233,10 +234,9 @@ class PriceCache:
         return set(self._prices)
 
     async def run(self) -> None:
-        """Background job: keep the list fresh."""
-        while True:
-            await self.refresh()
-            await asyncio.sleep(self._refresh_s)
+        """Background job: fetch the list now (the first load), then every `refresh_s`, in the
+        runtime's shared loop (a failure other than an RPC error is logged by type only)."""
+        await every(self._refresh_s, self.refresh, "price refresh", log)()
 
 
 class Coalescer:
