@@ -21,6 +21,8 @@ from collections.abc import AsyncIterator
 from datetime import datetime
 from typing import Any
 
+from google.protobuf.message import Message
+
 from gatemesh.auth.v1 import auth_pb2
 from gatemesh.privacy.v1 import participant_pb2, participant_pb2_grpc
 from services.runtime.errors import InvalidArgument, NotFound, Violations
@@ -37,10 +39,10 @@ HELD = "(held, not exported)"
 TOUCHED_BY_ERASURE = ("accounts", "api_keys", "sessions", "security_events", "policy_acceptances")
 
 
-def _record(message: type, row: Any, **fields: Any) -> Any:
+def _record(message: type[Message], row: Any, **fields: Any) -> Any:
     """A record message from a row: same-named fields, timestamps converted, extras applied."""
     values: dict[str, Any] = {}
-    for field in message.DESCRIPTOR.fields:  # type: ignore[attr-defined]
+    for field in message.DESCRIPTOR.fields:
         if field.name in fields:
             values[field.name] = fields[field.name]
         elif hasattr(row, field.name):

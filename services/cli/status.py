@@ -32,8 +32,8 @@ async def health(address: str, s: CliSettings) -> str:
     """SERVING, NOT_SERVING, or `unreachable`."""
     async with service_channel(address, s, credential=s.secret("admin_token")) as channel:
         try:
-            # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
-            reply = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)  # type: ignore[attr-defined]
+            stub = health_pb2_grpc.HealthStub(channel)
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=TIMEOUT_S)  # type: ignore[attr-defined]  # types-grpcio-health-checking's HealthStub declares no methods
         except grpc.aio.AioRpcError:
             return "unreachable"
     return health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)

@@ -85,8 +85,7 @@ def wait_serving(child: Child, deadline: float, waiting: Callable[[float], None]
             if child.process.poll() is not None:
                 raise CliError(f"{child.name} exited with code {child.process.returncode}; see its log above")
             try:
-                # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
-                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=1)  # type: ignore[attr-defined]  # types-grpcio-health-checking's HealthStub declares no methods
                 if reply.status == health_pb2.HealthCheckResponse.SERVING:
                     return
             except grpc.RpcError:

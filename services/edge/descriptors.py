@@ -19,6 +19,7 @@ from google.api import annotations_pb2, field_behavior_pb2, http_pb2  # noqa: F4
 from google.protobuf import descriptor_pb2
 
 from gatemesh.common.v1 import common_pb2
+from services.runtime.proto_types import has_option_extension, option_extension
 
 DESCRIPTOR_RESOURCE = "descriptor.pb"
 TIMESTAMP = ".google.protobuf.Timestamp"
@@ -60,8 +61,7 @@ class HttpMethod:
 
     @property
     def access(self) -> int:
-        # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-        return self.method.options.Extensions[common_pb2.access]  # type: ignore[index]
+        return option_extension(self.method.options, common_pb2.access)
 
     def verb_and_path(self) -> tuple[str, str]:
         verb = self.rule.WhichOneof("pattern") or "custom"
@@ -77,10 +77,8 @@ def http_methods(fds: descriptor_pb2.FileDescriptorSet | None = None) -> Iterato
             continue
         for s_index, service in enumerate(file.service):
             for m_index, method in enumerate(service.method):
-                # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-                if method.options.HasExtension(annotations_pb2.http):  # type: ignore[arg-type]
-                    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-                    rule: http_pb2.HttpRule = method.options.Extensions[annotations_pb2.http]  # type: ignore[index]
+                if has_option_extension(method.options, annotations_pb2.http):
+                    rule: http_pb2.HttpRule = option_extension(method.options, annotations_pb2.http)
                     yield HttpMethod(file, service, s_index, method, m_index, rule)
 
 

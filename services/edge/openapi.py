@@ -29,6 +29,7 @@ from google.api import field_behavior_pb2
 from google.protobuf import descriptor_pb2
 
 from gatemesh.common.v1 import common_pb2
+from services.runtime.proto_types import option_extension
 from services.runtime.settings import GatemeshSettings
 
 from .descriptors import HttpMethod, descriptor_set, http_methods
@@ -132,14 +133,12 @@ def schema_name(full_name: str) -> str:
 
 def is_required(field: descriptor_pb2.FieldDescriptorProto) -> bool:
     """`google.api.field_behavior = REQUIRED`, or buf.validate's own `required`."""
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    behaviors: Sequence[int] = field.options.Extensions[field_behavior_pb2.field_behavior]  # type: ignore[index]
+    behaviors: Sequence[int] = option_extension(field.options, field_behavior_pb2.field_behavior)
     return field_behavior_pb2.REQUIRED in behaviors or rules_of(field).required
 
 
 def rules_of(field: descriptor_pb2.FieldDescriptorProto) -> validate_pb2.FieldRules:
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    return field.options.Extensions[validate_pb2.field]  # type: ignore[index]
+    return option_extension(field.options, validate_pb2.field)
 
 
 def string_keywords(rules: validate_pb2.StringRules) -> dict[str, Any]:

@@ -110,8 +110,7 @@ async def build(settings: ProxySettings) -> ProxyApp:
     counter = TokenCounter(settings.proxy_tokenizer)
     known_keys = KnownKeys(settings.proxy_known_keys)
     leases = Leases(settings.proxy_key_leases)
-    # no gatekeeper yet: it is made just below, from the gateway's task set
-    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]
+    gateway = Gateway(router, None, ledger, writer, counter, limits, known_keys, leases)  # type: ignore[arg-type]  # set below: it needs the gateway's task set
     gateway.credit = credit_leases(settings, ledger, gateway)
     watcher = KeyChangeWatcher(auth_channel, leases, metadata)
     gateway.gatekeeper = RemoteGatekeeper(

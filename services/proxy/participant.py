@@ -22,15 +22,14 @@ from gatemesh.privacy.v1 import data_pb2, participant_pb2, participant_pb2_grpc
 from gatemesh.proxy.v1 import proxy_pb2
 from services.runtime.errors import Violations
 from services.runtime.participant import JsonRenderer, describe_data, json_page, page_size, purge, to_record
+from services.runtime.proto_types import descriptor_of
 
 from . import store
 
 SERVICE = "proxy"
 STORE = "proxy.request_log"
-RECORD = proxy_pb2.RequestLogRecord.DESCRIPTOR
-# A row's fields are named as the record's. The stub types DESCRIPTOR as the pure-Python or
-# the upb class; both have what the renderer reads.
-RENDER = JsonRenderer(RECORD)  # type: ignore[arg-type]
+RECORD = descriptor_of(proxy_pb2.RequestLogRecord)
+RENDER = JsonRenderer(RECORD)  # a row's fields are named as the record's
 
 
 def log_record(row: store.RequestLogRow) -> proxy_pb2.RequestLogRecord:

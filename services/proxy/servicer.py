@@ -45,8 +45,7 @@ class ProxyServicer(proxy_pb2_grpc.ProxyServiceServicer):
             yield httpbody_pb2.HttpBody(content_type=JSON, data=reply.body)
             return
         relay = reply.stream
-        # types-grpcio wants its own _DoneCallback class here, which no function or lambda is
-        context.add_done_callback(lambda _context: relay.abandon())  # type: ignore[arg-type]
+        context.add_done_callback(lambda _context: relay.abandon())  # type: ignore[arg-type]  # types-grpcio wants its _DoneCallback class, which no function is
         async for chunk in relay.chunks():
             yield httpbody_pb2.HttpBody(content_type=SSE, data=chunk)
 

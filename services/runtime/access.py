@@ -27,6 +27,7 @@ from google.protobuf import descriptor_pool
 from gatemesh.common.v1 import common_pb2
 
 from .errors import PermissionDenied, Unauthenticated
+from .proto_types import has_option_extension, option_extension
 
 SERVICE_TOKEN_HEADER = "x-gatemesh-service-token"
 
@@ -90,10 +91,8 @@ def method_access(full_method: str) -> int:
     if method is None:
         return common_pb2.ACCESS_INTERNAL
     options = method.GetOptions()
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    if options.HasExtension(common_pb2.access):  # type: ignore[arg-type]
-        # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-        return options.Extensions[common_pb2.access] or common_pb2.ACCESS_INTERNAL  # type: ignore[index]
+    if has_option_extension(options, common_pb2.access):
+        return option_extension(options, common_pb2.access) or common_pb2.ACCESS_INTERNAL
     return common_pb2.ACCESS_INTERNAL
 
 

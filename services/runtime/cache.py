@@ -59,7 +59,7 @@ def redis_check(url: str, timeout_s: float = 2.0, cluster: bool = False) -> list
     if cluster:
         from redis.asyncio.cluster import RedisCluster
 
-        client: Redis = RedisCluster.from_url(url, socket_timeout=timeout_s)  # type: ignore[assignment]
+        client: Redis | RedisCluster = RedisCluster.from_url(url, socket_timeout=timeout_s)
     else:
         client = Redis.from_url(url, socket_connect_timeout=timeout_s, socket_timeout=timeout_s)
 

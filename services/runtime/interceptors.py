@@ -14,7 +14,7 @@ from __future__ import annotations
 import abc
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import grpc
 
@@ -81,7 +81,7 @@ class HandlerWrapper(grpc.aio.ServerInterceptor):
         if handler.unary_stream is not None:
             return grpc.unary_stream_rpc_method_handler(
                 # types-grpcio types unary_stream as the sync server's (an Iterator); on grpc.aio it is async
-                self._wrap_stream(method, handler.unary_stream),  # type: ignore[arg-type]
+                self._wrap_stream(method, cast(Callable[..., AsyncIterator[Any]], handler.unary_stream)),
                 request_deserializer=handler.request_deserializer,
                 response_serializer=handler.response_serializer,
             )

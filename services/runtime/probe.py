@@ -16,8 +16,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 def serving(address: str, service: str = "", timeout_s: float = 2.0) -> bool:
     with grpc.insecure_channel(address) as channel:
         try:
-            # types-grpcio-health-checking's HealthStub declares no methods (the generated one has Check)
-            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]
+            reply = health_pb2_grpc.HealthStub(channel).Check(  # type: ignore[attr-defined]  # types-grpcio-health-checking's HealthStub declares no methods
                 health_pb2.HealthCheckRequest(service=service), timeout=timeout_s
             )
         except grpc.RpcError:

@@ -26,6 +26,7 @@ from .errors import (
     Unavailable,
     details_of,
 )
+from .proto_types import descriptor_of
 
 _PASSED_ON: dict[grpc.StatusCode, type[DomainError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
@@ -52,18 +53,15 @@ def _details(error: grpc.aio.AioRpcError) -> tuple[dict[str, str], str, int | No
     except Exception:  # malformed details must not hide the status itself
         status = None
     for detail in status.details if status is not None else ():
-        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
-        if detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):  # type: ignore[arg-type]
+        if detail.Is(descriptor_of(error_details_pb2.BadRequest)):
             bad = error_details_pb2.BadRequest()
             detail.Unpack(bad)
             violations.update({v.field: v.description for v in bad.field_violations})
-        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
-        elif detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):  # type: ignore[arg-type]
+        elif detail.Is(descriptor_of(error_details_pb2.ErrorInfo)):
             info = error_details_pb2.ErrorInfo()
             detail.Unpack(info)
             reason = info.reason
-        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
-        elif detail.Is(error_details_pb2.RetryInfo.DESCRIPTOR):  # type: ignore[arg-type]
+        elif detail.Is(descriptor_of(error_details_pb2.RetryInfo)):
             retry = error_details_pb2.RetryInfo()
             detail.Unpack(retry)
             retry_after = max(1, retry.retry_delay.seconds + (1 if retry.retry_delay.nanos else 0))

@@ -27,14 +27,17 @@ import re
 from collections.abc import Awaitable, Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
-from typing import Any
+from typing import Any, cast
 
 from buf.validate import validate_pb2
 from google.api import field_behavior_pb2
 from google.protobuf.descriptor import Descriptor, FieldDescriptor
+from google.protobuf.duration_pb2 import Duration
 from google.protobuf.message import Message
+from google.protobuf.timestamp_pb2 import Timestamp
 
 from .errors import InvalidArgument
+from .proto_types import descriptor_of, has_option_extension, option_extension
 
 REQUIRED_MESSAGE = "is required"
 # protovalidate's `isEmail`: the HTML standard's definition of a valid email address.
@@ -62,14 +65,12 @@ class Unsupported(Exception):
 
 def field_rules(fd: FieldDescriptor) -> validate_pb2.FieldRules | None:
     options = fd.GetOptions()
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    return options.Extensions[validate_pb2.field] if options.HasExtension(validate_pb2.field) else None  # type: ignore[index, arg-type]
+    return option_extension(options, validate_pb2.field) if has_option_extension(options, validate_pb2.field) else None
 
 
 def is_required(fd: FieldDescriptor) -> bool:
     """`google.api.field_behavior = REQUIRED` (or buf.validate's own `required`)."""
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    behaviors: Sequence[int] = fd.GetOptions().Extensions[field_behavior_pb2.field_behavior]  # type: ignore[index]
+    behaviors: Sequence[int] = option_extension(fd.GetOptions(), field_behavior_pb2.field_behavior)
     rules = field_rules(fd)
     return field_behavior_pb2.REQUIRED in behaviors or bool(rules is not None and rules.required)
 
@@ -244,11 +245,8 @@ def _plan(descriptor: Descriptor, building: set[str]) -> MessagePlan:
     if descriptor.full_name in building:
         raise Unsupported("recursive message types")
     options = descriptor.GetOptions()
-    # protoc's .pyi types an extension as FieldDescriptor, types-protobuf wants another type
-    if options.HasExtension(validate_pb2.message) or any(  # type: ignore[arg-type]
-        # the same for the oneof rules' extension
-        o.GetOptions().HasExtension(validate_pb2.oneof)  # type: ignore[arg-type]
-        for o in descriptor.oneofs
+    if has_option_extension(options, validate_pb2.message) or any(
+        has_option_extension(o.GetOptions(), validate_pb2.oneof) for o in descriptor.oneofs
     ):
         raise Unsupported("message or oneof rules")
     building = building | {descriptor.full_name}
@@ -266,9 +264,8 @@ def _protovalidate() -> Any:
 def _slow_violations(message: Message) -> Iterator[tuple[str, str]]:
     """protovalidate's own verdict, for message types the compiled checks do not cover (after
     the REQUIRED fields, which protovalidate does not read)."""
-    for fd in message.DESCRIPTOR.fields:
-        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
-        if is_required(fd) and is_empty(message, fd):  # type: ignore[arg-type]
+    for fd in descriptor_of(message).fields:
+        if is_required(fd) and is_empty(message, fd):
             yield fd.name, REQUIRED_MESSAGE
     for violation in _protovalidate().collect_violations(message):
         yield field_path(violation.proto.field), violation.proto.message
@@ -301,10 +298,12 @@ def _well_known(message: Message) -> str | None:
     name = message.DESCRIPTOR.full_name
     if name == "google.protobuf.Timestamp":
         low, high = TIME_SECONDS
-        ok = low <= message.seconds <= high and 0 <= message.nanos < 1_000_000_000  # type: ignore[attr-defined]
+        time = cast(Timestamp, message)  # its full name says so
+        ok = low <= time.seconds <= high and 0 <= time.nanos < 1_000_000_000
         return None if ok else TIME_MESSAGE
     if name == "google.protobuf.Duration":
-        ok = abs(message.seconds) <= DURATION_SECONDS and message.nanos in NANOS  # type: ignore[attr-defined]
+        span = cast(Duration, message)  # its full name says so
+        ok = abs(span.seconds) <= DURATION_SECONDS and span.nanos in NANOS
         return None if ok else DURATION_MESSAGE
     return None
 
@@ -385,8 +384,7 @@ class RequestRules:
 
     def violations(self, message: Message) -> dict[str, str]:
         """{field path: what is wrong}, the first problem of each field; empty when valid."""
-        # types-protobuf gives a message's DESCRIPTOR (and its fields) as upb's twin of the descriptor classes
-        plan = self.plan(message.DESCRIPTOR)  # type: ignore[arg-type]
+        plan = self.plan(descriptor_of(message))
         found = plan.violations(message) if plan is not None else _slow_violations(message)
         result: dict[str, str] = {}
         for path, why in itertools.chain(found, wire_violations(message)):
