@@ -21,7 +21,7 @@ from services.runtime.validation import each_alone
 
 from .cards import CardTopups
 from .chain import ChainDeposits
-from .domain import Billing, HoldIn, HoldResult, ReleaseIn, ReleaseResult, SettleIn, UsageIn, UsageQuery
+from .domain import Billing, HoldIn, HoldResult, ReleaseIn, ReleaseResult, SettleIn, SettleResult, UsageIn, UsageQuery
 from .model import not_offered
 from .participant import usage_record
 
@@ -65,6 +65,10 @@ def hold_response(r: HoldResult) -> billing_pb2.HoldResponse:
 
 def settle_in(request: billing_pb2.SettleRequest) -> SettleIn:
     return SettleIn(request.hold_id, request.actual_micros, usage_in(request.usage), request.idempotency_key)
+
+
+def settle_response(r: SettleResult) -> billing_pb2.SettleResponse:
+    return billing_pb2.SettleResponse(**vars(r))
 
 
 def release_in(request: billing_pb2.ReleaseRequest) -> ReleaseIn:
@@ -143,17 +147,16 @@ class BillingServicer(billing_pb2_grpc.BillingServiceServicer):
     async def Settle(
         self, request: billing_pb2.SettleRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.SettleResponse:
-        return billing_pb2.SettleResponse(**vars(await self.billing.settle(settle_in(request))))
+        return settle_response(await self.billing.settle(settle_in(request)))
 
     async def SettleBatch(
         self, request: billing_pb2.SettleBatchRequest, context: grpc.aio.ServicerContext
     ) -> billing_pb2.SettleBatchResponse:
         check_batch_size(len(request.items))
         results = await each_alone(request.items, settle_in, self.billing.settle_batch)
-        items = [
-            batch_item(billing_pb2.SettleBatchItem, r, lambda r: billing_pb2.SettleResponse(**vars(r))) for r in results
-        ]
-        return billing_pb2.SettleBatchResponse(items=items)
+        return billing_pb2.SettleBatchResponse(
+            items=[batch_item(billing_pb2.SettleBatchItem, r, settle_response) for r in results]
+        )
 
     async def Release(
         self, request: billing_pb2.ReleaseRequest, context: grpc.aio.ServicerContext
