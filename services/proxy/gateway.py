@@ -217,8 +217,7 @@ class Gateway:
             return await self.gatekeeper.verify(api_key, model, True, estimate)
         try:
             epoch = self.leases.epoch
-            # `lease` is not in the Gatekeeper port: only implementations with leases take it
-            grant = await self.gatekeeper.verify(api_key, model, True, estimate, lease=True)  # type: ignore[call-arg]
+            grant = await self.gatekeeper.verify(api_key, model, True, estimate, lease=True)
             self.leases.grant(api_key, grant, grant.offer, epoch)
         finally:
             self.leases.answered(token)
@@ -233,8 +232,7 @@ class Gateway:
             return
         epoch = self.leases.epoch
         try:
-            # `lease` is not in the Gatekeeper port: only implementations with leases take it
-            grant = await self.gatekeeper.verify(api_key, "", False, tokens, lease=True)  # type: ignore[call-arg]
+            grant = await self.gatekeeper.verify(api_key, "", False, tokens, lease=True)
         except (Unavailable, DeadlineExceeded):
             return
         except DomainError:

@@ -14,9 +14,11 @@ from .model import CallUsage, KeyGrant, LogEntry, Price
 class Gatekeeper(Protocol):
     """Auth's side of the hot path."""
 
-    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
-        """Check the key (and take the call from its rate limits). Implementations that
-        support leases take `lease=True` too: then the grant carries auth's `offer`."""
+    async def verify(
+        self, api_key: str, model: str, consume: bool, estimated_tokens: int, lease: bool = False
+    ) -> KeyGrant:
+        """Check the key (and take the call from its rate limits). With `lease` the proxy asks
+        for a key lease: then the grant carries auth's `offer` (if auth gives one)."""
         ...
 
     def report_tokens(self, key_id: str, delta: int) -> None: ...

@@ -35,7 +35,9 @@ class Gatekeeper:
     grant: KeyGrant = field(default_factory=lambda: KeyGrant("acct", "key"))
     events: list[str] = field(default_factory=list)
 
-    async def verify(self, api_key: str, model: str, consume: bool, estimated_tokens: int) -> KeyGrant:
+    async def verify(
+        self, api_key: str, model: str, consume: bool, estimated_tokens: int, lease: bool = False
+    ) -> KeyGrant:
         self.events.append("verify")
         if self.verify_gate is not None:
             await self.verify_gate.wait()
