@@ -22,7 +22,7 @@ from services.privacy.store import PrivacyStore, utcnow
 from services.runtime.db import make_engine
 from services.runtime.errors import details_of
 from tests.privacy.mesh import AWAITING, COMPLETED, OPERATOR, PASSWORD, PrivacyMesh
-from tests.proxy.mesh import chat_body, pg_plain, table_dump
+from tests.proxy.mesh import chat_body, pg_plain, proxy_rows, table_dump
 
 ACCESS, RECTIFY, ERASE = (
     privacy_pb2.REQUEST_TYPE_ACCESS,
@@ -65,12 +65,23 @@ async def request_count(pm: PrivacyMesh) -> int:
     return (await pm.rows("SELECT count(*) AS n FROM privacy_requests"))[0]["n"]
 
 
+async def request_logged(pm: PrivacyMesh, account_id: str) -> None:
+    """Wait for the proxy's request-log row of a call: it is written once billing confirmed
+    the call's settle, after the answer (an export raised before that has nothing to show)."""
+    for _ in range(200):
+        if await proxy_rows(pm.mesh.databases["proxy"], account_id):
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError("the call was never logged")
+
+
 async def test_access_export_holds_every_participant_and_is_encrypted_at_rest_P8_1(shared_mesh: PrivacyMesh) -> None:
     """P8.1: one machine-readable export assembled from every service; a zip with one file
     per service; the stored copy is ciphertext (the email is nowhere in privacy's tables)."""
     pm = shared_mesh
     user = await pm.mesh.user()
     await user.chat(chat_body())
+    await request_logged(pm, user.account_id)
     request = await pm.raise_request(type=ACCESS, subject=subject(user))
     done = await pm.wait(request.request_id)
     assert {s.participant for s in done.steps} == {"auth", "billing", "proxy"}
