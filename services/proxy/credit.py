@@ -226,9 +226,11 @@ class CreditLeases:
             if until <= now:
                 del self._cool_until[key]
 
-    async def run(self, interval_s: float = 1.0) -> None:
-        """Background job: sweep until cancelled. Not `runtime.background.every`: this is
-        bookkeeping in memory once a second, with no I/O to fail, trace or count."""
+    async def run(self) -> None:
+        """Background job: sweep until cancelled, every second (or twice per `idle_s`). Not
+        `runtime.background.every`: this is bookkeeping in memory, with no I/O to fail, trace
+        or count."""
+        interval_s = min(1.0, self.terms.idle_s / 2)
         while True:
             await asyncio.sleep(interval_s)
             self.sweep()

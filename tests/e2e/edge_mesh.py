@@ -212,6 +212,9 @@ def mesh_env(tmp: Path, databases: dict[str, str], upstream: str, receiver: Otlp
             "GATEMESH_PRICES": json.dumps({m: price for m in (MODEL, OTHER, EMBED, FLAKY, DEAD, SLOW)}),
             "GATEMESH_PROVIDERS": json.dumps(providers),
             "GATEMESH_PROXY_LOG_FLUSH_S": "0.1",
+            # credit leases go back 0.5 s after their last call (5 s by default), so that tests
+            # waiting for "no hold open" need not wait long
+            "GATEMESH_PROXY_CREDIT_LEASE_IDLE_S": "0.5",
             **{f"GATEMESH_{name.upper()}_METRICS_PORT": str(free_port()) for name in SERVICES},
             "GATEMESH_METRICS_REFRESH_S": "0.5",
             "GATEMESH_EDGE_ADMIN_PORT": str(free_port()),

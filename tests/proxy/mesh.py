@@ -268,6 +268,9 @@ def start_mesh(
             "GATEMESH_PROVIDERS": json.dumps(providers),
             "GATEMESH_MODEL_ALIASES": json.dumps({"gm-alias": MODEL}),
             "GATEMESH_PROXY_LOG_FLUSH_S": "0.1",
+            # credit leases go back 0.5 s after their last call (5 s by default), so that tests
+            # waiting for "no hold open" need not wait long
+            "GATEMESH_PROXY_CREDIT_LEASE_IDLE_S": "0.5",
             "GATEMESH_PROXY_RETRY_BACKOFF_S": "0.01",
             **(proxy_env or {}),
         },
