@@ -4,15 +4,17 @@ bad input, statements, usage queries, statistics and retention."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from services.billing.domain import Billing, HoldIn, ReleaseIn, ReleaseResult, SettleIn, UsageIn, UsageQuery
-from services.billing.store import Code, Hold, KeySpend, Transfer, UsageDailyAnonymous, UsageRow
+from services.billing.store import METADATA, Code, Hold, KeySpend, Transfer, UsageDailyAnonymous, UsageRow
+from services.runtime.db import make_engine
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
-from .conftest import OptOuts, at
+from .conftest import SECRET, OptOuts, at
 from .ledger_checks import assert_holds_add_up, assert_invariants, ledger_snapshot
 
 USD = 1_000_000
@@ -598,33 +600,55 @@ def lease_batch(lease: str, other: str, ended: str) -> list[SettleIn]:
     ]
 
 
+LEASE_BATCH_OUTCOME = (
+    [(300_000, 0, 0, USD), (400_000, 0, 0, USD), (250_000, 750_000, 0, 1_750_000), (500_000, 0, 0, 1_550_000),
+     (300_000, 0, 0, USD), (50_000, 0, 0, 1_500_000), (0, 0, 0, 1_500_000)],
+    (0, "open"),
+    (1_500_000, 0),
+)  # fmt: skip
+"""`lease_batch`'s results, then the lease's (amount, status) and the key's (spent, held)."""
+
+
+async def run_lease_batch(billing: Billing, account: str, batched: bool) -> tuple[Any, ...]:
+    """`lease_batch` on a funded account with a lease, another hold and an ended lease, as one
+    SettleBatch or one call at a time; a batch is replayed, and must charge nothing more."""
+    await funded(billing, account, 3 * USD)
+    key = f"key-{account}"
+    lease = await billing.hold(account, USD, 3600, f"{account}-l", key_id=key)
+    other = await billing.hold(account, USD, 0, f"{account}-o", key_id=key)
+    ended = await billing.hold(account, 100_000, 0, f"{account}-e", key_id=key)
+    await billing.release(ended.hold_id, f"{account}-r")
+    items = lease_batch(lease.hold_id, other.hold_id, ended.hold_id)
+    done = await billing.settle_batch(items) if batched else [await billing.settle(i) for i in items]
+    state = await hold_row(billing, lease.hold_id), await key_spend(billing, key)
+    if batched:
+        assert await billing.settle_batch(items) == done
+        assert (await hold_row(billing, lease.hold_id), await key_spend(billing, key)) == state
+    return ([outcome(r) for r in done], *state)
+
+
 async def test_a_settle_batch_of_lease_draws_matches_single_draws_and_replays(billing: Billing) -> None:
     """Issue 15 on PostgreSQL: in one SettleBatch, draws on one lease take from its running
     remainder and write its new amount once; the results, the reported running balances, the
     lease and the key's spend are those of the same calls one at a time, and a replay of the
     batch charges nothing more."""
-    outcomes = []
-    for account, batched in (("lb-single", False), ("lb-batch", True)):
-        await funded(billing, account, 3 * USD)
-        key = f"key-{account}"
-        lease = await billing.hold(account, USD, 3600, f"{account}-l", key_id=key)
-        other = await billing.hold(account, USD, 0, f"{account}-o", key_id=key)
-        ended = await billing.hold(account, 100_000, 0, f"{account}-e", key_id=key)
-        await billing.release(ended.hold_id, f"{account}-r")
-        items = lease_batch(lease.hold_id, other.hold_id, ended.hold_id)
-        done = await billing.settle_batch(items) if batched else [await billing.settle(i) for i in items]
-        outcomes.append(
-            ([outcome(r) for r in done], await hold_row(billing, lease.hold_id), await key_spend(billing, key))
-        )
-        if batched:
-            assert await billing.settle_batch(items) == done
-            assert await hold_row(billing, lease.hold_id) == outcomes[-1][1]
-    assert outcomes[0] == outcomes[1]
-    assert outcomes[0] == (
-        [(300_000, 0, 0, USD), (400_000, 0, 0, USD), (250_000, 750_000, 0, 1_750_000), (500_000, 0, 0, 1_550_000),
-         (300_000, 0, 0, USD), (50_000, 0, 0, 1_500_000), (0, 0, 0, 1_500_000)],
-        (0, "open"),
-        (1_500_000, 0),
-    )  # fmt: skip
+    assert await run_lease_batch(billing, "lb-single", False) == LEASE_BATCH_OUTCOME
+    assert await run_lease_batch(billing, "lb-batch", True) == LEASE_BATCH_OUTCOME
     await assert_invariants(billing.engine)
     await assert_holds_add_up(billing.engine)
+
+
+async def test_lease_draws_on_sqlite_match_postgresql(tmp_path, billing: Billing) -> None:
+    """Issue 15: the same draws, one at a time and batched, on SQLite (a local mesh's store,
+    `take_from_holds` as SQLite runs it) end as on PostgreSQL."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(METADATA.create_all)
+        local = Billing(engine, billing.prices, SECRET)
+        assert await run_lease_batch(local, "ls-single", False) == LEASE_BATCH_OUTCOME
+        assert await run_lease_batch(local, "ls-batch", True) == LEASE_BATCH_OUTCOME
+        await assert_invariants(engine)
+        await assert_holds_add_up(engine)
+    finally:
+        await engine.dispose()
