@@ -5,7 +5,8 @@ after the work (`Holds.once`, one statement fewer than claim + finish): a retry 
 key and parameters returns the stored first result, other parameters are refused, and a
 failed attempt (insufficient credit, bad input) rolls back with everything else, so nothing
 is half-done and the key stays free. On PostgreSQL a hold, and a settle within its hold, is
-one statement (`pg.HOLD_PG`, `pg.SETTLE_PG`) that states the rules of `rules` in SQL.
+one statement (`pg.HOLD_PG`, `pg.SETTLE_PG`) that states the rules of `rules` in SQL; a draw on
+a credit lease (`SettleIn.lease`, issue 15) always runs step by step (`Holds._draw_steps`).
 """
 
 from __future__ import annotations
