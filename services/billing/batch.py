@@ -29,6 +29,7 @@ calls over 64 accounts writes 64 transfers and under 200 entries instead of 1,00
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -38,7 +39,7 @@ from .errors import hold_resolved, no_such_hold, reused_key
 from .idempotency import params_hash, stored_result
 from .model import HoldIn, HoldResult, ReleaseIn, ReleaseResult, SettleIn, SettleResult, iso, new_id, usage_row, wallet
 from .ports import Storage, Transaction
-from .rules import hold_legs, hold_refusal, release_legs, settle_legs, settle_split
+from .rules import Split, draw_legs, hold_legs, hold_refusal, release_legs, settle_legs, settle_split
 
 Outcome = SettleResult | Exception
 HoldOutcome = HoldResult | Exception
@@ -186,6 +187,11 @@ class _SettleWork:
     Each item's balance after it is the locked balance plus the batch's changes up to it,
     as if the batch had run alone at that moment. A batch with an item above its hold
     (which takes what the wallet has) locks its ledger rows first, before deciding.
+
+    Draws on credit leases (issue 15, `SettleIn.lease`) may come many times per hold: each
+    takes its cost from the hold's running `remaining` and leaves it open, and the hold's new
+    amount is written once (`take_from_holds`). A lease that has ended, or whose items cost
+    more than it holds, may take from the wallet: its batch locks the ledger rows first.
     """
 
     def __init__(self, rules: Rules) -> None:
@@ -200,6 +206,8 @@ class _SettleWork:
         self.postings = Postings("usage", self.now)
         self.usage: list[tuple[Any, ...]] = []  # in USAGE_COLUMNS order
         self.key_spend: dict[str, tuple[int, int]] = {}
+        self.remaining: dict[str, int] = {}  # what each hold has left, once an item changed it
+        self.taken: dict[str, int] = {}  # what draws took from each lease
 
     def validate(self, item: SettleIn) -> None:
         self.costs[id(item)] = self.rules.validate_settle(item)
@@ -207,8 +215,19 @@ class _SettleWork:
     async def lock(self, tx: Transaction, items: Sequence[SettleIn]) -> None:
         self.holds = await tx.lock_holds([item.hold_id for item in items])
         holds = [(self.holds.get(item.hold_id), self.costs[id(item)]) for item in items]
-        if any(hold is not None and cost > hold.amount for hold, cost in holds):  # above a hold: lock now
+        above = any(hold is not None and cost > hold.amount for hold, cost in holds)
+        if above or self._leases_may_take_the_wallet(items):  # above a hold: lock now
             self.balances = await self._lock_ledger(tx)
+
+    def _leases_may_take_the_wallet(self, items: Sequence[SettleIn]) -> bool:
+        """Whether a draw may go beyond its lease: the lease has ended, or its items (draws and
+        settles) cost more than it holds."""
+        leases = {item.hold_id for item in items if item.lease and item.hold_id in self.holds}
+        costs = dict.fromkeys(leases, 0)
+        for item in items:
+            if item.hold_id in costs:
+                costs[item.hold_id] += self.costs[id(item)]
+        return any(self.holds[h].status != "open" or cost > self.holds[h].amount for h, cost in costs.items())
 
     async def _lock_ledger(self, tx: Transaction) -> dict[str, int]:
         return await tx.lock_persons([h.account_id for h in self.holds.values()])
@@ -218,6 +237,8 @@ class _SettleWork:
         if hold is None:
             return no_such_hold()
         status = "settled" if hold.id in self.seen else hold.status  # a second item on it finds it settled
+        if item.lease:
+            return self._draw(item, hold, self.costs[id(item)], status == "open")
         if status != "open":
             return hold_resolved(status)
         self.seen.add(hold.id)
@@ -225,26 +246,49 @@ class _SettleWork:
 
     def _charge(self, item: SettleIn, hold: Any, cost: int) -> SettleResult:
         account = hold.account_id
-        mine = wallet(account)
-        available = self.balances.get(mine, 0) if self.balances is not None else 0
-        split = settle_split(hold.amount, cost, available)
-        self.postings.add(account, settle_legs(account, hold.amount, split), split.charged)
+        amount = self.remaining.get(hold.id, hold.amount)  # what draws earlier in the batch left
+        split = settle_split(amount, cost, self._available(account))
+        self.postings.add(account, settle_legs(account, amount, split), split.charged)
+        self.settled.append(hold.id)
+        return self._record(item, hold, split, amount, split.wallet_change)
+
+    def _draw(self, item: SettleIn, hold: Any, cost: int, is_open: bool) -> SettleResult:
+        """A draw on a credit lease: from what the lease has left (nothing once it has ended),
+        the rest from the wallet; the lease stays open."""
+        account = hold.account_id
+        remaining = self.remaining.get(hold.id, hold.amount) if is_open else 0
+        split = settle_split(remaining, cost, self._available(account))
+        if split.from_hold:
+            self.remaining[hold.id] = remaining - split.from_hold
+            self.taken[hold.id] = self.taken.get(hold.id, 0) + split.from_hold
+        if split.charged:  # cost 0 (a failed call's usage): the usage row alone, no transfer
+            self.postings.add(account, draw_legs(account, split), split.charged)
+        return self._record(item, hold, replace(split, released=0), split.from_hold, -split.taken)
+
+    def _available(self, account: str) -> int:
+        """The wallet's running balance when the ledger was locked first; 0 otherwise (no item
+        then goes beyond its hold)."""
+        return self.balances.get(wallet(account), 0) if self.balances is not None else 0
+
+    def _record(self, item: SettleIn, hold: Any, split: Split, held: int, change: int) -> SettleResult:
+        """An item's usage row, key spend (`held` off its hold) and wallet change."""
+        account, mine = hold.account_id, wallet(hold.account_id)
         usage_id = new_id()
         self.usage.append(usage_row(usage_id, account, item.usage, split.charged, split.shortfall, self.now))
-        self.settled.append(hold.id)
-        if hold.key_id:
-            held, spent = self.key_spend.get(hold.key_id, (0, 0))
-            self.key_spend[hold.key_id] = (held + hold.amount, spent + split.charged)
+        if hold.key_id and (held or split.charged):
+            before_held, spent = self.key_spend.get(hold.key_id, (0, 0))
+            self.key_spend[hold.key_id] = (before_held + held, spent + split.charged)
         result = SettleResult(split.charged, split.released, split.shortfall, usage_id, 0)
         if self.balances is not None:
-            self.balances[mine] = self.balances.get(mine, 0) + split.wallet_change
-        self.moves.append((result, mine, split.wallet_change))
+            self.balances[mine] = self.balances.get(mine, 0) + change
+        self.moves.append((result, mine, change))
         return result
 
     async def write(self, tx: Transaction) -> None:
         await tx.insert_usages(self.usage)
         await self.postings.insert(tx)
         await tx.set_hold_status(self.settled, "settled")
+        await tx.take_from_holds(self.taken)
         running = await self._lock_ledger(tx) if self.moves else {}  # the ledger's locks, from here
         for result, mine, change in self.moves:
             running[mine] = running.get(mine, 0) + change
@@ -336,11 +380,12 @@ class _ReleaseWork:
             return hold_resolved(status)
         self.seen.add(hold.id)
         account = hold.account_id
-        self.postings.add(account, release_legs(account, hold.amount), hold.amount)
+        if hold.amount:  # a credit lease drawn to nothing (issue 15) has no money to move
+            self.postings.add(account, release_legs(account, hold.amount), hold.amount)
         if item.usage is not None:
             self.usage.append(usage_row(new_id(), account, item.usage, 0, 0, self.now))
         self.released.append(hold.id)
-        if hold.key_id:
+        if hold.key_id and hold.amount:
             held, spent = self.key_spend.get(hold.key_id, (0, 0))
             self.key_spend[hold.key_id] = (held + hold.amount, spent)
         result = ReleaseResult(hold.amount, 0)

@@ -5,7 +5,8 @@ after the work (`Holds.once`, one statement fewer than claim + finish): a retry 
 key and parameters returns the stored first result, other parameters are refused, and a
 failed attempt (insufficient credit, bad input) rolls back with everything else, so nothing
 is half-done and the key stays free. On PostgreSQL a hold, and a settle within its hold, is
-one statement (`pg.HOLD_PG`, `pg.SETTLE_PG`) that states the rules of `rules` in SQL.
+one statement (`pg.HOLD_PG`, `pg.SETTLE_PG`) that states the rules of `rules` in SQL; a draw on
+a credit lease (`SettleIn.lease`, issue 15) always runs step by step (`Holds._draw_steps`).
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from .model import (
 )
 from .ports import Storage, Transaction
 from .prices import PriceTable
-from .rules import hold_legs, hold_refusal, release_legs, settle_legs, settle_split
+from .rules import draw_legs, hold_legs, hold_refusal, release_legs, settle_legs, settle_split
 
 
 class Holds:
@@ -194,9 +195,11 @@ class Holds:
     async def settle(self, item: SettleIn) -> SettleResult:
         cost = self.validate_settle(item)
         params = item.params()
-        one_statement = self.storage.one_statement
+        one_statement = self.storage.one_statement and not item.lease  # a draw is never SETTLE_PG
 
         async def work(tx: Transaction) -> SettleResult:
+            if item.lease:
+                return await self._draw_steps(tx, item, cost)
             if not one_statement:
                 return await self._settle_steps(tx, item, cost)
             done = await self._settle_in_one_statement(tx, item, cost, params)
@@ -240,6 +243,34 @@ class Holds:
         if balance is None:
             balance = await tx.balance_of(wallet(account))
         return SettleResult(split.charged, split.released, split.shortfall, usage_id, balance)
+
+    async def _draw_steps(self, tx: Transaction, item: SettleIn, cost: int) -> SettleResult:
+        """A call's cost drawn from a credit lease (issue 15): a proxy's long hold that many
+        calls draw on, each draw taking its cost from the hold and leaving it open with the
+        rest (a Release or the sweeper returns that). A lease that has ended (the replay of a
+        proxy's outbox after its lease expired) leaves the cost to the wallet, as far as it
+        goes. Locks in the order of every path: the hold's row, the ledger rows, the key's row."""
+        hold = (await tx.lock_holds([item.hold_id])).get(item.hold_id)
+        if hold is None:
+            raise no_such_hold()
+        account = hold.account_id
+        remaining = hold.amount if hold.status == "open" else 0
+        available = await self._available_locked(tx, account) if cost > remaining else 0
+        split = settle_split(remaining, cost, available)
+        now, usage_id = self.clock(), new_id()
+        await tx.insert_usages([usage_row(usage_id, account, item.usage, split.charged, split.shortfall, now)])
+        if split.from_hold:
+            await tx.take_from_holds({hold.id: split.from_hold})
+        after: dict[str, int] = {}
+        if split.charged:  # a failed call's usage (cost 0) moves no money: no transfer
+            legs = draw_legs(account, split)
+            after = await tx.post_transfer(new_id(), "usage", account, legs, hold.id, split.charged, now)
+            if hold.key_id:
+                await tx.resolve_key_spend({hold.key_id: (split.from_hold, split.charged)})
+        balance = after.get(wallet(account))
+        if balance is None:
+            balance = await tx.balance_of(wallet(account))
+        return SettleResult(split.charged, 0, split.shortfall, usage_id, balance)
 
     async def _available_locked(self, tx: Transaction, account: str) -> int:
         """The wallet balance, with the account's ledger rows locked in id order (as every
@@ -302,13 +333,17 @@ class Holds:
         account, now = hold.account_id, self.clock()
         if usage is not None:
             await tx.insert_usages([usage_row(new_id(), account, usage, 0, 0, now)])
-        legs = release_legs(account, hold.amount)
-        after = await tx.post_transfer(new_id(), "release", account, legs, hold.id, hold.amount, now)
+        if hold.amount:  # a credit lease drawn to nothing (issue 15) has no money to move
+            legs = release_legs(account, hold.amount)
+            after = await tx.post_transfer(new_id(), "release", account, legs, hold.id, hold.amount, now)
+            balance = after[wallet(account)]
+        else:
+            balance = await tx.balance_of(wallet(account))
         if status is not None:
             await tx.set_hold_status([hold.id], status)
-        if hold.key_id:
+        if hold.key_id and hold.amount:
             await tx.resolve_key_spend({hold.key_id: (hold.amount, 0)})
-        return ReleaseResult(hold.amount, after[wallet(account)])
+        return ReleaseResult(hold.amount, balance)
 
     async def expire_holds(self, limit: int = 500) -> int:
         """Release open holds past their ttl (the sweeper); returns how many."""

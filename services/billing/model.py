@@ -149,10 +149,15 @@ class SettleIn:
     actual_micros: int
     usage: UsageIn
     idempotency_key: str
+    lease: bool = False  # a draw on a credit lease (issue 15): the hold stays open with the rest
 
     def params(self) -> dict[str, Any]:
-        """What its idempotency key is bound to."""
-        return {"hold": self.hold_id, "actual": self.actual_micros, "usage": self.usage.params()}
+        """What its idempotency key is bound to; `lease` only when set, so that the keys of
+        plain settles hash as they always did."""
+        params: dict[str, Any] = {"hold": self.hold_id, "actual": self.actual_micros, "usage": self.usage.params()}
+        if self.lease:
+            params["lease"] = True
+        return params
 
 
 @dataclass

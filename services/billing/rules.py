@@ -57,6 +57,11 @@ class Split:
     def wallet_change(self) -> int:
         return self.released - self.taken
 
+    @property
+    def from_hold(self) -> int:
+        """What the hold itself covered (a credit lease's draw takes this much from it)."""
+        return self.charged - self.taken
+
 
 def settle_split(hold_amount: int, cost: int, available: int) -> Split:
     """Charge `cost` against a hold of `hold_amount`: what the hold covers first, the rest from
@@ -74,3 +79,16 @@ def settle_legs(account_id: str, hold_amount: int, split: Split) -> Legs:
         (wallet(account_id), split.wallet_change),
         (system("revenue"), split.charged),
     )
+
+
+def draw_legs(account_id: str, split: Split) -> Legs:
+    """A draw on a credit lease (issue 15): what the lease covers out of the holds account,
+    the rest out of the wallet, all of it to revenue. Nothing is released (the lease stays
+    open with what is left), and zero legs are left out (a lease that has ended draws from the
+    wallet alone)."""
+    legs = (
+        (holds_account(account_id), -split.from_hold),
+        (wallet(account_id), -split.taken),
+        (system("revenue"), split.charged),
+    )
+    return tuple(leg for leg in legs if leg[1])

@@ -64,7 +64,9 @@ def hold_response(r: HoldResult) -> billing_pb2.HoldResponse:
 
 
 def settle_in(request: billing_pb2.SettleRequest) -> SettleIn:
-    return SettleIn(request.hold_id, request.actual_micros, usage_in(request.usage), request.idempotency_key)
+    return SettleIn(
+        request.hold_id, request.actual_micros, usage_in(request.usage), request.idempotency_key, request.lease
+    )
 
 
 def settle_response(r: SettleResult) -> billing_pb2.SettleResponse:

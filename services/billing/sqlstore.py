@@ -14,7 +14,7 @@ from dataclasses import asdict
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import bindparam, delete, func, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from services.runtime.db import insert_rows
@@ -32,6 +32,9 @@ _U = UsageRow.__table__
 _A = UsageDailyAnonymous.__table__
 _CODES, _BATCHES = Code.__table__, CodeBatch.__table__
 _KEYS = Idempotency.__table__
+_TAKE_FROM_HOLD = (  # a credit lease's draws (issue 15), executed once per hold
+    update(_H).where(_H.c.id == bindparam("b_id")).values(amount=_H.c.amount - bindparam("b_taken"))
+)
 
 
 def _range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
@@ -136,6 +139,11 @@ class SqlTransaction:
 
     async def lock_holds(self, hold_ids: list[str]) -> dict[str, Any]:
         return await store.lock_holds(self.conn, hold_ids)
+
+    async def take_from_holds(self, taken: dict[str, int]) -> None:
+        if taken:
+            rows = [{"b_id": h, "b_taken": amount} for h, amount in sorted(taken.items())]
+            await self.conn.execute(_TAKE_FROM_HOLD, rows)
 
     async def expired_holds(self, now: datetime, limit: int) -> list[Any]:
         query = select(_H).where(_H.c.status == "open", _H.c.expires_at < now).limit(limit)

@@ -160,6 +160,10 @@ class FakeTransaction:
     async def lock_holds(self, hold_ids: list[str]) -> dict[str, Any]:
         return {h: copy.copy(self.s.holds[h]) for h in sorted(set(hold_ids)) if h in self.s.holds}
 
+    async def take_from_holds(self, taken: dict[str, int]) -> None:
+        for hold_id, amount in taken.items():
+            self.s.holds[hold_id].amount -= amount
+
     async def expired_holds(self, now: datetime, limit: int) -> list[Any]:
         due = [h for h in self.s.holds.values() if h.status == "open" and h.expires_at < now]
         return [copy.copy(h) for h in due[:limit]]

@@ -8,7 +8,7 @@ import itertools
 from services.billing.domain import Billing, HoldIn, ReleaseIn, SettleIn, UsageIn
 from services.runtime.errors import FailedPrecondition
 
-from .ledger_checks import assert_invariants
+from .ledger_checks import assert_holds_add_up, assert_invariants
 
 
 async def test_500_concurrent_holds_on_one_account_never_overdraw(billing: Billing) -> None:
@@ -140,3 +140,33 @@ async def test_settle_batches_race_holds_settles_and_releases_without_deadlock_o
     assert sum(b.held_micros for b in balances) == 40 * 500  # only the new holds are open
     assert sum(b.balance_micros for b in balances) == 2_000_000 - charged - 40 * 500
     await assert_invariants(billing.engine)
+
+
+async def test_concurrent_draws_on_one_lease_and_holds_on_its_account_lose_nothing(billing: Billing) -> None:
+    """Issue 15 (credit leases): single and batched draws on one lease (together past it, so
+    the last take the wallet), concurrent repeats of some draws' keys, and new holds on the
+    same account and API key race: every draw is charged once, nothing is lost or counted
+    twice, and the lease, the holds account and the key's spend add up."""
+    await billing.grant("lease-hot", 1_000_000, "fund", "fund")
+    lease = await billing.hold("lease-hot", 500_000, 3600, "lease", key_id="lease-key")
+
+    def draw(key: str, cost: int) -> SettleIn:
+        return SettleIn(lease.hold_id, cost, UsageIn("gpt-4o-mini"), key, lease=True)
+
+    singles = [billing.settle(draw(f"d{i}", 3000)) for i in range(200)]  # 600,000
+    batches = [billing.settle_batch([draw(f"b{b}-{i}", 1000) for i in range(20)]) for b in range(5)]  # 100,000
+    repeats = [billing.settle(draw(f"d{i}", 3000)) for i in range(20)]
+    holds = [billing.hold("lease-hot", 1000, 0, f"h{i}", key_id="lease-key") for i in range(100)]  # 100,000
+    outcomes = await asyncio.gather(*singles, *batches, *repeats, *holds, return_exceptions=True)
+    errors = [o for o in outcomes if isinstance(o, BaseException)]
+    errors += [r for o in outcomes[200:205] if isinstance(o, list) for r in o if isinstance(r, BaseException)]
+    assert errors == [], [repr(e)[:300] for e in errors[:3]]
+    drawn = list(outcomes[:200]) + [r for o in outcomes[200:205] for r in o]  # type: ignore[union-attr]
+    assert len({d.usage_id for d in drawn}) == 300  # type: ignore[union-attr]
+    assert [r.usage_id for r in outcomes[205:225]] == [d.usage_id for d in drawn[:20]]  # type: ignore[union-attr]
+    assert sum(d.charged_micros for d in drawn) == 700_000  # type: ignore[union-attr]
+    assert sum(d.shortfall_micros + d.released_micros for d in drawn) == 0  # type: ignore[union-attr]
+    balance = await billing.balance("lease-hot")
+    assert (balance.balance_micros, balance.held_micros) == (200_000, 100_000)  # the lease is drawn to 0
+    await assert_invariants(billing.engine)
+    await assert_holds_add_up(billing.engine)

@@ -4,16 +4,18 @@ bad input, statements, usage queries, statistics and retention."""
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select, update
 
 from services.billing.domain import Billing, HoldIn, ReleaseIn, ReleaseResult, SettleIn, UsageIn, UsageQuery
-from services.billing.store import Code, Hold, Transfer, UsageDailyAnonymous, UsageRow
+from services.billing.store import METADATA, Code, Hold, KeySpend, Transfer, UsageDailyAnonymous, UsageRow
+from services.runtime.db import make_engine
 from services.runtime.errors import AlreadyExists, FailedPrecondition, InvalidArgument, NotFound
 
-from .conftest import OptOuts, at
-from .ledger_checks import assert_invariants, ledger_snapshot
+from .conftest import SECRET, OptOuts, at
+from .ledger_checks import assert_holds_add_up, assert_invariants, ledger_snapshot
 
 USD = 1_000_000
 
@@ -511,3 +513,142 @@ async def test_batches_post_one_transfer_per_account_and_statements_add_up(billi
         assert statement.opening_balance_micros + sum(a for _, a in lines) == statement.closing_balance_micros
         assert statement.closing_balance_micros == USD - amount == (await billing.balance(account)).balance_micros
     await assert_invariants(billing.engine)
+
+
+# --- credit leases (issue 15) ------------------------------------------------------------
+
+
+def draw(hold_id: str, cost: int, key: str, call: UsageIn | None = None) -> SettleIn:
+    return SettleIn(hold_id, cost, call or usage(key_id="key-lease"), key, lease=True)
+
+
+async def hold_row(billing: Billing, hold_id: str) -> tuple[int, str]:
+    table = Hold.__table__
+    async with billing.engine.connect() as conn:
+        row = (await conn.execute(select(table.c.amount, table.c.status).where(table.c.id == hold_id))).one()
+    return int(row.amount), row.status
+
+
+async def key_spend(billing: Billing, key_id: str) -> tuple[int, int]:
+    table = KeySpend.__table__
+    async with billing.engine.connect() as conn:
+        row = (await conn.execute(select(table.c.spent, table.c.held).where(table.c.key_id == key_id))).one()
+    return int(row.spent), int(row.held)
+
+
+def outcome(result: object) -> tuple[int, int, int, int]:
+    r = result
+    return r.charged_micros, r.released_micros, r.shortfall_micros, r.balance_micros  # type: ignore[attr-defined]
+
+
+async def test_lease_draws_keep_the_lease_open_until_a_release_or_the_sweeper_returns_the_rest(
+    billing: Billing,
+) -> None:
+    """Issue 15 (credit leases) on PostgreSQL: draws within the lease take from it and keep it
+    open (never the one-statement settle), a draw past it takes the wallet, then records a
+    shortfall; cost 0 moves no money; a repeated key charges once; the Release and the sweeper
+    return exactly what is left; a late draw on an ended lease pays from the wallet alone."""
+    await funded(billing, "lease1", 3 * USD)
+    lease = await billing.hold("lease1", USD, 3600, "lh1", key_id="key-lease", key_cap=10 * USD)
+    first = await billing.settle(draw(lease.hold_id, 300_000, "ld1"))
+    assert outcome(first) == (300_000, 0, 0, 2 * USD)
+    assert await billing.settle(draw(lease.hold_id, 300_000, "ld1")) == first  # a retry charges once
+    with pytest.raises(AlreadyExists):
+        await billing.settle(SettleIn(lease.hold_id, 300_000, usage(key_id="key-lease"), "ld1"))
+    failed = usage(tokens=(0, 0), key_id="key-lease", status="upstream_error")
+    transfers = (await ledger_snapshot(billing.engine))[0]
+    assert outcome(await billing.settle(draw(lease.hold_id, 0, "ld0", failed))) == (0, 0, 0, 2 * USD)
+    assert (await ledger_snapshot(billing.engine))[0] == transfers  # cost 0: the usage row alone
+    assert outcome(await billing.settle(draw(lease.hold_id, 900_000, "ld2"))) == (900_000, 0, 0, 1_800_000)
+    assert await hold_row(billing, lease.hold_id) == (0, "open")
+    assert await key_spend(billing, "key-lease") == (1_200_000, 0)
+    await assert_holds_add_up(billing.engine)
+    released = await billing.release(lease.hold_id, "lr1")
+    assert (released.released_micros, released.balance_micros) == (0, 1_800_000)
+    second = await billing.hold("lease1", USD, 60, "lh2", key_id="key-lease", key_cap=10 * USD)
+    assert outcome(await billing.settle(draw(second.hold_id, 250_000, "ld3"))) == (250_000, 0, 0, 800_000)
+    async with billing.engine.begin() as conn:
+        past = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=5)
+        await conn.execute(update(Hold.__table__).where(Hold.__table__.c.id == second.hold_id).values(expires_at=past))
+    assert await billing.expire_holds() == 1
+    assert await hold_row(billing, second.hold_id) == (750_000, "expired")
+    assert (await billing.balance("lease1")).balance_micros == 1_550_000  # exactly the rest came back
+    late = await billing.settle(draw(second.hold_id, 2 * USD, "ld4"))  # the outbox replay after expiry
+    assert outcome(late) == (1_550_000, 0, 450_000, 0)
+    assert await key_spend(billing, "key-lease") == (3 * USD, 0)
+    with pytest.raises(NotFound):
+        await billing.settle(draw("missing", 1, "ld5"))
+    records = (await billing.list_usage(UsageQuery("lease1"))).records
+    assert sorted((r.cost_micros, r.shortfall_micros) for r in records) == [
+        (0, 0), (250_000, 0), (300_000, 0), (900_000, 0), (1_550_000, 450_000),
+    ]  # fmt: skip
+    await assert_invariants(billing.engine)
+    await assert_holds_add_up(billing.engine)
+
+
+def lease_batch(lease: str, other: str, ended: str) -> list[SettleIn]:
+    """Draws on one lease (the third past it), a repeat, a plain settle of another hold, a
+    draw on an ended lease and a cost-0 draw, in one SettleBatch."""
+    return [
+        draw(lease, 300_000, f"{lease}-1"),
+        draw(lease, 400_000, f"{lease}-2"),
+        SettleIn(other, 250_000, usage(key_id="key-lease"), f"{other}-s"),
+        draw(lease, 500_000, f"{lease}-3"),
+        draw(lease, 300_000, f"{lease}-1"),
+        draw(ended, 50_000, f"{ended}-1"),
+        draw(lease, 0, f"{lease}-0", usage(tokens=(0, 0), status="upstream_error")),
+    ]
+
+
+LEASE_BATCH_OUTCOME = (
+    [(300_000, 0, 0, USD), (400_000, 0, 0, USD), (250_000, 750_000, 0, 1_750_000), (500_000, 0, 0, 1_550_000),
+     (300_000, 0, 0, USD), (50_000, 0, 0, 1_500_000), (0, 0, 0, 1_500_000)],
+    (0, "open"),
+    (1_500_000, 0),
+)  # fmt: skip
+"""`lease_batch`'s results, then the lease's (amount, status) and the key's (spent, held)."""
+
+
+async def run_lease_batch(billing: Billing, account: str, batched: bool) -> tuple[Any, ...]:
+    """`lease_batch` on a funded account with a lease, another hold and an ended lease, as one
+    SettleBatch or one call at a time; a batch is replayed, and must charge nothing more."""
+    await funded(billing, account, 3 * USD)
+    key = f"key-{account}"
+    lease = await billing.hold(account, USD, 3600, f"{account}-l", key_id=key)
+    other = await billing.hold(account, USD, 0, f"{account}-o", key_id=key)
+    ended = await billing.hold(account, 100_000, 0, f"{account}-e", key_id=key)
+    await billing.release(ended.hold_id, f"{account}-r")
+    items = lease_batch(lease.hold_id, other.hold_id, ended.hold_id)
+    done = await billing.settle_batch(items) if batched else [await billing.settle(i) for i in items]
+    state = await hold_row(billing, lease.hold_id), await key_spend(billing, key)
+    if batched:
+        assert await billing.settle_batch(items) == done
+        assert (await hold_row(billing, lease.hold_id), await key_spend(billing, key)) == state
+    return ([outcome(r) for r in done], *state)
+
+
+async def test_a_settle_batch_of_lease_draws_matches_single_draws_and_replays(billing: Billing) -> None:
+    """Issue 15 on PostgreSQL: in one SettleBatch, draws on one lease take from its running
+    remainder and write its new amount once; the results, the reported running balances, the
+    lease and the key's spend are those of the same calls one at a time, and a replay of the
+    batch charges nothing more."""
+    assert await run_lease_batch(billing, "lb-single", False) == LEASE_BATCH_OUTCOME
+    assert await run_lease_batch(billing, "lb-batch", True) == LEASE_BATCH_OUTCOME
+    await assert_invariants(billing.engine)
+    await assert_holds_add_up(billing.engine)
+
+
+async def test_lease_draws_on_sqlite_match_postgresql(tmp_path, billing: Billing) -> None:
+    """Issue 15: the same draws, one at a time and batched, on SQLite (a local mesh's store,
+    `take_from_holds` as SQLite runs it) end as on PostgreSQL."""
+    engine = make_engine(f"sqlite+aiosqlite:///{tmp_path / 'billing.db'}")
+    try:
+        async with engine.begin() as conn:
+            await conn.run_sync(METADATA.create_all)
+        local = Billing(engine, billing.prices, SECRET)
+        assert await run_lease_batch(local, "ls-single", False) == LEASE_BATCH_OUTCOME
+        assert await run_lease_batch(local, "ls-batch", True) == LEASE_BATCH_OUTCOME
+        await assert_invariants(engine)
+        await assert_holds_add_up(engine)
+    finally:
+        await engine.dispose()

@@ -316,3 +316,34 @@ async def test_export_and_erasure_pseudonymize_ledger_under_legal_hold_P5_5(stub
         total = (await conn.execute(text("SELECT sum(amount) FROM transfers WHERE kind = 'grant'"))).scalar_one()
     assert total == 2 * USD  # amounts remain
     await assert_invariants(billing.engine)
+
+
+async def test_lease_draws_over_grpc_keep_the_lease_open_single_and_batched(stub) -> None:
+    """Issue 15 (credit leases): Settle and SettleBatch with `lease` take each call's cost from
+    the lease and keep it open; the Release returns what is left."""
+    await grant(stub, "dora", 2 * USD, "g-dora")
+    lease = await stub.Hold(
+        billing_pb2.HoldRequest(account_id="dora", amount_micros=USD, ttl_seconds=3600, idempotency_key="dora-l"),
+        metadata=as_service(),
+    )
+    usage = billing_pb2.Usage(model="gpt-4o-mini", input_tokens=10)
+
+    def draw(cost: int, key: str) -> billing_pb2.SettleRequest:
+        return billing_pb2.SettleRequest(
+            hold_id=lease.hold_id, actual_micros=cost, usage=usage, idempotency_key=key, lease=True
+        )
+
+    single = await stub.Settle(draw(100_000, "dora-d1"), metadata=as_service())
+    assert (single.charged_micros, single.released_micros, single.balance_micros) == (100_000, 0, USD)
+    items = [draw(200_000, "dora-d2"), draw(300_000, "dora-d3"), draw(100_000, "dora-d1")]
+    reply = await stub.SettleBatch(billing_pb2.SettleBatchRequest(items=items), metadata=as_service())
+    assert [(i.error_code, i.result.charged_micros, i.result.released_micros) for i in reply.items] == [
+        ("", 200_000, 0), ("", 300_000, 0), ("", 100_000, 0),
+    ]  # fmt: skip
+    admin = billing_pb2.AdminGetBalanceRequest(account_id="dora")
+    balance = await stub.AdminGetBalance(admin, metadata=bearer(ADMIN))
+    assert (balance.balance_micros, balance.held_micros) == (USD, 400_000)  # the lease is open with the rest
+    release = billing_pb2.ReleaseRequest(hold_id=lease.hold_id, idempotency_key="dora-r")
+    assert (await stub.Release(release, metadata=as_service())).released_micros == 400_000
+    balance = await stub.AdminGetBalance(admin, metadata=bearer(ADMIN))
+    assert (balance.balance_micros, balance.held_micros) == (1_400_000, 0)
