@@ -61,7 +61,7 @@ class ProxySettings(GatemeshSettings):
         "is up); 0 verifies every call.",
     )
     proxy_credit_leases: bool = Field(
-        False,
+        True,
         description="Hold a slice of a leased key's balance and reserve its calls' costs from it in process "
         "(no Hold round trip per call); off: every call holds synchronously.",
     )

@@ -20,6 +20,7 @@ from redis import Redis
 
 from gatemesh.auth.v1 import auth_pb2, auth_pb2_grpc
 from gatemesh.billing.v1 import billing_pb2, billing_pb2_grpc
+from gatemesh.common.v1 import common_pb2
 from gatemesh.proxy.v1 import proxy_pb2_grpc
 from tests.support import REDIS_PROXY, create_database, drop_database, free_port, service_process
 
@@ -125,8 +126,19 @@ class User:
         raise AssertionError("a hold is still open")
 
     async def usage(self) -> list[billing_pb2.UsageRecord]:
-        request = billing_pb2.AdminListUsageRequest(account_id=self.account_id)
-        return list((await self.mesh.billing.AdminListUsage(request, metadata=OPERATOR)).records)
+        """Every usage record of the account (all pages)."""
+        records: list[billing_pb2.UsageRecord] = []
+        token = ""
+        while True:
+            page = common_pb2.PageRequest(page_size=1000, page_token=token)
+            request = billing_pb2.AdminListUsageRequest(
+                account_id=self.account_id, filter=billing_pb2.ListUsageRequest(page=page)
+            )
+            reply = await self.mesh.billing.AdminListUsage(request, metadata=OPERATOR)
+            records += reply.records
+            token = reply.page.next_page_token
+            if not token:
+                return records
 
     async def chat(self, body: dict[str, Any]) -> list[httpbody_pb2.HttpBody]:
         request = httpbody_pb2.HttpBody(content_type="application/json", data=json.dumps(body).encode())
@@ -184,17 +196,21 @@ async def call(stub: proxy_pb2_grpc.ProxyServiceStub, user: User, **body: object
         pass
 
 
-async def leased(live: Mesh, user: User) -> None:
-    """Call through every proxy until each took a share of the key (so it holds a lease)."""
+async def leased(live: Mesh, user: User) -> int:
+    """Call through every proxy until each took a share of the key (so it holds a lease);
+    how many calls that took."""
+    calls = 0
     for stub in proxies(live):
         for _ in range(50):
             before = counted(user.key_id)
             await call(stub, user, max_tokens=20)
+            calls += 1
             if counted(user.key_id) > before + 1:  # the call and a share
                 break
             await asyncio.sleep(0.1)  # the proxy's key-change stream is not up yet
         else:
             raise AssertionError("the proxy never leased the key")
+    return calls
 
 
 def mesh_databases(prefix: str) -> Iterator[dict[str, str]]:
