@@ -10,6 +10,8 @@
 - nometrics (not in the default set): a second mesh with `metrics_enabled=false`, both
   ways in (`gatemesh -metrics edge`, `gatemesh -metrics grpc`): the cost of the metrics,
   measured beside the mesh with every Prometheus endpoint on;
+- nocredit (not in the default set): a second mesh with credit leases off
+  (`gatemesh -credit edge`, `gatemesh -credit grpc`): every call holds synchronously;
 - main edge, main grpc (`--baseline DIR`): the same two ways into the mesh of another
   checkout (the code before a change), in the same run, so before and after meet the same
   machine load;
@@ -313,16 +315,17 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
 
 
 def gatemesh(
-    stack: ExitStack, tmp: Path, upstream_url: str, code: Path | None = None, metrics: bool = True
+    stack: ExitStack, tmp: Path, upstream_url: str, code: Path | None = None, metrics: bool = True, credit: bool = True
 ) -> tuple[Target, Target, dict[str, str]]:
     """`gatemesh up` on PostgreSQL and Redis, a paying user, the two ways in, and the
     mesh's environment (for more proxies). With `code`, the mesh runs that checkout's
     services (PYTHONPATH first: the same interpreter and dependencies, another version of
     the code), on its own databases, Redis database and data directory. Without `metrics`,
-    every metric is switched off (`nometrics`: their cost, measured in the same run)."""
+    every metric is switched off (`nometrics`: their cost, measured in the same run); without
+    `credit`, credit leases are (`nocredit`: every call holds synchronously, as before them)."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
 
-    tag = "main_" if code else ("" if metrics else "nometrics_")
+    tag = "main_" if code else "nocredit_" if not credit else ("" if metrics else "nometrics_")
     databases = {name: asyncio.run(create_database(f"bench_{tag}{name}")) for name in ("auth", "billing", "proxy")}
     stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
@@ -330,7 +333,7 @@ def gatemesh(
     env |= {f"GATEMESH_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
     env |= {
         "GATEMESH_DATA_DIR": str(tmp / f"{tag}data"),
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{14 if code else 13 if metrics else 12}",
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{14 if code else 11 if not credit else 13 if metrics else 12}",
         "GATEMESH_LOG_LEVEL": "WARNING",
         "GATEMESH_EDGE_PORT": str(free_port()),
         "GATEMESH_EDGE_SERVICES": json.dumps(["auth", "billing", "proxy"]),
@@ -342,6 +345,8 @@ def gatemesh(
         "OTEL_TRACES_EXPORTER": "none",
         "GATEMESH_METRICS_ENABLED": "true" if metrics else "false",
     }
+    if not credit:
+        env["GATEMESH_PROXY_CREDIT_LEASES"] = "false"
     if code:
         env["PYTHONPATH"] = f"{code}:{code / 'gen'}"
     log = tmp / f"{tag}up.log"
@@ -356,7 +361,7 @@ def gatemesh(
         time.sleep(0.2)
     edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
     key = paying_key(edge, env)
-    name = "main" if code else ("gatemesh" if metrics else "gatemesh -metrics")
+    name = "main" if code else "gatemesh -credit" if not credit else ("gatemesh" if metrics else "gatemesh -metrics")
     return (
         Target(f"{name} edge", "http", f"{edge}/v1", key, up.pid, infra=True),
         Target(f"{name} grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
@@ -621,6 +626,8 @@ def main() -> None:
                 targets += [t for t, name in ((old_edge, "edge"), (old_grpc, "grpc")) if name in wanted]
         if "nometrics" in wanted:  # the same mesh with metrics off: their cost, measured in this run
             targets += list(gatemesh(stack, tmp, upstream_url, metrics=False)[:2])
+        if "nocredit" in wanted:  # the same mesh with credit leases off: what they change, in this run
+            targets += list(gatemesh(stack, tmp, upstream_url, credit=False)[:2])
         if "floor" in wanted:
             targets.append(floor(stack, tmp, upstream_url))
         if "litellm" in wanted:
@@ -631,7 +638,9 @@ def main() -> None:
             rounds.append([])
             for stream in modes:  # the targets of a cell one after the other: their ratios compare like with like
                 for concurrency in levels:
-                    for target in (t for t in targets if not (stream and t.json_only)):
+                    # the order turns every round, so that no target always runs first (or last) in a cell
+                    order = targets if round_no % 2 == 0 else targets[::-1]
+                    for target in (t for t in order if not (stream and t.json_only)):
                         row = measure(target, stream, concurrency, args.seconds, args.warmup)
                         print(
                             f"round {round_no + 1} {target.name:16} {'stream' if stream else 'json':6} "
