@@ -239,13 +239,16 @@ class PriceCache:
         await every(self._refresh_s, self.refresh, "price refresh", log)()
 
 
+LINGER_UNTIL = 32  # a lingering Coalescer sends at once when this many calls are queued
+
+
 class Coalescer:
     """Coalesces concurrent calls of one RPC into calls of its batch twin (VerifyKey into
     VerifyKeyBatch, Hold into HoldBatch, Settle into SettleBatch, Release into ReleaseBatch): whatever queued while the
     last batch was in flight goes out together, so a quiet proxy sends batches of one at
     once and a busy one sends few large ones. With `linger_s` (settles, which no answer waits
-    for) a batch that would open alone waits that long for others first: at low concurrency
-    a few calls share one batch instead of one RPC and one billing transaction each. Each
+    for) a batch of fewer than `LINGER_UNTIL` calls waits that long for others first: at low
+    concurrency a few calls share one batch instead of one RPC and one billing transaction each. Each
     caller gets its own item's result or the error its single call would have raised, only
     once the service answered the batch (for billing, after its commit). Falls back to the
     single RPC if the service has no batch RPC."""
@@ -292,9 +295,13 @@ class Coalescer:
 
     async def _drain(self) -> None:
         try:
-            if self._linger_s:  # off the response path (settles): wait for company instead of going alone
-                await asyncio.sleep(self._linger_s)
             while self._queue:
+                if self._linger_s and len(self._queue) < LINGER_UNTIL:
+                    # Off the response path (settles): wait for company instead of going alone.
+                    # Before every small batch, not only the first: at concurrency 1 each batch
+                    # came back to find one or two calls queued, so after the first one every
+                    # batch was of one or two, one billing transaction per call.
+                    await asyncio.sleep(self._linger_s)
                 queued, self._queue = self._queue[:500], self._queue[500:]
                 batch = [(request, future) for request, future, _ in queued]
                 # Run in the context of the call that opened this batch, so that the batch RPC's

@@ -93,6 +93,20 @@ async def test_with_a_linger_calls_arriving_one_by_one_share_a_batch() -> None:
     assert lingering.batches == [4]
 
 
+async def test_with_a_linger_every_small_batch_waits_for_company_not_only_the_first() -> None:
+    """A steady trickle (a call every 10 ms, batches taking 10 ms): without lingering before
+    each batch, every batch after the first would find one call queued and go alone."""
+    billing = Billing()
+    coalescer = Coalescer(billing.single, billing.batch, hold_batch, timeout_s=1, enabled=True, linger_s=0.05)
+    calls = []
+    for request in holds(30):
+        calls.append(asyncio.create_task(coalescer.call(request)))
+        await asyncio.sleep(0.01)
+    await asyncio.gather(*calls)
+    assert sum(billing.batches) == 30
+    assert len(billing.batches) <= 8, billing.batches  # about one batch per linger, not one per call
+
+
 async def test_a_billing_without_the_batch_rpc_gets_single_calls_from_then_on() -> None:
     billing = Billing(batch_error=grpc.StatusCode.UNIMPLEMENTED)
     coalescer = Coalescer(billing.single, billing.batch, hold_batch, timeout_s=1, enabled=True)
