@@ -235,7 +235,7 @@ class Holds:
         self, tx: Transaction, item: SettleIn, cost: int, params: dict[str, Any]
     ) -> SettleResult | None:
         """A lease's draw on PostgreSQL when 0 < cost <= what is left of the lease: one round
-        trip instead of nine, the idempotency key stored with the result. None when it
+        trip instead of about nine, the idempotency key stored with the result. None when it
         wrote nothing (no round trip for cost 0): the lease has ended, holds less than the cost,
         or the draw moves no money; `_draw_steps` then decides as ever."""
         if cost <= 0:

@@ -183,12 +183,13 @@ SELECT (SELECT amount FROM taken) AS amount,
 # ended lease, for cost 0 and on SQLite the draw runs step by step, `Holds._draw_steps`).
 # `taken` lowers the open hold's amount by the cost (its row lock first), `held` debits the
 # holds account, then `spend` moves the cost from the key's held spend to its spent (`spend`
-# reads `held`): the one lock order of every path. The wallet does not change, so it is read,
-# not locked (as the step path reads it), for the result's balance; revenue has no balance
-# row. Everything reads `taken`, so nothing is written when the hold is not open, holds less
-# than the cost, or the cost is 0: the caller then takes the step path in the same
-# transaction. The idempotency key is stored last, with the result, as `SETTLE_PG` stores it
-# (`released_micros` 0); a key taken meanwhile shows as `recorded` 0 and the caller rolls back.
+# reads `held`): the one lock order of every path. The wallet does not change, so its balance
+# for the result is read, not locked, as the step path reads it (here as of the statement's
+# start); revenue has no balance row. Everything reads `taken`, so nothing is written when
+# the hold is not open, holds less than the cost, or the cost is 0: the caller then takes the
+# step path in the same transaction. The idempotency key is stored last, with the result, as
+# `SETTLE_PG` stores it (`released_micros` 0); a key taken meanwhile shows as `recorded` 0 and
+# the caller rolls back.
 DRAW_PG = text(
     """
 WITH taken AS (
