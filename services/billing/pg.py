@@ -1,9 +1,10 @@
 """PostgreSQL's one-statement forms of the hot path: a hold, a settle within its hold, a
-batch's key lookup, key storage and balance changes, each one round trip.
+credit lease's draw within what is left of it, a batch's key lookup, key storage and balance
+changes, each one round trip.
 
-`HOLD_PG` and `SETTLE_PG` state the rules of `rules` (`hold_refusal`, `settle_split`) in
-SQL; `tests/billing/test_one_statement_forms.py` runs them against those functions on the
-same inputs, so that the fast SQL cannot drift from the rule.
+`HOLD_PG`, `SETTLE_PG` and `DRAW_PG` state the rules of `rules` (`hold_refusal`,
+`settle_split`, `draw_legs`) in SQL; `tests/billing/test_one_statement_forms.py` runs them
+against those functions on the same inputs, so that the fast SQL cannot drift from the rule.
 """
 
 from __future__ import annotations
@@ -167,6 +168,72 @@ WITH taken AS (
                              'usage_id', CAST(:usage_id AS VARCHAR), 'balance_micros', wallet.balance)::text,
            CAST(:key_created AS TIMESTAMP)
     FROM taken t, wallet
+    ON CONFLICT (scope, key) DO NOTHING
+    RETURNING 1
+)
+SELECT (SELECT amount FROM taken) AS amount,
+       (SELECT balance FROM wallet) AS balance,
+       (SELECT count(*) FROM recorded) AS recorded
+"""
+)
+
+
+# A credit lease's draw (issue 15) within what is left of the lease in one statement, for
+# PostgreSQL (the single draw's path when 0 < cost <= the lease's amount; past it, on an
+# ended lease, for cost 0 and on SQLite the draw runs step by step, `Holds._draw_steps`).
+# `taken` lowers the open hold's amount by the cost (its row lock first), `held` debits the
+# holds account, then `spend` moves the cost from the key's held spend to its spent (`spend`
+# reads `held`): the one lock order of every path. The wallet does not change, so its balance
+# for the result is read, not locked, as the step path reads it (here as of the statement's
+# start); revenue has no balance row. Everything reads `taken`, so nothing is written when
+# the hold is not open, holds less than the cost, or the cost is 0: the caller then takes the
+# step path in the same transaction. The idempotency key is stored last, with the result, as
+# `SETTLE_PG` stores it (`released_micros` 0); a key taken meanwhile shows as `recorded` 0 and
+# the caller rolls back.
+DRAW_PG = text(
+    """
+WITH taken AS (
+    UPDATE holds SET amount = amount - CAST(:cost AS BIGINT)
+    WHERE id = CAST(:hold_id AS VARCHAR) AND status = 'open' AND amount >= CAST(:cost AS BIGINT)
+          AND CAST(:cost AS BIGINT) > 0
+    RETURNING account_id, key_id, amount
+), held AS (
+    UPDATE ledger_accounts l SET balance = l.balance - CAST(:cost AS BIGINT)
+    FROM taken t WHERE l.id = CAST(:holds_prefix AS VARCHAR) || t.account_id
+    RETURNING l.balance
+), wallet AS (
+    SELECT coalesce(l.balance, 0) AS balance
+    FROM taken t LEFT JOIN ledger_accounts l ON l.id = CAST(:wallet_prefix AS VARCHAR) || t.account_id
+    WHERE EXISTS (SELECT 1 FROM held)
+), usage AS (
+    INSERT INTO usage_records (id, account_id, key_id, model, provider, input_tokens, output_tokens, cost_micros,
+                               shortfall_micros, status, latency_ms, tokens_estimated, created_at)
+    SELECT CAST(:usage_id AS VARCHAR), t.account_id, CAST(:u_key_id AS VARCHAR), CAST(:model AS VARCHAR),
+           CAST(:provider AS VARCHAR), CAST(:input_tokens AS BIGINT), CAST(:output_tokens AS BIGINT),
+           CAST(:cost AS BIGINT), 0, CAST(:status AS VARCHAR), CAST(:latency_ms AS BIGINT),
+           CAST(:tokens_estimated AS BOOLEAN), CAST(:created AS TIMESTAMP)
+    FROM taken t
+), transfer AS (
+    INSERT INTO transfers (id, kind, account_id, reference, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), 'usage', t.account_id, CAST(:hold_id AS VARCHAR), CAST(:cost AS BIGINT),
+           CAST(:now AS TIMESTAMP)
+    FROM taken t
+), legs AS (
+    INSERT INTO entries (transfer_id, ledger_account, amount, created_at)
+    SELECT CAST(:transfer_id AS VARCHAR), leg.account, leg.amount, CAST(:now AS TIMESTAMP)
+    FROM taken t, LATERAL (VALUES (CAST(:holds_prefix AS VARCHAR) || t.account_id, -CAST(:cost AS BIGINT)),
+                                  (CAST(:revenue AS VARCHAR), CAST(:cost AS BIGINT))) AS leg(account, amount)
+    WHERE leg.amount <> 0
+), spend AS (
+    UPDATE key_spend s SET held = s.held - CAST(:cost AS BIGINT), spent = s.spent + CAST(:cost AS BIGINT)
+    FROM taken t, held WHERE s.key_id = t.key_id AND t.key_id <> ''
+), recorded AS (
+    INSERT INTO idempotency (scope, key, params_hash, result, created_at)
+    SELECT 'settle', CAST(:key AS VARCHAR), CAST(:params_hash AS VARCHAR),
+           json_build_object('charged_micros', CAST(:cost AS BIGINT), 'released_micros', 0, 'shortfall_micros', 0,
+                             'usage_id', CAST(:usage_id AS VARCHAR), 'balance_micros', wallet.balance)::text,
+           CAST(:key_created AS TIMESTAMP)
+    FROM wallet
     ON CONFLICT (scope, key) DO NOTHING
     RETURNING 1
 )

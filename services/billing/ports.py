@@ -114,12 +114,16 @@ class Transaction(KeyRows, LedgerRows, HoldRows, CodeRows, ReportRows, Protocol)
     async def settle_in_one_statement(
         self, item: Any, cost: int, usage_id: str, transfer_id: str, now: datetime, digest: str
     ) -> Any: ...
+    async def draw_in_one_statement(
+        self, item: Any, cost: int, usage_id: str, transfer_id: str, now: datetime, digest: str
+    ) -> Any:
+        """A lease's draw within its rest (`pg.DRAW_PG`): (amount left or None, balance, recorded)."""
 
 
 class Storage(Protocol):
     """Where billing keeps its rows."""
 
-    one_statement: bool  # the store has the PostgreSQL one-statement hold and settle
+    one_statement: bool  # the store has the PostgreSQL one-statement hold, settle and draw
 
     def begin(self) -> AbstractAsyncContextManager[Transaction]:
         """A transaction, committed when the block ends without an exception."""

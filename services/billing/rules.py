@@ -1,7 +1,7 @@
 """The ledger's rules as plain functions: whether a hold may be placed, how a settle splits.
 
 The single path and the batch path both call these; the PostgreSQL one-statement forms
-(`pg.HOLD_PG`, `pg.SETTLE_PG`) state the same rules in SQL, and
+(`pg.HOLD_PG`, `pg.SETTLE_PG`, `pg.DRAW_PG`) state the same rules in SQL, and
 `tests/billing/test_one_statement_forms.py` runs both on the same inputs so that they cannot
 drift apart. No I/O here: the callers read (and lock) the balances first.
 """

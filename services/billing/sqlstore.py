@@ -2,8 +2,9 @@
 SQLite for a local mesh.
 
 Each method is one query or a short fixed sequence (most in `store`, the hot path's prebuilt
-statements; the reports' queries here). `one_statement` is True on PostgreSQL, where a hold
-and a settle within its hold run as `pg.HOLD_PG` and `pg.SETTLE_PG`.
+statements; the reports' queries here). `one_statement` is True on PostgreSQL, where a hold,
+a settle within its hold and a lease's draw within its rest run as `pg.HOLD_PG`,
+`pg.SETTLE_PG` and `pg.DRAW_PG`.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from services.runtime.db import insert_rows
 
 from . import store
 from .model import USAGE_COLUMNS, DailyStats, UsageQuery, holds_account, iso, naive, system, utcnow, wallet
-from .pg import HOLD_PG, SETTLE_PG
+from .pg import DRAW_PG, HOLD_PG, SETTLE_PG
 from .ports import Legs
 from .tables import Code, CodeBatch, Entry, Hold, Idempotency, Transfer, UsageDailyAnonymous, UsageRow
 
@@ -39,6 +40,20 @@ _TAKE_FROM_HOLD = (  # a credit lease's draws (issue 15), executed once per hold
 
 def _range(column: Any, since: datetime | None, until: datetime | None) -> list[Any]:
     return store.key_range(column, naive(since) if since else None, naive(until) if until else None)
+
+
+def _settle_values(item: Any, cost: int, usage_id: str, transfer_id: str, now: datetime, digest: str) -> dict[str, Any]:
+    """The parameters of `pg.SETTLE_PG` and `pg.DRAW_PG` (the same names in both)."""
+    u = item.usage
+    return {
+        "hold_id": item.hold_id, "cost": cost, "holds_prefix": holds_account(""),
+        "wallet_prefix": wallet(""), "revenue": system("revenue"), "usage_id": usage_id,
+        "u_key_id": u.key_id, "model": u.model, "provider": u.provider, "input_tokens": u.input_tokens,
+        "output_tokens": u.output_tokens, "status": u.status, "latency_ms": u.latency_ms,
+        "tokens_estimated": u.tokens_estimated, "created": naive(u.started_at) if u.started_at else now,
+        "transfer_id": transfer_id, "now": now, "key": item.idempotency_key,
+        "params_hash": digest, "key_created": utcnow(),
+    }  # fmt: skip
 
 
 class SqlStore:
@@ -163,7 +178,7 @@ class SqlTransaction:
     async def insert_usages(self, rows: list[tuple[Any, ...]]) -> None:
         await insert_rows(self.conn, UsageRow, rows, USAGE_COLUMNS)
 
-    # --- PostgreSQL's one-statement hold and settle ------------------------------------
+    # --- PostgreSQL's one-statement hold, settle and draw -------------------------------
 
     async def hold_in_one_statement(
         self, item: Any, hold_id: str, transfer_id: str, now: datetime, expires: datetime, digest: str
@@ -181,17 +196,15 @@ class SqlTransaction:
         self, item: Any, cost: int, usage_id: str, transfer_id: str, now: datetime, digest: str
     ) -> Any:
         """`pg.SETTLE_PG`: (hold amount or None, wallet balance, recorded)."""
-        u = item.usage
-        values = {
-            "hold_id": item.hold_id, "cost": cost, "holds_prefix": holds_account(""),
-            "wallet_prefix": wallet(""), "revenue": system("revenue"), "usage_id": usage_id,
-            "u_key_id": u.key_id, "model": u.model, "provider": u.provider, "input_tokens": u.input_tokens,
-            "output_tokens": u.output_tokens, "status": u.status, "latency_ms": u.latency_ms,
-            "tokens_estimated": u.tokens_estimated, "created": naive(u.started_at) if u.started_at else now,
-            "transfer_id": transfer_id, "now": now, "key": item.idempotency_key,
-            "params_hash": digest, "key_created": utcnow(),
-        }  # fmt: skip
+        values = _settle_values(item, cost, usage_id, transfer_id, now, digest)
         return (await self.conn.execute(SETTLE_PG, values)).one()
+
+    async def draw_in_one_statement(
+        self, item: Any, cost: int, usage_id: str, transfer_id: str, now: datetime, digest: str
+    ) -> Any:
+        """`pg.DRAW_PG`: (the lease's amount left or None, wallet balance, recorded)."""
+        values = _settle_values(item, cost, usage_id, transfer_id, now, digest)
+        return (await self.conn.execute(DRAW_PG, values)).one()
 
     # --- codes -------------------------------------------------------------------------
 
