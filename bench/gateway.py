@@ -10,6 +10,9 @@
 - nometrics (not in the default set): a second mesh with `metrics_enabled=false`, both
   ways in (`gatemesh -metrics edge`, `gatemesh -metrics grpc`): the cost of the metrics,
   measured beside the mesh with every Prometheus endpoint on;
+- twin (not in the default set): a second mesh identical to the first (`gatemesh twin
+  edge`, `gatemesh twin grpc`): what two identical meshes differ by in one run, the floor
+  under the nometrics and nocredit comparisons;
 - nocredit (not in the default set): a second mesh with credit leases off
   (`gatemesh -credit edge`, `gatemesh -credit grpc`): every call holds synchronously;
 - main edge, main grpc (`--baseline DIR`): the same two ways into the mesh of another
@@ -314,18 +317,29 @@ def upstream(stack: ExitStack, tmp: Path) -> tuple[str, int]:
     return f"http://127.0.0.1:{port}/v1", proc.pid
 
 
+REDIS_DBS = {"": 13, "nometrics_": 12, "main_": 14, "nocredit_": 11, "twin_": 10}  # one Redis database per mesh
+
+
 def gatemesh(
-    stack: ExitStack, tmp: Path, upstream_url: str, code: Path | None = None, metrics: bool = True, credit: bool = True
+    stack: ExitStack,
+    tmp: Path,
+    upstream_url: str,
+    code: Path | None = None,
+    metrics: bool = True,
+    credit: bool = True,
+    twin: bool = False,
 ) -> tuple[Target, Target, dict[str, str]]:
     """`gatemesh up` on PostgreSQL and Redis, a paying user, the two ways in, and the
     mesh's environment (for more proxies). With `code`, the mesh runs that checkout's
     services (PYTHONPATH first: the same interpreter and dependencies, another version of
     the code), on its own databases, Redis database and data directory. Without `metrics`,
     every metric is switched off (`nometrics`: their cost, measured in the same run); without
-    `credit`, credit leases are (`nocredit`: every call holds synchronously, as before them)."""
+    `credit`, credit leases are (`nocredit`: every call holds synchronously, as before them);
+    a `twin` is the mesh again, unchanged (`twin`: the difference two identical meshes show in
+    one run, the floor under any other comparison)."""
     from tests.support import REDIS_SERVER, create_database, drop_database, free_port
 
-    tag = "main_" if code else "nocredit_" if not credit else ("" if metrics else "nometrics_")
+    tag = "main_" if code else "twin_" if twin else "nocredit_" if not credit else ("" if metrics else "nometrics_")
     databases = {name: asyncio.run(create_database(f"bench_{tag}{name}")) for name in ("auth", "billing", "proxy")}
     stack.callback(lambda: [asyncio.run(drop_database(url)) for url in databases.values()])
     env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEMESH_", "OTEL_"))}
@@ -333,7 +347,7 @@ def gatemesh(
     env |= {f"GATEMESH_{name.upper()}_ADDR": f"127.0.0.1:{free_port()}" for name in ("auth", "billing", "proxy")}
     env |= {
         "GATEMESH_DATA_DIR": str(tmp / f"{tag}data"),
-        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{14 if code else 11 if not credit else 13 if metrics else 12}",
+        "GATEMESH_REDIS_URL": f"{REDIS_SERVER}/{REDIS_DBS[tag]}",
         "GATEMESH_LOG_LEVEL": "WARNING",
         "GATEMESH_EDGE_PORT": str(free_port()),
         "GATEMESH_EDGE_SERVICES": json.dumps(["auth", "billing", "proxy"]),
@@ -361,7 +375,10 @@ def gatemesh(
         time.sleep(0.2)
     edge = f"http://127.0.0.1:{env['GATEMESH_EDGE_PORT']}"
     key = paying_key(edge, env)
-    name = "main" if code else "gatemesh -credit" if not credit else ("gatemesh" if metrics else "gatemesh -metrics")
+    name = (
+        "main" if code else "gatemesh twin" if twin else "gatemesh -credit" if not credit
+        else ("gatemesh" if metrics else "gatemesh -metrics")
+    )  # fmt: skip
     return (
         Target(f"{name} edge", "http", f"{edge}/v1", key, up.pid, infra=True),
         Target(f"{name} grpc", "grpc", env["GATEMESH_PROXY_ADDR"], key, up.pid, infra=True),
@@ -626,6 +643,8 @@ def main() -> None:
                 targets += [t for t, name in ((old_edge, "edge"), (old_grpc, "grpc")) if name in wanted]
         if "nometrics" in wanted:  # the same mesh with metrics off: their cost, measured in this run
             targets += list(gatemesh(stack, tmp, upstream_url, metrics=False)[:2])
+        if "twin" in wanted:  # the same mesh again: the bias between two identical meshes of one run
+            targets += list(gatemesh(stack, tmp, upstream_url, twin=True)[:2])
         if "nocredit" in wanted:  # the same mesh with credit leases off: what they change, in this run
             targets += list(gatemesh(stack, tmp, upstream_url, credit=False)[:2])
         if "floor" in wanted:
