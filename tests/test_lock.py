@@ -37,6 +37,8 @@ def imported() -> set[str]:
     modules: set[str] = set()
     for folder in ("services", "bench", "tests", "scripts"):
         for path in (ROOT / folder).rglob("*.py"):
+            if any(part.startswith(".") for part in path.relative_to(ROOT).parts):
+                continue  # the peers the benchmark installs (bench/.litellm-venv, bench/.portkey), caches
             for node in ast.walk(ast.parse(path.read_text())):
                 if isinstance(node, ast.Import):
                     modules.update(alias.name.split(".")[0] for alias in node.names)
