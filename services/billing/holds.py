@@ -202,10 +202,7 @@ class Holds:
         async def work(tx: Transaction) -> SettleResult:
             if not one_statement:
                 return await steps(tx, item, cost)
-            if item.lease:
-                done = await self._draw_in_one_statement(tx, item, cost, params)
-            else:
-                done = await self._settle_in_one_statement(tx, item, cost, params)
+            done = await self._in_one_statement(tx, item, cost, params)
             if done is None:  # not open, or above the hold (a lease's rest): step by step, storing the key too
                 done = await steps(tx, item, cost)
                 if not await tx.record_key("settle", item.idempotency_key, params, vars(done)):
@@ -216,37 +213,26 @@ class Holds:
             "settle", item.idempotency_key, params, work, lambda first: SettleResult(**first), one_statement
         )
 
-    async def _settle_in_one_statement(
+    async def _in_one_statement(
         self, tx: Transaction, item: SettleIn, cost: int, params: dict[str, Any]
     ) -> SettleResult | None:
-        """The settle on PostgreSQL when the cost is within the hold: one round trip, the
-        idempotency key stored with the result. None when it wrote nothing: the hold is not
-        open, or the cost exceeds it."""
+        """The settle (`pg.SETTLE_PG`) or a lease's draw (`pg.DRAW_PG`) on PostgreSQL when the
+        cost is within the hold: one round trip instead of about nine, the idempotency key
+        stored with the result. None when it wrote nothing (and no round trip for a draw of
+        cost 0): the hold is not open, holds less than the cost, or the draw moves no money;
+        the step path then decides as ever. A settle gives back the rest of its hold, a draw
+        leaves it in the lease."""
+        if item.lease and cost <= 0:
+            return None
+        statement = tx.draw_in_one_statement if item.lease else tx.settle_in_one_statement
         usage_id = new_id()
-        row = await tx.settle_in_one_statement(item, cost, usage_id, new_id(), self.clock(), params_hash(params))
+        row = await statement(item, cost, usage_id, new_id(), self.clock(), params_hash(params))
         if row.amount is None:
             return None
         if not row.recorded:
             raise KeyTaken
-        split = settle_split(int(row.amount), cost, 0)
-        return SettleResult(split.charged, split.released, split.shortfall, usage_id, int(row.balance))
-
-    async def _draw_in_one_statement(
-        self, tx: Transaction, item: SettleIn, cost: int, params: dict[str, Any]
-    ) -> SettleResult | None:
-        """A lease's draw on PostgreSQL when 0 < cost <= what is left of the lease: one round
-        trip instead of about nine, the idempotency key stored with the result. None when it
-        wrote nothing (no round trip for cost 0): the lease has ended, holds less than the cost,
-        or the draw moves no money; `_draw_steps` then decides as ever."""
-        if cost <= 0:
-            return None
-        usage_id = new_id()
-        row = await tx.draw_in_one_statement(item, cost, usage_id, new_id(), self.clock(), params_hash(params))
-        if row.amount is None:
-            return None
-        if not row.recorded:
-            raise KeyTaken
-        return SettleResult(cost, 0, 0, usage_id, int(row.balance))
+        released = 0 if item.lease else settle_split(int(row.amount), cost, 0).released
+        return SettleResult(cost, released, 0, usage_id, int(row.balance))
 
     async def _settle_steps(self, tx: Transaction, item: SettleIn, cost: int) -> SettleResult:
         hold = await self._take_open_hold(tx, item.hold_id, "settled")

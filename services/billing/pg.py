@@ -114,30 +114,9 @@ SELECT (SELECT balance FROM debit) AS balance,
 )
 
 
-# A whole settle within its hold in one statement, for PostgreSQL (the single settle's path
-# when the cost does not exceed the hold; above it, and on SQLite, the settle runs step by
-# step). `taken` resolves the open hold (its row lock first); the holds account is debited,
-# then the wallet credited (`wallet` reads `held`), then the key's spend row (`spend` reads
-# `wallet`): the one lock order of every path. Everything else reads `taken`, so nothing is
-# written when the hold is not open or its amount is below the cost: the caller then takes
-# the step path in the same transaction, which raises the right error or charges above the
-# hold. The idempotency key is stored last, with the result; a key taken meanwhile by a
-# concurrent request shows as `recorded` 0 and the caller rolls back.
-SETTLE_PG = text(
-    """
-WITH taken AS (
-    UPDATE holds SET status = 'settled'
-    WHERE id = CAST(:hold_id AS VARCHAR) AND status = 'open' AND amount >= CAST(:cost AS BIGINT)
-    RETURNING account_id, key_id, amount
-), held AS (
-    UPDATE ledger_accounts l SET balance = l.balance - t.amount
-    FROM taken t WHERE l.id = CAST(:holds_prefix AS VARCHAR) || t.account_id
-    RETURNING l.balance
-), wallet AS (
-    UPDATE ledger_accounts l SET balance = l.balance + t.amount - CAST(:cost AS BIGINT)
-    FROM taken t WHERE l.id = CAST(:wallet_prefix AS VARCHAR) || t.account_id AND EXISTS (SELECT 1 FROM held)
-    RETURNING l.balance
-), usage AS (
+# The usage record and the transfer a settle or a draw writes for the hold `taken` (one of
+# its CTEs): the call's cost, no shortfall (both statements write only within the hold).
+USAGE_AND_TRANSFER = """), usage AS (
     INSERT INTO usage_records (id, account_id, key_id, model, provider, input_tokens, output_tokens, cost_micros,
                                shortfall_micros, status, latency_ms, tokens_estimated, created_at)
     SELECT CAST(:usage_id AS VARCHAR), t.account_id, CAST(:u_key_id AS VARCHAR), CAST(:model AS VARCHAR),
@@ -150,7 +129,33 @@ WITH taken AS (
     SELECT CAST(:transfer_id AS VARCHAR), 'usage', t.account_id, CAST(:hold_id AS VARCHAR), CAST(:cost AS BIGINT),
            CAST(:now AS TIMESTAMP)
     FROM taken t
-), legs AS (
+"""
+
+
+# A whole settle within its hold in one statement, for PostgreSQL (the single settle's path
+# when the cost does not exceed the hold; above it, and on SQLite, the settle runs step by
+# step). `taken` resolves the open hold (its row lock first); the holds account is debited,
+# then the wallet credited (`wallet` reads `held`), then the key's spend row (`spend` reads
+# `wallet`): the one lock order of every path. Everything else reads `taken`, so nothing is
+# written when the hold is not open or its amount is below the cost: the caller then takes
+# the step path in the same transaction, which raises the right error or charges above the
+# hold. The idempotency key is stored last, with the result; a key taken meanwhile by a
+# concurrent request shows as `recorded` 0 and the caller rolls back.
+SETTLE_PG = text(
+    f"""
+WITH taken AS (
+    UPDATE holds SET status = 'settled'
+    WHERE id = CAST(:hold_id AS VARCHAR) AND status = 'open' AND amount >= CAST(:cost AS BIGINT)
+    RETURNING account_id, key_id, amount
+), held AS (
+    UPDATE ledger_accounts l SET balance = l.balance - t.amount
+    FROM taken t WHERE l.id = CAST(:holds_prefix AS VARCHAR) || t.account_id
+    RETURNING l.balance
+), wallet AS (
+    UPDATE ledger_accounts l SET balance = l.balance + t.amount - CAST(:cost AS BIGINT)
+    FROM taken t WHERE l.id = CAST(:wallet_prefix AS VARCHAR) || t.account_id AND EXISTS (SELECT 1 FROM held)
+    RETURNING l.balance
+{USAGE_AND_TRANSFER}), legs AS (
     INSERT INTO entries (transfer_id, ledger_account, amount, created_at)
     SELECT CAST(:transfer_id AS VARCHAR), leg.account, leg.amount, CAST(:now AS TIMESTAMP)
     FROM taken t, LATERAL (VALUES (CAST(:holds_prefix AS VARCHAR) || t.account_id, -t.amount),
@@ -191,7 +196,7 @@ SELECT (SELECT amount FROM taken) AS amount,
 # `SETTLE_PG` stores it (`released_micros` 0); a key taken meanwhile shows as `recorded` 0 and
 # the caller rolls back.
 DRAW_PG = text(
-    """
+    f"""
 WITH taken AS (
     UPDATE holds SET amount = amount - CAST(:cost AS BIGINT)
     WHERE id = CAST(:hold_id AS VARCHAR) AND status = 'open' AND amount >= CAST(:cost AS BIGINT)
@@ -205,20 +210,7 @@ WITH taken AS (
     SELECT coalesce(l.balance, 0) AS balance
     FROM taken t LEFT JOIN ledger_accounts l ON l.id = CAST(:wallet_prefix AS VARCHAR) || t.account_id
     WHERE EXISTS (SELECT 1 FROM held)
-), usage AS (
-    INSERT INTO usage_records (id, account_id, key_id, model, provider, input_tokens, output_tokens, cost_micros,
-                               shortfall_micros, status, latency_ms, tokens_estimated, created_at)
-    SELECT CAST(:usage_id AS VARCHAR), t.account_id, CAST(:u_key_id AS VARCHAR), CAST(:model AS VARCHAR),
-           CAST(:provider AS VARCHAR), CAST(:input_tokens AS BIGINT), CAST(:output_tokens AS BIGINT),
-           CAST(:cost AS BIGINT), 0, CAST(:status AS VARCHAR), CAST(:latency_ms AS BIGINT),
-           CAST(:tokens_estimated AS BOOLEAN), CAST(:created AS TIMESTAMP)
-    FROM taken t
-), transfer AS (
-    INSERT INTO transfers (id, kind, account_id, reference, amount, created_at)
-    SELECT CAST(:transfer_id AS VARCHAR), 'usage', t.account_id, CAST(:hold_id AS VARCHAR), CAST(:cost AS BIGINT),
-           CAST(:now AS TIMESTAMP)
-    FROM taken t
-), legs AS (
+{USAGE_AND_TRANSFER}), legs AS (
     INSERT INTO entries (transfer_id, ledger_account, amount, created_at)
     SELECT CAST(:transfer_id AS VARCHAR), leg.account, leg.amount, CAST(:now AS TIMESTAMP)
     FROM taken t, LATERAL (VALUES (CAST(:holds_prefix AS VARCHAR) || t.account_id, -CAST(:cost AS BIGINT)),
