@@ -395,14 +395,7 @@ class RemoteLedger:
         return await self.prices.get(model)
 
     async def hold(self, grant: KeyGrant, amount_micros: int, idempotency_key: str) -> str:
-        request = billing_pb2.HoldRequest(
-            account_id=grant.account_id,
-            amount_micros=amount_micros,
-            ttl_seconds=self._ttl,
-            idempotency_key=f"{idempotency_key}:hold",
-            key_id=grant.key_id,
-            key_spend_cap_micros=grant.spend_cap_micros,
-        )
+        request = hold_request(grant, amount_micros, self._ttl, f"{idempotency_key}:hold")
         try:
             reply = await self._holds.call(request)
         except DomainError as error:
@@ -412,15 +405,7 @@ class RemoteLedger:
     async def lease(self, grant: KeyGrant, amount_micros: int, ttl_s: int, idempotency_key: str) -> tuple[str, int]:
         """A credit lease (see `credit`): a hold for the key like a call's, larger and longer;
         (hold id, wallet balance after). Refusals raise billing's DomainError as it is."""
-        request = billing_pb2.HoldRequest(
-            account_id=grant.account_id,
-            amount_micros=amount_micros,
-            ttl_seconds=ttl_s,
-            idempotency_key=idempotency_key,
-            key_id=grant.key_id,
-            key_spend_cap_micros=grant.spend_cap_micros,
-        )
-        reply = await self._holds.call(request)
+        reply = await self._holds.call(hold_request(grant, amount_micros, ttl_s, idempotency_key))
         return reply.hold_id, reply.balance_micros
 
     async def settle(
@@ -454,6 +439,18 @@ class RemoteLedger:
         if usage is not None:
             request.usage.CopyFrom(usage_proto(usage))
         await self._releases.call(request)
+
+
+def hold_request(grant: KeyGrant, amount_micros: int, ttl_s: int, idempotency_key: str) -> billing_pb2.HoldRequest:
+    """A hold for the key's account under its spend cap (a call's, or a credit lease)."""
+    return billing_pb2.HoldRequest(
+        account_id=grant.account_id,
+        amount_micros=amount_micros,
+        ttl_seconds=ttl_s,
+        idempotency_key=idempotency_key,
+        key_id=grant.key_id,
+        key_spend_cap_micros=grant.spend_cap_micros,
+    )
 
 
 def verify_batch(items: list[auth_pb2.VerifyKeyRequest]) -> auth_pb2.VerifyKeyBatchRequest:

@@ -32,23 +32,14 @@ import os
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from services.runtime.errors import DomainError
 
 from .model import KeyGrant
+from .ports import LeaseLedger
 
 log = logging.getLogger("gatemesh.proxy.credit")
-
-
-class LeaseLedger(Protocol):
-    """What credit leases need of billing: place a slice, return what is left of it."""
-
-    async def lease(self, grant: KeyGrant, amount_micros: int, ttl_s: int, idempotency_key: str) -> tuple[str, int]:
-        """Hold `amount_micros` for the key for `ttl_s`; (hold id, wallet balance after)."""
-        ...
-
-    async def release(self, hold_id: str, usage: Any, idempotency_key: str) -> None: ...
 
 
 @dataclass(frozen=True)

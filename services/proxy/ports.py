@@ -46,3 +46,13 @@ class RequestLog(Protocol):
     """Where request metadata goes (buffered; never blocks)."""
 
     def record(self, entry: LogEntry) -> None: ...
+
+
+class LeaseLedger(Protocol):
+    """What credit leases (`credit`) need of billing: place a slice, return what is left of it."""
+
+    async def lease(self, grant: KeyGrant, amount_micros: int, ttl_s: int, idempotency_key: str) -> tuple[str, int]:
+        """Hold `amount_micros` for the key for `ttl_s`; (hold id, wallet balance after)."""
+        ...
+
+    async def release(self, hold_id: str, usage: CallUsage | None, idempotency_key: str) -> None: ...
