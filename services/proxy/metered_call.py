@@ -239,18 +239,15 @@ class MeteredCall:
     async def _charge(self, usage: CallUsage, stored: Callable[[], None]) -> int:
         """Settle the call's hold, or draw its cost from the credit lease it was reserved on
         (then the lease learns the cost once billing confirmed it, or gave up)."""
-        settle, piece = self.gateway.ledger.settle, self.slice
-        if piece is None:
-            return await with_retries(lambda: settle(self.hold_id, usage, self.request_id, stored), self._until())
-        charged = 0
+        settle, piece, credit = self.gateway.ledger.settle, self.slice, self.gateway.credit
+        lease, charged = piece is not None, 0
         try:
             charged = await with_retries(
-                lambda: settle(self.hold_id, usage, self.request_id, stored, lease=True), self._until()
+                lambda: settle(self.hold_id, usage, self.request_id, stored, lease=lease), self._until()
             )
             return charged
         finally:
-            credit = self.gateway.credit
-            if credit is not None:
+            if piece is not None and credit is not None:
                 credit.finish(piece, self.hold_amount, charged)
 
     async def _release(self, usage: CallUsage, status_code: int) -> None:
