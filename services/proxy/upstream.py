@@ -160,7 +160,13 @@ class Provider:
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(limit=self.config.max_connections, ttl_dns_cache=300)
             self._session = aiohttp.ClientSession(
-                connector=connector, timeout=self._timeout, auto_decompress=True, skip_auto_headers=("User-Agent",)
+                connector=connector,
+                timeout=self._timeout,
+                auto_decompress=True,
+                skip_auto_headers=("User-Agent",),
+                # one session serves every tenant: a cookie an upstream sets on one user's call
+                # must not ride along on the next user's (aiohttp's default jar would send it)
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
