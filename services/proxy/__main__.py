@@ -103,7 +103,9 @@ async def build(settings: ProxySettings) -> ProxyApp:
         metadata,
         settings.proxy_settle_linger_s,
     )
-    redis = make_redis(settings.redis_url, cluster=settings.redis_cluster) if settings.redis_url else None
+    redis = None
+    if settings.redis_url:  # the outbox's own connection: its write is on the answer's path
+        redis = make_redis(settings.redis_url, cluster=settings.redis_cluster, dedicated=True)
     if redis is not None:
         ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s, settings.proxy_outbox_write_timeout_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
@@ -144,6 +146,8 @@ async def build(settings: ProxySettings) -> ProxyApp:
         await auth_channel.close()
         await billing_channel.close()
         await engine.dispose()
+        if ledger.outbox is not None:
+            await ledger.outbox.close()
         if redis is not None:
             await redis.aclose()
 

@@ -14,10 +14,13 @@ of a proxy that crashed. Replaying is safe because every settle carries its idem
 key, so billing applies it once however often it arrives; a replay that meets a settled
 hold gets the stored result.
 
-Writes from concurrent calls are combined: whatever entries were added or removed while the
-last write was in flight go to Redis together, as one HSET and one HDEL in one pipeline
-(one round trip and two commands per batch of calls instead of two of each per call), and
-an add still returns only once its entry is stored.
+Writes are combined and kept off the answer's way. The entries of concurrent calls added
+while the last write was in flight go to Redis together, as one HSET (a command, not a
+pipeline), and an add returns only once its entry is stored. Removals wait: they are
+written together, one HDEL every `removal_linger_s` (0.1 s) at most, by the same writer
+after any add that is queued, so at one call at a time a call costs one Redis round trip
+instead of two. A removal not yet written when the proxy stops leaves its entry to be
+replayed: billing answers it from the stored result (idempotency), nothing is charged twice.
 
 Only with a Redis server: the in-process substitute of the local default dies with the
 process it would have to outlive, so there the outbox is off.
@@ -49,58 +52,83 @@ Send = Callable[[billing_pb2.SettleRequest], Awaitable[Any]]
 
 
 class SettleOutbox:
-    def __init__(self, redis: Redis, stale_s: float, write_timeout_s: float = 1.0) -> None:
+    def __init__(
+        self, redis: Redis, stale_s: float, write_timeout_s: float = 1.0, removal_linger_s: float = 0.1
+    ) -> None:
         self._redis = redis
         self._stale_s = stale_s
         self._write_timeout_s = write_timeout_s
-        self._pending: list[tuple[str, bytes | None, asyncio.Future[None]]] = []  # (field, value or removal)
-        self._writing = False
+        self._removal_linger_s = removal_linger_s
+        self._pending: list[tuple[str, bytes, asyncio.Future[None]]] = []  # adds, in order
+        self._removals: set[str] = set()
+        self._removals_due = False  # the linger has passed: write them
+        self._linger: asyncio.TimerHandle | None = None
+        self._writer: asyncio.Task[None] | None = None
 
     async def add(self, request: billing_pb2.SettleRequest) -> None:
         """Write (or refresh) the entry; returns once it is stored. Redis being down must
         not stop the settle itself."""
         value = f"{time.time():.3f}:".encode() + request.SerializeToString()
-        await self._write(request.idempotency_key, value)
-
-    async def remove(self, idempotency_key: str) -> None:
-        await self._write(idempotency_key, None)  # a failed removal is replayed later, harmlessly
-
-    async def _write(self, field: str, value: bytes | None) -> None:
         done: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._pending.append((field, value, done))
-        if not self._writing:
-            self._writing = True
-            asyncio.get_running_loop().create_task(self._flush())
+        self._removals.discard(request.idempotency_key)  # the later change wins
+        self._pending.append((request.idempotency_key, value, done))
+        self._wake()
         await done
 
-    async def _flush(self) -> None:
-        """Write what is pending, one pipeline at a time, until nothing is."""
-        try:
-            while self._pending:
-                batch, self._pending = self._pending, []
-                try:
-                    async with asyncio.timeout(self._write_timeout_s):
-                        await self._store(batch)
-                except Exception as error:
-                    log.error("settle outbox write failed (%s)", type(error).__name__)
-                for _, _, done in batch:
-                    if not done.done():
-                        done.set_result(None)
-        finally:
-            self._writing = False
+    def remove(self, idempotency_key: str) -> None:
+        """Queue the entry's removal (written within `removal_linger_s`; a removal that is
+        lost only makes a harmless replay)."""
+        self._removals.add(idempotency_key)
+        if self._linger is None and not self._removals_due:
+            self._linger = asyncio.get_running_loop().call_later(self._removal_linger_s, self._removals_ripe)
 
-    async def _store(self, batch: list[tuple[str, bytes | None, asyncio.Future[None]]]) -> None:
-        """One HSET of the entries added and one HDEL of those removed: within a batch the
-        last write of a field wins (an add then its removal is a removal)."""
-        final = {field: value for field, value, _ in batch}
-        added = {field: value for field, value in final.items() if value is not None}
-        removed = [field for field, value in final.items() if value is None]
-        async with self._redis.pipeline(transaction=False) as pipe:
-            if added:
-                pipe.hset(OUTBOX_KEY, mapping=added)  # type: ignore[arg-type]  # an invariant key union in redis-py
-            if removed:
-                pipe.hdel(OUTBOX_KEY, *removed)
-            await pipe.execute()
+    async def close(self) -> None:
+        """Write the queued removals now and wait for every write (at shutdown)."""
+        self._removals_ripe()
+        while self._writer is not None:
+            await asyncio.shield(self._writer)
+
+    def _removals_ripe(self) -> None:
+        if self._linger is not None:
+            self._linger.cancel()
+            self._linger = None
+        self._removals_due = True
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.get_running_loop().create_task(self._write())
+
+    async def _write(self) -> None:
+        """The one writer: the queued adds first (calls wait for them), then the removals
+        once due, one round trip at a time, until nothing is left to write."""
+        try:
+            while True:
+                if self._pending:
+                    batch, self._pending = self._pending, []
+                    await self._stored(self._hset({field: value for field, value, _ in batch}))
+                    for _, _, done in batch:
+                        if not done.done():
+                            done.set_result(None)
+                elif self._removals and self._removals_due:
+                    fields, self._removals, self._removals_due = list(self._removals), set(), False
+                    await self._stored(self._redis.hdel(OUTBOX_KEY, *fields))
+                else:
+                    self._removals_due = False
+                    return
+        finally:
+            self._writer = None
+
+    async def _hset(self, entries: dict[str, bytes]) -> None:
+        await self._redis.hset(OUTBOX_KEY, mapping=entries)  # type: ignore[arg-type]  # an invariant key union in redis-py
+
+    async def _stored(self, write: Awaitable[Any]) -> None:
+        """One write, given up after `write_timeout_s` or on any error (logged by type only)."""
+        try:
+            async with asyncio.timeout(self._write_timeout_s):
+                await write
+        except Exception as error:
+            log.error("settle outbox write failed (%s)", type(error).__name__)
 
     async def settle(
         self, request: billing_pb2.SettleRequest, send: Send, stored: Callable[[], None] = lambda: None
@@ -114,9 +142,9 @@ class SettleOutbox:
         except TRANSIENT:
             raise
         except DomainError:
-            await self.remove(request.idempotency_key)
+            self.remove(request.idempotency_key)
             raise
-        await self.remove(request.idempotency_key)
+        self.remove(request.idempotency_key)
         return reply
 
     async def replay(self, send: Send) -> int:

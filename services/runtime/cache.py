@@ -16,17 +16,34 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from .health import Dependency
 
 
-def make_redis(url: str, max_connections: int = 64, pool_timeout_s: float = 5.0, cluster: bool = False) -> Redis:
+def make_redis(
+    url: str, max_connections: int = 64, pool_timeout_s: float = 5.0, cluster: bool = False, dedicated: bool = False
+) -> Redis:
     """A pooled client for `url`, or the in-process substitute when `url` is empty.
 
     The pool blocks (up to `pool_timeout_s`) when all its connections are busy, instead of
     failing the call: more concurrent calls than connections only queue. With `cluster`,
     redis-py's cluster client (it discovers the nodes from the one `url` names); every
-    multi-key command and script of the mesh keeps its keys in one hash slot."""
+    multi-key command and script of the mesh keeps its keys in one hash slot.
+
+    `dedicated`: one connection of its own and no socket timeout, for a caller that sends
+    one command at a time and bounds its own waits (the proxy's settle outbox, on the
+    answer's path). A pooled command checks a connection out and back in (locks, a shielded
+    task) and, with a socket timeout, runs its send in a task of its own (`wait_for`): 108
+    us of CPU per command here against 65 us. Ignored with `cluster`."""
     if url and cluster:
         from redis.asyncio.cluster import RedisCluster
 
         return RedisCluster.from_url(url, max_connections=max_connections)  # type: ignore[return-value]  # same commands
+    if url and dedicated:
+        return Redis.from_url(
+            url,
+            single_connection_client=True,
+            socket_timeout=None,
+            health_check_interval=30,
+            retry=reconnects(),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
     if url:
         pool = BlockingConnectionPool.from_url(
             url,

@@ -1,5 +1,6 @@
-"""The settle outbox against real Redis: entries from concurrent settles are written and
-removed together, and each is stored before its settle goes to billing."""
+"""The settle outbox against real Redis: entries from concurrent settles are written
+together, each is stored before its settle goes to billing, and removals follow later in
+one command."""
 
 from __future__ import annotations
 
@@ -55,27 +56,59 @@ async def test_concurrent_settles_share_writes_and_each_entry_is_stored_before_i
     outcomes = await asyncio.gather(*calls, return_exceptions=True)
     assert outcomes[:48] == keys[:48]
     assert isinstance(outcomes[48], Unavailable) and isinstance(outcomes[49], FailedPrecondition)
+    for _ in range(50):  # the removals linger (0.1 s), then go out together
+        if await checks.hlen(OUTBOX_KEY) == 1:
+            break
+        await asyncio.sleep(0.02)
     assert await checks.hkeys(OUTBOX_KEY) == [b"s48-busy"]  # only the settle billing has not answered
-    # 100 writes in a handful of pipelined round trips, not a command each
-    assert round_trips["commands"] == 0 and 2 <= round_trips["pipelines"] <= 6
+    # 50 adds and 49 removals: a few HSETs and one HDEL, single commands, no pipelines
+    assert round_trips["pipelines"] == 0 and 2 <= round_trips["commands"] <= 5
     await checks.delete(OUTBOX_KEY)
     await redis.aclose()
     await checks.aclose()
 
 
-async def test_within_one_write_the_last_change_of_an_entry_wins() -> None:
-    """An add and a removal of one entry queued while no write was in flight go out in the
-    same write (one HSET, one HDEL): the later of the two decides whether the entry stays."""
+async def test_the_last_change_of_an_entry_wins() -> None:
+    """Adds and removals of entries queued together: the later change of each entry decides
+    whether it stays (a removal queued before a new add of its entry is dropped)."""
     redis = Redis.from_url(REDIS_OUTBOX)
     await redis.delete(OUTBOX_KEY)
     outbox = SettleOutbox(redis, stale_s=60)
     added_then_removed = billing_pb2.SettleRequest(hold_id="h", idempotency_key="gone")
     removed_then_added = billing_pb2.SettleRequest(hold_id="h", idempotency_key="kept")
-    await asyncio.gather(
-        outbox.add(added_then_removed),
-        outbox.remove("gone"),
-        outbox.remove("kept"),
-        outbox.add(removed_then_added),
-    )
+    await outbox.add(added_then_removed)
+    outbox.remove("gone")
+    outbox.remove("kept")
+    await outbox.add(removed_then_added)  # drops the removal queued before it
+    await outbox.close()  # the queued removals are written now
     assert await redis.hkeys(OUTBOX_KEY) == [b"kept"]
     await redis.delete(OUTBOX_KEY)
+
+
+async def test_one_settle_at_a_time_costs_one_round_trip_and_removals_follow_together() -> None:
+    """At one call at a time each settle writes its entry (one HSET) before it is sent; the
+    removals of the answered ones go out later, together (one HDEL)."""
+    redis, checks = Redis.from_url(REDIS_OUTBOX), Redis.from_url(REDIS_OUTBOX)
+    await checks.delete(OUTBOX_KEY)
+    outbox = SettleOutbox(redis, stale_s=60, removal_linger_s=0.2)
+    commands: list[bytes] = []
+    command = redis.execute_command
+
+    async def counted_command(*args: object, **kwargs: object) -> object:
+        commands.append(str(args[0]).encode())
+        return await command(*args, **kwargs)
+
+    redis.execute_command = counted_command  # type: ignore[method-assign]
+
+    async def send(request: billing_pb2.SettleRequest) -> str:
+        return request.idempotency_key
+
+    for i in range(5):
+        await outbox.settle(billing_pb2.SettleRequest(hold_id="h", idempotency_key=f"one-{i}"), send)
+    assert commands == [b"HSET"] * 5
+    assert await checks.hlen(OUTBOX_KEY) == 5  # answered, their removals not yet due
+    await asyncio.sleep(0.4)
+    assert commands == [b"HSET"] * 5 + [b"HDEL"]
+    assert await checks.hlen(OUTBOX_KEY) == 0
+    await redis.aclose()
+    await checks.aclose()
