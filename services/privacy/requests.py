@@ -204,6 +204,7 @@ class Requests:
                 db, event="request_approved", request_id=request_id, actor=approver.actor_id,
                 subject_id=request.subject_id, at=now,
             )  # fmt: skip
+        self.store.queued.set()  # committed: the steps are this instance's worker's to run now
         return await self._view(request_id)
 
     async def retry(self, caller: Principal, request_id: str) -> RequestView:
@@ -230,6 +231,7 @@ class Requests:
                 db, event="request_retried", request_id=request_id, actor=actor.actor_id,
                 subject_id=request.subject_id, details={"steps": reset, "round": request.round}, at=now,
             )  # fmt: skip
+        self.store.queued.set()
         return await self._view(request_id)
 
     # --- reading ------------------------------------------------------------------------

@@ -35,7 +35,13 @@ class PrivacySettings(GatemeshSettings):
     )
     privacy_due_days: int = Field(30, ge=1, description="Days a request may take: due_at = received_at + this.")
     privacy_export_ttl_days: int = Field(7, ge=1, description="Days a completed export can be downloaded.")
-    privacy_worker_interval_s: float = Field(0.2, gt=0, description="How often the worker looks for due steps.")
+    privacy_worker_interval_s: float = Field(
+        2.0,
+        gt=0,
+        description="The longest an idle worker waits before it looks for due steps again (steps queued by this "
+        "instance, retries and expiring leases wake it when due; this bounds how late it sees other instances' "
+        "steps).",
+    )
     privacy_worker_batch: int = Field(8, ge=1, description="Steps one worker claims at a time.")
     privacy_lease_s: float = Field(30.0, gt=0, description="How long a claimed step is leased to its worker.")
     privacy_call_timeout_s: float = Field(60.0, gt=0, description="Deadline of one participant call.")

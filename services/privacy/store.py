@@ -55,12 +55,23 @@ class RequestView:
     approvals: list[ApprovalRow]
 
 
+def _blocked() -> Any:
+    """A step whose request has an earlier step (lower run order) not yet done."""
+    earlier = aliased(StepRow)
+    return exists().where(
+        earlier.request_id == StepRow.request_id, earlier.run_order < StepRow.run_order, earlier.status != DONE
+    )
+
+
 class PrivacyStore:
     """The privacy service's tables behind the queries its domain uses."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self.engine = engine
         self.sessions = session_factory(engine)
+        # set once steps were queued or released here (committed), so that this instance's
+        # idle worker runs them at once instead of at its next look (see `Worker`)
+        self.queued = asyncio.Event()
 
     @property
     def postgres(self) -> bool:
@@ -87,6 +98,7 @@ class PrivacyStore:
             if request.dedup_key is None:
                 raise
             return False
+        self.queued.set()
         return True
 
     async def lock_request(self, db: AsyncSession, request_id: str) -> RequestRow | None:
@@ -148,10 +160,6 @@ class PrivacyStore:
     async def claim(self, owner: str, now: datetime, lease_until: datetime, limit: int) -> list[StepRow]:
         """Lease up to `limit` due steps: pending ones whose time has come, or running ones
         whose lease expired, of running requests, whose earlier steps are all done."""
-        earlier = aliased(StepRow)
-        blocked = exists().where(
-            earlier.request_id == StepRow.request_id, earlier.run_order < StepRow.run_order, earlier.status != DONE
-        )
         due = or_(
             and_(StepRow.status == PENDING, StepRow.next_attempt_at <= now),
             and_(StepRow.status == STEP_RUNNING, StepRow.lease_expires_at < now),
@@ -159,7 +167,7 @@ class PrivacyStore:
         query = (
             select(StepRow.step_id)
             .join(RequestRow, RequestRow.request_id == StepRow.request_id)
-            .where(RequestRow.status == RUNNING, due, ~blocked)
+            .where(RequestRow.status == RUNNING, due, ~_blocked())
             .order_by(StepRow.next_attempt_at)
             .limit(limit)
         )
@@ -182,6 +190,21 @@ class PrivacyStore:
             )
             query_rows = select(StepRow).where(StepRow.step_id.in_(ids)).execution_options(populate_existing=True)
             return list((await db.exec(query_rows)).all())
+
+    async def next_due_s(self, now: datetime) -> float | None:
+        """Seconds until a step could next be claimed (a pending step's retry time, or a
+        running step's lease expiry), at least 0; None when no step waits for a time (blocked
+        steps wait for an earlier step, which this instance's worker runs or is told of)."""
+        pending = (
+            select(func.min(StepRow.next_attempt_at))
+            .join(RequestRow, RequestRow.request_id == StepRow.request_id)
+            .where(RequestRow.status == RUNNING, StepRow.status == PENDING, ~_blocked())
+        )
+        leased = select(func.min(StepRow.lease_expires_at)).where(StepRow.status == STEP_RUNNING)
+        async with self.sessions() as db:
+            times = [(await db.exec(query)).first() for query in (pending, leased)]
+        known = [moment for moment in times if moment is not None]
+        return max(0.0, (min(known) - now).total_seconds()) if known else None
 
     async def settle_step(self, db: AsyncSession, step: StepRow, owner: str, **values: Any) -> bool:
         """Record a step's outcome if the caller still holds its lease (else nothing: another

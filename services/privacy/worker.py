@@ -19,6 +19,7 @@ finishes a request when its last step is done.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import secrets
@@ -44,6 +45,7 @@ from .vault import Vault
 log = logging.getLogger("gatemesh.privacy.worker")
 tracer = trace.get_tracer("gatemesh.privacy")
 STRATEGY_NAMES = {1: "delete", 2: "anonymize", 3: "legal_hold"}
+MIN_WAIT_S = 0.05  # a due step another instance holds locked is looked at again after this
 
 
 def worker_id() -> str:
@@ -69,15 +71,26 @@ class Worker:
     async def run_forever(self) -> None:
         while True:
             try:
-                ran = await self.run_once()
+                if not await self.run_once():
+                    await self.idle()
             except Exception as error:  # a database hiccup: log the type only, try again
                 log.error("worker round failed (%s)", type(error).__name__)
-                ran = 0
-            if not ran:
                 await asyncio.sleep(self.settings.privacy_worker_interval_s)
+
+    async def idle(self) -> None:
+        """Nothing was due: wait until a step queued here (the store's `queued`), the next
+        step's time (a retry, an expiring lease), or `privacy_worker_interval_s` at most,
+        for steps other instances queued. Polling at a fixed 0.2 s cost an idle instance
+        24 ms of CPU a second, and PostgreSQL five transactions."""
+        interval = self.settings.privacy_worker_interval_s
+        due = await self.store.next_due_s(utcnow())
+        wait = interval if due is None else min(interval, max(due, MIN_WAIT_S))
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.store.queued.wait(), wait)
 
     async def run_once(self) -> int:
         """Claim and run one batch of due steps; returns how many ran."""
+        self.store.queued.clear()  # what is queued from here on wakes the next idle wait
         now = utcnow()
         lease = now + timedelta(seconds=self.settings.privacy_lease_s)
         steps = await self.store.claim(self.owner, now, lease, self.settings.privacy_worker_batch)

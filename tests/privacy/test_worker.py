@@ -94,6 +94,33 @@ async def test_a_participant_down_is_retried_until_it_is_back(fresh: PrivacyMesh
     assert done.status == COMPLETED
 
 
+async def test_an_idle_worker_runs_queued_steps_at_once_and_retries_when_due(fresh: PrivacyMesh) -> None:
+    """An idle worker looks for other instances' steps only every `privacy_worker_interval_s`
+    (60 s here), yet an erasure queued through this instance runs at once, and a step that
+    failed is retried at its backoff time, not at the next look."""
+    pm = fresh
+    user = await pm.mesh.user()
+    pm.start_privacy(
+        GATEMESH_PRIVACY_WORKER_INTERVAL_S="60", GATEMESH_PRIVACY_BACKOFF_S="0.2", GATEMESH_PRIVACY_MAX_ATTEMPTS="1000"
+    )
+    await asyncio.sleep(1.0)  # the worker has looked once and is idle
+    started = asyncio.get_running_loop().time()
+    request_id = await staff_erasure(pm, user.account_id)
+    os.kill(pm.mesh.pids["proxy"], signal.SIGKILL)
+    await asyncio.sleep(0.3)
+    await approve(pm, request_id)
+    for _ in range(150):
+        step = next(s for s in (await pm.get(request_id)).steps if s.participant == "proxy")
+        if step.attempts >= 3:
+            break
+        await asyncio.sleep(0.1)
+    assert step.attempts >= 3 and step.last_error == "UNAVAILABLE"  # retried at 0.2 s, 0.4 s, ...
+    restart_proxy(pm)
+    done = await pm.wait(request_id, within=20)
+    assert done.status == COMPLETED
+    assert asyncio.get_running_loop().time() - started < 30  # never waited for the 60 s look
+
+
 def restart_proxy(pm: PrivacyMesh) -> None:
     mesh = pm.mesh
     restarted = service_process("services.proxy", mesh.envs["proxy"], mesh.proxy_addr, mesh.logs["proxy"])
