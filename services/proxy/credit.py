@@ -122,6 +122,20 @@ class CreditLeases:
         self._ask(grant, cost)
         return None
 
+    async def give_back(self, account_id: str) -> bool:
+        """Return the account's slices that no call is drawing on, now, and lease its keys
+        nothing for `retry_s`: a synchronous hold that billing refused for credit may fit
+        once they are back (a slice placed while the call held could take the credit it
+        needed, and an account that can pay would hear 429). True if any went back."""
+        idle = [key for key, piece in self._slices.items() if piece.terms[0] == account_id and piece.calls == 0]
+        for key in idle:
+            piece = self._slices.pop(key)
+            piece.retired = True
+            self.returned += 1
+            self._cool(key)
+            await self._release(piece)
+        return bool(idle)
+
     def finish(self, piece: Slice, reserved: int, charged: int) -> None:
         """A call on `piece` is settled (confirmed, or given up): its reservation becomes its
         cost. A retired slice whose last call this was goes back."""

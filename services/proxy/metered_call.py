@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
-from services.runtime.errors import DeadlineExceeded, DomainError, Unavailable
+from services.runtime.errors import DeadlineExceeded, DomainError, ResourceExhausted, Unavailable
 
 from .bodies import usage_tokens
 from .credit import Slice
@@ -100,13 +100,22 @@ class MeteredCall:
         self.hold_amount = amount_micros
         return self.gateway.tasks.spawn(with_retries(lambda: place(grant, amount_micros, request_id), retry_until))
 
-    async def place_hold(self, amount_micros: int) -> None:
-        """Hold the amount (after the key was verified and its tokens taken)."""
+    async def place_hold(self, amount_micros: int, again: bool = True) -> None:
+        """Hold the amount (after the key was verified and its tokens taken). Refused for
+        credit while this proxy leases some of the account's balance, it is tried once more
+        after those slices went back (see `CreditLeases.give_back`)."""
         hold = self.hold_task(amount_micros)
         try:
             self.hold_id = await asyncio.shield(hold)
         except asyncio.CancelledError:
             hold.add_done_callback(self._abandoned_hold)
+            raise
+        except ResourceExhausted:
+            credit = self.gateway.credit
+            if again and credit is not None and await credit.give_back(self.grant.account_id):
+                await self.place_hold(amount_micros, again=False)
+                return
+            self.correct_tokens(-self.estimate)
             raise
         except BaseException as error:
             self.correct_tokens(-self.estimate)

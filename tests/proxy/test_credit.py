@@ -123,6 +123,31 @@ async def test_an_account_that_cannot_lease_is_served_synchronously_and_asked_le
     assert leases.credit.reserve(GRANT, 100) is not None
 
 
+async def test_give_back_returns_the_accounts_idle_slices_at_once_and_leases_its_keys_nothing_for_a_while() -> None:
+    """A synchronous hold refused for credit while a slice holds some of the account's
+    balance: the idle slices of that account go back now (a slice with a call in flight,
+    and other accounts' slices, stay), and its keys are leased nothing until the cool-down
+    ends, so the hold tried again finds the credit."""
+    leases = Leases(CreditTerms(calls=4, retry_s=5))
+    other_key, other_account = KeyGrant("acct", "key-2", 0), KeyGrant("acct-2", "key-3", 0)
+    idle = await leases.slice_for(100)
+    leases.credit.finish(idle, 100, 30)  # its call is settled: nothing draws on it
+    busy = await leases.slice_for(100, other_key)  # a call in flight on it
+    elsewhere = await leases.slice_for(100, other_account)
+    leases.credit.finish(elsewhere, 100, 30)
+    assert await leases.credit.give_back("acct") is True
+    assert leases.billing.returned == [(idle.hold_id, f"{idle.hold_id}:return")]
+    assert idle.retired and not busy.retired and not elsewhere.retired
+    assert leases.credit.reserve(GRANT, 100) is None  # no slice, and none asked for while cooling
+    await leases.settle()
+    assert len(leases.billing.asked) == 3
+    assert await leases.credit.give_back("acct") is False  # nothing idle is left to give
+    leases.clock.now += 6
+    assert leases.credit.reserve(GRANT, 100) is None
+    await leases.settle()
+    assert len(leases.billing.asked) == 4  # after the cool-down, asked again
+
+
 async def test_no_slice_is_asked_for_when_it_could_not_cover_two_calls() -> None:
     leases = Leases(CreditTerms(calls=32, share=0.25), balance=10_000)
     await leases.slice_for(100)  # 3,200 held, 6,800 left
