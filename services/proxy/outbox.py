@@ -49,6 +49,19 @@ log = logging.getLogger("gatemesh.proxy.outbox")
 OUTBOX_KEY = "gatemesh:proxy:settle-outbox"
 TRANSIENT = (Unavailable, DeadlineExceeded, Aborted)  # billing will answer later: keep the entry
 Send = Callable[[billing_pb2.SettleRequest], Awaitable[Any]]
+REPLAY_AT_ONCE = 200
+
+
+async def _answered_for_good(send: Send, request: billing_pb2.SettleRequest) -> bool:
+    """Send a replayed settle: True once billing answered it for good (applied, or refused
+    for a hold it expired or never had), False when it should be tried again later."""
+    try:
+        await send(request)
+    except TRANSIENT:
+        return False  # billing is down or busy: the next round tries again
+    except DomainError as error:
+        log.warning("outbox settle %s refused: %s", request.idempotency_key, error.message)
+    return True
 
 
 class SettleOutbox:
@@ -148,24 +161,25 @@ class SettleOutbox:
         return reply
 
     async def replay(self, send: Send) -> int:
-        """Send every entry older than `stale_s` again; the number billing answered for good."""
+        """Send every entry older than `stale_s` again, up to `REPLAY_AT_ONCE` at a time
+        (they share settle batches: one at a time, each waited for its batch's linger, and a
+        crashed proxy's backlog took a linger per entry); the number billing answered for good."""
         cutoff = time.time() - self._stale_s
-        answered = 0
         # redis-py types every answer as bytes | str; this client's are bytes (decode_responses is off)
         entries = cast("dict[bytes, bytes]", await self._redis.hgetall(OUTBOX_KEY))
+        due = []
         for key, value in entries.items():
             written, _, payload = value.partition(b":")
-            if float(written) > cutoff:
-                continue
-            request = billing_pb2.SettleRequest.FromString(payload)
-            try:
-                await send(request)
-            except TRANSIENT:
-                continue  # billing is down or busy: the next round tries again
-            except DomainError as error:  # a hold that billing expired or never had
-                log.warning("outbox settle %s refused: %s", request.idempotency_key, error.message)
-            await self._redis.hdel(OUTBOX_KEY, key)
-            answered += 1
+            if float(written) <= cutoff:
+                due.append((key, billing_pb2.SettleRequest.FromString(payload)))
+        answered = 0
+        for start in range(0, len(due), REPLAY_AT_ONCE):
+            chunk = due[start : start + REPLAY_AT_ONCE]
+            final = await asyncio.gather(*(_answered_for_good(send, request) for _, request in chunk))
+            done = [key for (key, _), answer in zip(chunk, final, strict=True) if answer]
+            if done:
+                await self._redis.hdel(OUTBOX_KEY, *done)
+            answered += len(done)
         return answered
 
     async def measure(self, exact_up_to: int = 1000) -> None:

@@ -46,7 +46,7 @@ CREDIT_ENV = {
     "GATEMESH_PROXY_CREDIT_LEASE_IDLE_S": "1",
     "GATEMESH_PROXY_CREDIT_LEASE_RETRY_S": "0.5",
     "GATEMESH_PROXY_HOLD_TTL_S": "3",
-    "GATEMESH_PROXY_OUTBOX_STALE_S": "2",
+    "GATEMESH_PROXY_OUTBOX_STALE_S": "1",  # a killed proxy's settles are replayed before its holds expire
     "GATEMESH_PROXY_RPC_TIMEOUT_S": "2",
 }
 MAX_TOKENS = 20

@@ -112,3 +112,31 @@ async def test_one_settle_at_a_time_costs_one_round_trip_and_removals_follow_tog
     assert await checks.hlen(OUTBOX_KEY) == 0
     await redis.aclose()
     await checks.aclose()
+
+
+async def test_a_stopped_proxys_entries_are_replayed_together_and_kept_while_billing_is_busy() -> None:
+    """Replayed settles go out together (they share settle batches, instead of one batch's
+    linger each); billing's transient refusals stay for the next round, final answers go."""
+    redis = Redis.from_url(REDIS_OUTBOX)
+    await redis.delete(OUTBOX_KEY)
+    stale = SettleOutbox(redis, stale_s=0)
+    for i in range(60):
+        await stale.add(billing_pb2.SettleRequest(hold_id="h", idempotency_key=f"r{i}" + ("-busy" if i < 5 else "")))
+    in_flight, most = 0, 0
+
+    async def send(request: billing_pb2.SettleRequest) -> None:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.05)
+        in_flight -= 1
+        if request.idempotency_key.endswith("-busy"):
+            raise Unavailable("billing is busy")
+        if request.idempotency_key == "r9":
+            raise FailedPrecondition("the hold expired")  # answered for good: the entry goes
+
+    assert await stale.replay(send) == 55
+    assert most == 60  # all at once, not one after the other
+    assert sorted(await redis.hkeys(OUTBOX_KEY)) == sorted(f"r{i}-busy".encode() for i in range(5))
+    await redis.delete(OUTBOX_KEY)
+    await redis.aclose()
