@@ -87,10 +87,10 @@ class ProxySettings(GatemeshSettings):
         True, description="Coalesce concurrent VerifyKey, Hold and Settle calls into their batch RPCs."
     )
     proxy_settle_linger_s: float = Field(
-        0.05,
+        0.2,
         ge=0,
-        description="How long a settle that would go to billing alone waits for others to share its SettleBatch "
-        "(answers wait for the outbox write only, never for billing).",
+        description="How long a batch of fewer than 32 settles waits for others to share its SettleBatch (answers "
+        "wait for the outbox write only, never for billing; usage reaches the balance that much later).",
     )
     proxy_outbox_stale_s: float = Field(
         30.0, gt=0, description="Settles unconfirmed this long are replayed from the Redis outbox (needs redis_url)."

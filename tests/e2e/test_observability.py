@@ -116,13 +116,19 @@ def test_a_chat_call_is_one_trace_from_the_edge_to_the_upstream_p3_2(mesh: Mesh)
     def services_seen() -> set[str]:
         return {span.service for span in mesh.receiver.snapshot() if span.trace_id == trace_id}
 
+    def orphans() -> list[ReceivedSpan]:
+        """Spans whose parent has not arrived (each service exports on its own schedule: a
+        batch's server span in billing can arrive before the proxy's client span it hangs from)."""
+        spans = [span for span in mesh.receiver.snapshot() if span.trace_id == trace_id]
+        by_id = {span.span.span_id.hex() for span in spans}
+        return [span for span in spans if span.service != "gatemesh-edge" and span.parent_span_id not in by_id]
+
     deadline = time.monotonic() + 20  # Envoy flushes its spans every 5 s
-    while not set(SERVICES_IN_TRACE) <= services_seen() and time.monotonic() < deadline:
+    while (not set(SERVICES_IN_TRACE) <= services_seen() or orphans()) and time.monotonic() < deadline:
         time.sleep(0.2)
     spans = [span for span in mesh.receiver.snapshot() if span.trace_id == trace_id]
     assert set(SERVICES_IN_TRACE) <= services_seen(), sorted(services_seen())
-    by_id = {span.span.span_id.hex(): span for span in spans}
-    assert all(span.parent_span_id in by_id for span in spans if span.service != "gatemesh-edge")
+    assert not orphans(), [(span.service, span.name) for span in orphans()]
     assert any(_upstream_call(span) for span in spans), [(s.service, s.name) for s in spans]
     assert any(_method(span, "VerifyKey") for span in spans if span.service == "gatemesh-auth")
     assert any(_method(span, "Hold") for span in spans if span.service == "gatemesh-billing")
