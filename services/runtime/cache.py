@@ -7,6 +7,8 @@ per process: use real Redis as soon as more than one instance of a service runs.
 
 from __future__ import annotations
 
+from typing import Any
+
 from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialWithJitterBackoff
@@ -36,27 +38,24 @@ def make_redis(
 
         return RedisCluster.from_url(url, max_connections=max_connections)  # type: ignore[return-value]  # same commands
     if url and dedicated:
-        return Redis.from_url(
-            url,
-            single_connection_client=True,
-            socket_timeout=None,
-            health_check_interval=30,
-            retry=reconnects(),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        )
+        return Redis.from_url(url, single_connection_client=True, socket_timeout=None, **_reconnecting())
     if url:
         pool = BlockingConnectionPool.from_url(
-            url,
-            max_connections=max_connections,
-            timeout=pool_timeout_s,
-            health_check_interval=30,
-            retry=reconnects(),
-            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            url, max_connections=max_connections, timeout=pool_timeout_s, **_reconnecting()
         )
         return Redis.from_pool(pool)
     import fakeredis
 
     return fakeredis.FakeAsyncRedis()
+
+
+def _reconnecting() -> dict[str, Any]:
+    """A connection's health checks and its reconnects after a dropped connection."""
+    return {
+        "health_check_interval": 30,
+        "retry": reconnects(),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+    }
 
 
 def reconnects() -> Retry:

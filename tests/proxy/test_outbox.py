@@ -122,6 +122,7 @@ async def test_a_stopped_proxys_entries_are_replayed_together_and_kept_while_bil
     stale = SettleOutbox(redis, stale_s=0)
     for i in range(60):
         await stale.add(billing_pb2.SettleRequest(hold_id="h", idempotency_key=f"r{i}" + ("-busy" if i < 5 else "")))
+    await asyncio.sleep(0.01)  # entries are stamped to the millisecond: let the last one be older than now
     in_flight, most = 0, 0
 
     async def send(request: billing_pb2.SettleRequest) -> None:
