@@ -106,7 +106,6 @@ async def build(settings: ProxySettings) -> ProxyApp:
     redis = None
     if settings.redis_url:  # the outbox's own connection: its write is on the answer's path
         redis = make_redis(settings.redis_url, cluster=settings.redis_cluster, dedicated=True)
-    if redis is not None:
         ledger.outbox = SettleOutbox(redis, settings.proxy_outbox_stale_s, settings.proxy_outbox_write_timeout_s)
     limits = Limits(settings.proxy_max_output_tokens, settings.proxy_model_max_output_tokens, settings.proxy_hold_ttl_s)
     counter = TokenCounter(settings.proxy_tokenizer)

@@ -75,6 +75,10 @@ class Slice:
     retired: bool = False
 
     @property
+    def account_id(self) -> str:
+        return self.terms[0]
+
+    @property
     def free(self) -> int:
         return self.granted - self.drawn - self.reserved
 
@@ -127,7 +131,7 @@ class CreditLeases:
         nothing for `retry_s`: a synchronous hold that billing refused for credit may fit
         once they are back (a slice placed while the call held could take the credit it
         needed, and an account that can pay would hear 429). True if any went back."""
-        idle = [key for key, piece in self._slices.items() if piece.terms[0] == account_id and piece.calls == 0]
+        idle = [key for key, piece in self._slices.items() if piece.account_id == account_id and piece.calls == 0]
         for key in idle:
             piece = self._slices.pop(key)
             piece.retired = True

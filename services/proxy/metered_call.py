@@ -110,14 +110,12 @@ class MeteredCall:
         except asyncio.CancelledError:
             hold.add_done_callback(self._abandoned_hold)
             raise
-        except ResourceExhausted:
+        except BaseException as error:
             credit = self.gateway.credit
-            if again and credit is not None and await credit.give_back(self.grant.account_id):
+            refused = isinstance(error, ResourceExhausted) and again
+            if refused and credit is not None and await credit.give_back(self.grant.account_id):
                 await self.place_hold(amount_micros, again=False)
                 return
-            self.correct_tokens(-self.estimate)
-            raise
-        except BaseException as error:
             self.correct_tokens(-self.estimate)
             self.reclaim_if_unknown(error)
             raise
